@@ -1,0 +1,92 @@
+"""The finding model shared by every patchaudit surface (static check, runtime audit, plugin)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Severity(str, enum.Enum):
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+
+    @property
+    def rank(self) -> int:
+        return _SEVERITY_RANK[self]
+
+
+_SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.ERROR: 2}
+
+
+class Category(str, enum.Enum):
+    """The fixed category vocabulary; other tools depend on these exact strings."""
+
+    PATCH_ORDER = "patch-order"
+    STALE_REFERENCE = "stale-reference"
+    EVENTLET_COEXISTENCE = "eventlet-coexistence"
+    UNPATCHED_SIGNAL = "unpatched-signal"
+    UNPATCHED_QUEUE = "unpatched-queue"
+    BLOCKING_CALL = "blocking-call"
+    INCOMPATIBLE_LIBRARY = "incompatible-library"
+    FORK_AFTER_PATCH = "fork-after-patch"
+    PARTIAL_PATCH = "partial-patch"
+    LIBRARY_PATCHES = "library-patches"
+    PARSE_ERROR = "parse-error"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem at one place. ``path`` is relative to the working directory."""
+
+    rule: str
+    category: Category
+    severity: Severity
+    path: str
+    line: int
+    column: int
+    message: str
+    fix: str
+    evidence: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    end_line: int | None = field(default=None, compare=False)
+    end_column: int | None = field(default=None, compare=False)
+
+    @property
+    def sort_key(self) -> tuple[str, int, int, str]:
+        return (self.path, self.line, self.column, self.rule)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "category": self.category.value,
+            "severity": self.severity.value,
+            "path": self.path,
+            "line": self.line,
+            "column": self.column,
+            "message": self.message,
+            "fix": self.fix,
+            "evidence": self.evidence,
+        }
+
+
+@dataclass
+class Report:
+    """Everything one run produced: findings plus the problems that stopped analysis of a file."""
+
+    target: str
+    findings: list[Finding] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    files_seen: int = 0
+    files_analyzed: int = 0
+    files_failed: int = 0  # discovered but unreadable
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, int]:
+        counts = {s.value: 0 for s in Severity}
+        for finding in self.findings:
+            counts[finding.severity.value] += 1
+        return counts
+
+    def worst_at_or_above(self, threshold: Severity) -> bool:
+        return any(f.severity.rank >= threshold.rank for f in self.findings)

@@ -1,0 +1,379 @@
+"""What the installed gevent's ``patch_all()`` replaces, read from gevent itself at run time.
+
+The patch lists change between gevent releases (25.4.1 started patching ``queue.Queue``, 25.8.1
+``os.close`` and ``signal.set_wakeup_fd``), between Python versions and platforms, and with
+``GEVENT_*`` environment variables. Hard-coding them would make patchaudit wrong as soon as
+gevent moves, so :func:`load_patch_lists` runs :mod:`patchaudit._patch_probe` in a child
+interpreter, which patches for real and reports the result.
+
+This module must stay import-light: it never imports gevent, because importing (let alone
+patching) gevent in the auditing process would change the very state being audited.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["PROBE_SCRIPT", "PatchListError", "PatchLists", "clear_memo", "load_patch_lists"]
+
+#: The self-contained probe script; run it by path with the target interpreter.
+PROBE_SCRIPT = Path(__file__).with_name("_patch_probe.py")
+
+# Bump when the JSON layout or the meaning of a field changes, so old cache files are ignored.
+_SCHEMA = 1
+
+_memo: dict[str, PatchLists] = {}
+_memo_lock = threading.Lock()
+
+
+class PatchListError(Exception):
+    """The patch lists could not be obtained; ``str(exc)`` is a one-line, actionable message."""
+
+
+def _freeze_names(names: Any) -> tuple[str, ...]:
+    return tuple(sorted(str(n) for n in names))
+
+
+@dataclass(frozen=True)
+class PatchLists:
+    """What ``gevent.monkey.patch_all()`` (all defaults) did in one interpreter.
+
+    Module names are *target* module names, as in ``gevent.monkey.saved``: thread patching
+    shows up as ``_thread``, ``threading``, ``_threading_local`` and ``logging``.
+    """
+
+    gevent_version: str
+    python_version: str
+    #: ``patch_all`` keyword -> default, from ``inspect.signature`` of the installed gevent.
+    options: dict[str, object]
+    #: ``patch_all`` keyword -> target module -> names it replaced or removed. Keys are the
+    #: keywords whose patcher ran (``builtins``/``contextvars`` map to ``{}``: called, no-op).
+    #: ``dns`` repeats the socket names that ``dns=`` governs (they are also under ``socket``).
+    by_option: dict[str, dict[str, tuple[str, ...]]]
+    #: target module -> name -> ``"module.qualname"`` of the object in place after patching.
+    replacements: dict[str, dict[str, str]]
+    #: target module -> names deleted by patching (``aggressive``: ``select.epoll``, ...).
+    removed: dict[str, tuple[str, ...]]
+    #: Modules already imported when the probe script started (interpreter + site startup).
+    startup_modules: frozenset[str]
+    implementation: str = ""
+    platform: str = ""
+    #: Patches gevent applied without recording them in ``gevent.monkey.saved`` (so
+    #: ``get_original`` cannot undo or report them), e.g. ``threading._active_limbo_lock``.
+    unrecorded: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: ``gevent.monkey.patch_*`` functions in the order ``patch_all`` called them.
+    call_order: tuple[str, ...] = ()
+    #: Warnings ``patch_all`` emitted in the probe (``"Category: message"``).
+    warnings: tuple[str, ...] = ()
+
+    def patched_modules(self) -> frozenset[str]:
+        """Every target module in which at least one name was replaced or removed."""
+        return frozenset(
+            mod for mods in self.by_option.values() for mod, names in mods.items() if names
+        )
+
+    def patched_names(self, module: str) -> frozenset[str]:
+        """Names of ``module`` that ``patch_all()`` replaced or removed (empty if none)."""
+        out: set[str] = set()
+        for mods in self.by_option.values():
+            out.update(mods.get(module, ()))
+        return frozenset(out)
+
+    def is_patched(self, module: str, name: str) -> bool:
+        """Whether ``module.name`` is no longer the stdlib object after ``patch_all()``."""
+        return any(name in mods.get(module, ()) for mods in self.by_option.values())
+
+    def option_for_module(self, module: str) -> str | None:
+        """The ``patch_all`` keyword that patches ``module`` ('thread' for 'threading').
+
+        When several keywords touch a module (``socket`` and ``dns`` both list ``socket``),
+        a keyword named like the module wins, then the first in ``patch_all`` signature order.
+        """
+        candidates = [opt for opt, mods in self.by_option.items() if mods.get(module)]
+        if not candidates:
+            return None
+        if module in candidates:
+            return module
+        order = list(self.options)
+        return min(candidates, key=lambda o: (order.index(o) if o in order else len(order), o))
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-serialisable dict; :meth:`from_json` reverses it (used for the disk cache)."""
+        return {
+            "schema": _SCHEMA,
+            "gevent_version": self.gevent_version,
+            "python_version": self.python_version,
+            "implementation": self.implementation,
+            "platform": self.platform,
+            "options": dict(self.options),
+            "by_option": {
+                opt: {mod: list(names) for mod, names in mods.items()}
+                for opt, mods in self.by_option.items()
+            },
+            "replacements": {mod: dict(items) for mod, items in self.replacements.items()},
+            "removed": {mod: list(names) for mod, names in self.removed.items()},
+            "startup_modules": sorted(self.startup_modules),
+            "unrecorded": {mod: dict(items) for mod, items in self.unrecorded.items()},
+            "call_order": list(self.call_order),
+            "warnings": list(self.warnings),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PatchLists:
+        """Build from :meth:`to_json` output or from the probe's raw output.
+
+        Raises ``ValueError``/``KeyError``/``TypeError`` on malformed input, which callers
+        reading a cache treat as "no cache".
+        """
+        if not isinstance(data, dict):
+            raise TypeError(f"expected a JSON object, got {type(data).__name__}")
+        return cls(
+            gevent_version=str(data["gevent_version"]),
+            python_version=str(data["python_version"]),
+            options=dict(data["options"]),
+            by_option={
+                str(opt): {str(mod): _freeze_names(names) for mod, names in mods.items()}
+                for opt, mods in data["by_option"].items()
+            },
+            replacements={
+                str(mod): {str(k): str(v) for k, v in items.items()}
+                for mod, items in data["replacements"].items()
+            },
+            removed={str(mod): _freeze_names(names) for mod, names in data["removed"].items()},
+            startup_modules=frozenset(str(m) for m in data["startup_modules"]),
+            implementation=str(data.get("implementation", "")),
+            platform=str(data.get("platform", "")),
+            unrecorded={
+                str(mod): {str(k): str(v) for k, v in items.items()}
+                for mod, items in data.get("unrecorded", {}).items()
+            },
+            call_order=tuple(str(c) for c in data.get("call_order", ())),
+            warnings=tuple(str(w) for w in data.get("warnings", ())),
+        )
+
+
+def _resolve_interpreter(python: str | None) -> str:
+    """Absolute path of the interpreter, *without* resolving symlinks.
+
+    A venv's ``bin/python`` is a symlink to the base interpreter; resolving it would lose the
+    venv and with it the gevent installed there.
+    """
+    if python is None:
+        if not sys.executable:
+            raise PatchListError("sys.executable is unknown here; pass the Python interpreter")
+        return os.path.abspath(sys.executable)
+    if os.sep not in python and not (os.altsep and os.altsep in python):
+        import shutil  # only needed for bare names such as "python3"
+
+        found = shutil.which(python)
+        if found is None:
+            raise PatchListError(f"Python interpreter not found on PATH: {python}")
+        python = found
+    return os.path.abspath(python)
+
+
+def _gevent_fingerprint(python: str) -> str:
+    """A cheap stand-in for "which gevent is installed for ``python``", without spawning.
+
+    For the running interpreter this is the exact version from ``importlib.metadata`` (gevent is
+    not imported). For another interpreter it is the names and mtimes of any
+    ``gevent-*.dist-info`` directories under the interpreter's prefix (``bin/..`` for a venv);
+    a gevent installed elsewhere (user site, ``PYTHONPATH``) is not seen, so in that case only
+    the interpreter path and mtime key the cache: delete the cache after upgrading gevent there.
+    """
+    if python == os.path.abspath(sys.executable):
+        from importlib import metadata
+
+        try:
+            return "version=" + metadata.version("gevent")
+        except metadata.PackageNotFoundError:
+            return "version=none"
+    prefix = Path(python).parent.parent
+    found = []
+    for pattern in ("lib/python*/site-packages/gevent-*.dist-info", "Lib/site-packages/gevent-*"):
+        for dist in prefix.glob(pattern):
+            try:
+                found.append(f"{dist.name}@{dist.stat().st_mtime_ns}")
+            except OSError:
+                continue
+    return "dist=" + ",".join(sorted(found))
+
+
+def _cache_key(python: str) -> str:
+    """Hash of everything that changes the probe's answer and can be known without spawning.
+
+    Covers the interpreter path and mtime, the gevent fingerprint, the ``GEVENT_*`` environment
+    (``GEVENT_NOWAITPID`` and ``GEVENT_MONKEY_DISABLE_QUEUE_QUEUE`` change what is patched) and
+    the probe script itself (a patchaudit upgrade invalidates old entries).
+    """
+    try:
+        mtime = os.stat(python).st_mtime_ns
+    except OSError as exc:
+        raise PatchListError(f"Python interpreter not found: {python} ({exc.strerror})") from None
+    try:
+        probe_digest = hashlib.sha256(PROBE_SCRIPT.read_bytes()).hexdigest()
+    except OSError as exc:
+        raise PatchListError(f"patchaudit is damaged: cannot read {PROBE_SCRIPT}") from exc
+    env = sorted((k, v) for k, v in os.environ.items() if k.startswith("GEVENT_"))
+    material = json.dumps([_SCHEMA, python, mtime, _gevent_fingerprint(python), env, probe_digest])
+    return hashlib.sha256(material.encode()).hexdigest()[:24]
+
+
+def _read_cache(path: Path) -> PatchLists | None:
+    """The cached lists, or None if missing or unusable (corrupt files are just re-probed)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("schema") != _SCHEMA:
+            return None
+        return PatchLists.from_json(data)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _write_cache(path: Path, lists: PatchLists) -> None:
+    """Write atomically (temp file + ``os.replace``) so readers never see a partial file.
+
+    A cache that cannot be written is not an error: the lists are still correct, just slower
+    to get next time.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(lists.to_json(), fh, sort_keys=True)
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+    except OSError:
+        pass
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """Kill the probe and anything it started (it runs in its own session/process group)."""
+    try:
+        if os.name == "posix":
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.kill()
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+def _run_probe(python: str, timeout: float) -> dict[str, Any]:
+    """Run the probe in ``python`` and return its JSON, or raise :class:`PatchListError`."""
+    cmd = [python, str(PROBE_SCRIPT)]
+    try:
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=(os.name == "posix"),
+        )
+    except FileNotFoundError:
+        raise PatchListError(f"Python interpreter not found: {python}") from None
+    except PermissionError:
+        raise PatchListError(f"Python interpreter is not executable: {python}") from None
+    except OSError as exc:
+        raise PatchListError(f"cannot run Python interpreter {python}: {exc.strerror}") from None
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        proc.communicate()
+        raise PatchListError(
+            f"gevent patch probe timed out after {timeout:g}s in {python}; "
+            "check that importing gevent there does not hang, or raise the timeout"
+        ) from None
+    except BaseException:
+        _kill_group(proc)
+        proc.communicate()
+        raise
+    stdout = out.decode("utf-8", "replace")
+    stderr = err.decode("utf-8", "replace")
+
+    data: Any = None
+    for candidate in (stdout, _last_line(stdout)):
+        try:
+            data = json.loads(candidate)
+            break
+        except ValueError:
+            continue
+    if not isinstance(data, dict):
+        detail = _last_line(stderr) or _last_line(stdout) or f"exit status {proc.returncode}"
+        raise PatchListError(f"gevent patch probe failed in {python}: {detail}")
+    if "error" in data:
+        if data.get("error_kind") == "gevent-missing":
+            raise PatchListError(
+                f"gevent is not installed in {python}; install it there "
+                "or point patchaudit at the application's interpreter"
+            )
+        raise PatchListError(f"gevent patch probe failed in {python}: {data['error']}")
+    if proc.returncode != 0:
+        raise PatchListError(
+            f"gevent patch probe exited with status {proc.returncode} in {python}: "
+            f"{_last_line(stderr) or 'no error output'}"
+        )
+    return data
+
+
+def clear_memo() -> None:
+    """Forget the in-process memo (tests; long-running processes after an upgrade)."""
+    with _memo_lock:
+        _memo.clear()
+
+
+def load_patch_lists(
+    python: str | None = None,
+    cache_dir: Path | None = None,
+    timeout: float = 30,
+) -> PatchLists:
+    """Return what ``patch_all()`` replaces in ``python`` (default: this interpreter).
+
+    The answer comes from running the installed gevent in a child process, so it is right for
+    whatever gevent/Python/platform/``GEVENT_*`` environment the target has. Results are
+    memoised per process and, if ``cache_dir`` is given, cached on disk keyed by
+    :func:`_cache_key`. Raises :class:`PatchListError` with a one-line message on failure.
+    """
+    interpreter = _resolve_interpreter(python)
+    key = _cache_key(interpreter)
+    with _memo_lock:
+        memoised = _memo.get(key)
+    if memoised is not None:
+        return memoised
+
+    cache_file = None if cache_dir is None else Path(cache_dir) / f"gevent-patches-{key}.json"
+    lists = _read_cache(cache_file) if cache_file is not None else None
+    if lists is None:
+        try:
+            lists = PatchLists.from_json(_run_probe(interpreter, timeout))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise PatchListError(
+                f"gevent patch probe in {interpreter} returned unexpected data "
+                f"({type(exc).__name__}: {exc}); is patchaudit's probe out of date?"
+            ) from None
+        if cache_file is not None:
+            _write_cache(cache_file, lists)
+    with _memo_lock:
+        _memo.setdefault(key, lists)
+        return _memo[key]

@@ -1,0 +1,127 @@
+"""Helpers shared by the reporters: safe text, source lines, summary wording."""
+
+from __future__ import annotations
+
+import math
+import re
+import tokenize
+from pathlib import Path
+from typing import Any, TextIO
+
+from .._findings import Report, Severity
+
+# C0 controls (tab excepted), DEL and C1 controls: printing them raw would let a file name or a
+# message move the cursor or inject escape sequences into the user's terminal.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+# Python's own line terminators; str.splitlines() also splits on \f, \x1c, \u2028... which would
+# shift line numbers relative to the ones the parser reported.
+_NEWLINE = re.compile(r"\r\n|\r|\n")
+_MAX_SOURCE_BYTES = 10 * 1024 * 1024
+
+
+def printable(text: str) -> str:
+    """One-line, terminal-safe text: controls and lone surrogates become visible escapes."""
+    text = _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def json_safe(value: Any) -> Any:
+    """Replace lone surrogates (from ``surrogateescape`` paths) so every JSON parser accepts it."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {
+            json_safe(k if isinstance(k, str) else str(k)): json_safe(v) for k, v in value.items()
+        }
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value
+        return [json_safe(v) for v in items]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # NaN/Infinity are not JSON
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    return json_safe(str(value))
+
+
+def write_text(stream: TextIO, text: str) -> None:
+    """Write, falling back to backslash escapes when the stream's encoding cannot take a char."""
+    try:
+        stream.write(text)
+    except UnicodeEncodeError:
+        encoding = getattr(stream, "encoding", None) or "ascii"
+        stream.write(text.encode(encoding, "backslashreplace").decode(encoding))
+    stream.flush()
+
+
+def isatty(stream: TextIO) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def summary_line(report: Report) -> str:
+    """The closing line shared by the human formats, in ruff's plain wording style."""
+    counts = report.summary()
+    total = len(report.findings)
+    unanalysed = plural(len(report.errors), "file")
+    if total:
+        line = (
+            f"Found {plural(total, 'problem')} ({plural(counts[Severity.ERROR.value], 'error')}, "
+            f"{plural(counts[Severity.WARNING.value], 'warning')}, "
+            f"{counts[Severity.INFO.value]} info)."
+        )
+        if report.errors:
+            line += f" {unanalysed} could not be analysed."
+        return line
+    analysed = plural(report.files_analyzed, "file")
+    if report.errors:
+        return f"No problems found ({analysed} analysed), but {unanalysed} could not be analysed."
+    return f"All checks passed ({analysed} analysed)."
+
+
+class SourceCache:
+    """Reads source files relative to ``cwd`` once; ``None`` when a file cannot be read."""
+
+    def __init__(self, cwd: Path) -> None:
+        self.cwd = cwd
+        self._cache: dict[str, list[str] | None] = {}
+
+    def lines(self, path: str) -> list[str] | None:
+        if path not in self._cache:
+            self._cache[path] = self._read(path)
+        return self._cache[path]
+
+    def line(self, path: str, lineno: int) -> str | None:
+        lines = self.lines(path)
+        if lines is None or not 1 <= lineno <= len(lines):
+            return None
+        return lines[lineno - 1]
+
+    def _read(self, path: str) -> list[str] | None:
+        try:
+            file = self.cwd / path
+            if file.stat().st_size > _MAX_SOURCE_BYTES:
+                return None
+            data = file.read_bytes()
+        except (OSError, ValueError):  # ValueError: NUL or unencodable char in the path
+            return None
+        try:
+            encoding, _ = tokenize.detect_encoding(iter(data.splitlines(keepends=True)).__next__)
+        except SyntaxError:
+            encoding = "utf-8"
+        try:
+            text = data.decode(encoding, "replace")
+        except LookupError:
+            text = data.decode("utf-8", "replace")
+        if text.startswith("\ufeff"):
+            text = text[1:]
+        lines = _NEWLINE.split(text)
+        if lines[-1] == "":  # the split after a final newline is not a line of the file
+            lines.pop()
+        return lines

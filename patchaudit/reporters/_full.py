@@ -1,0 +1,194 @@
+"""``full``: the human format. Findings grouped by file with a source snippet, then a summary.
+
+Everything is rendered into a buffer by rich and written to the stream at the end, so the
+stream's encoding problems are handled in one place and rich never probes the real stream.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+from rich.cells import cell_len
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from .._findings import Finding, Report, Severity
+from ..rules._model import Rule
+from ._common import SourceCache, isatty, printable, summary_line, write_text
+
+_STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "bold yellow", Severity.INFO: "bold cyan"}
+_TAB = 4
+_CONTEXT = 1  # lines shown above and below the flagged line
+_WIDTH = 100  # used whenever the stream is not a terminal, so output is reproducible
+
+
+class _Buffer(io.StringIO):
+    """Collects rich's output; reports the real stream's encoding so rich picks ASCII boxes
+    for a non-UTF-8 stream instead of writing characters the stream cannot encode."""
+
+    def __init__(self, encoding: str) -> None:
+        super().__init__()
+        self._encoding = encoding
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return self._encoding
+
+
+def _display(text: str) -> str:
+    # Tabs are expanded here rather than by rich so the caret column can be computed exactly.
+    return printable(text).expandtabs(_TAB)
+
+
+def _terminal_width(stream: TextIO) -> int:
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, ValueError, OSError, io.UnsupportedOperation):
+        return shutil.get_terminal_size((_WIDTH, 24)).columns
+
+
+def format_evidence(evidence: Mapping[str, Any]) -> list[str]:
+    """``import_chain`` reads as ``a -> b -> c``; other keys as ``key: value``."""
+    lines = []
+    for key, value in evidence.items():
+        if key == "import_chain" and isinstance(value, (list, tuple)):
+            lines.append("import chain: " + " -> ".join(str(v) for v in value))
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            lines.append(f"{key}: " + ", ".join(str(v) for v in value))
+        else:
+            lines.append(f"{key}: {value}")
+    return [printable(line) for line in lines]
+
+
+class FullReporter:
+    def __init__(
+        self, stream: TextIO, *, color: bool, rules: Mapping[str, Rule], cwd: Path
+    ) -> None:
+        self.stream = stream
+        self.color = color
+        self.rules = rules
+        self.sources = SourceCache(cwd)
+
+    def _console(self, buffer: _Buffer) -> Console:
+        width = _terminal_width(self.stream) if isatty(self.stream) else _WIDTH
+        # force_terminal/no_color are explicit so FORCE_COLOR, NO_COLOR or TTY_COMPATIBLE in the
+        # environment cannot override the caller's decision; markup/emoji off because all
+        # text comes from user code and must be shown literally.
+        return Console(
+            file=buffer,
+            width=width,
+            force_terminal=self.color,
+            no_color=not self.color,
+            color_system="auto" if self.color else None,
+            highlight=False,
+            markup=False,
+            emoji=False,
+            force_jupyter=False,
+            force_interactive=False,
+            legacy_windows=False,
+        )
+
+    def report(self, report: Report) -> None:
+        buffer = _Buffer(getattr(self.stream, "encoding", None) or "utf-8")
+        console = self._console(buffer)
+        by_file: dict[str, list[Finding]] = {}
+        for f in report.findings:
+            by_file.setdefault(f.path, []).append(f)
+        for path, findings in by_file.items():
+            console.print(Text(printable(path), style="bold underline"))
+            for f in findings:
+                self._finding(console, f)
+        if report.errors:
+            console.print(Text("Could not analyse:", style="bold"))
+            for error in report.errors:
+                console.print(Text.assemble(("  error: ", "bold red"), printable(error)))
+            console.print()
+        for note in report.notes:
+            console.print(Text.assemble(("note: ", "bold"), printable(note)), style="dim")
+        if report.findings:
+            console.print(self._table(report))
+        console.print(Text(summary_line(report), style="bold"))
+        write_text(self.stream, buffer.getvalue())
+
+    def _finding(self, console: Console, f: Finding) -> None:
+        rule = self.rules.get(f.rule)
+        style = _STYLE[f.severity]
+        head = Text.assemble((f"{f.severity.value}[{printable(f.rule)}]", style))
+        if rule is not None:
+            head.append(f" {rule.name}", style="bold")
+        head.append(f": {printable(f.message)}")
+        console.print(head)
+        console.print(Text(f"  --> {printable(f.path)}:{f.line}:{f.column}", style="dim"))
+        for line in self._snippet(f):
+            console.print(line, no_wrap=True, overflow="ellipsis")
+        notes: list[tuple[str, str]] = []
+        for i, fix_line in enumerate((f.fix or (rule.fix if rule else "")).splitlines()):
+            notes.append(("fix" if i == 0 else "", printable(fix_line)))
+        if rule is not None:
+            notes.append(("see", ", ".join([*rule.failure_modes, rule.docs_path])))
+        notes += [("evidence", line) for line in format_evidence(f.evidence)]
+        for label, value in notes:
+            prefix = f"   = {label}: " if label else " " * (len("   = fix: "))
+            console.print(Text.assemble((prefix, "bold"), value))
+        console.print()
+
+    def _snippet(self, f: Finding) -> list[Text]:
+        lines = self.sources.lines(f.path)
+        if lines is None or not 1 <= f.line <= len(lines):
+            return []  # unreadable or changed since analysis: the location line is enough
+        first, last = max(1, f.line - _CONTEXT), min(len(lines), f.line + _CONTEXT)
+        gutter = len(str(last))
+        bar = Text(f" {' ' * gutter} |", style="blue")
+        out = [bar.copy()]
+        for n in range(first, last + 1):
+            source = (_display(lines[n - 1]), "bold" if n == f.line else "")
+            out.append(Text.assemble((f" {n:>{gutter}} | ", "blue"), source))
+            if n == f.line:
+                out.append(self._caret(f, lines[n - 1], gutter))
+        out.append(bar.copy())
+        return out
+
+    def _caret(self, f: Finding, source: str, gutter: int) -> Text:
+        start = min(max(f.column, 1), len(source) + 1)
+        if f.end_column is not None and f.end_line in (None, f.line) and f.end_column > start:
+            end = min(f.end_column, len(source) + 1)
+        elif f.end_line is not None and f.end_line > f.line:
+            end = len(source.rstrip()) + 1  # multi-line range: underline to the end of this line
+        else:
+            end = start + 1
+        pad = cell_len(_display(source[: start - 1]))
+        width = max(1, cell_len(_display(source[: end - 1])) - pad)
+        return Text.assemble(
+            (f" {' ' * gutter} | ", "blue"), " " * pad, ("^" * width, _STYLE[f.severity])
+        )
+
+    def _table(self, report: Report) -> Table:
+        severities = list(Severity)
+        per_rule: dict[str, dict[Severity, int]] = {}
+        for f in report.findings:
+            counts = per_rule.setdefault(f.rule, dict.fromkeys(severities, 0))
+            counts[f.severity] += 1
+        totals = report.summary()
+        table = Table(title=None, show_footer=True, show_edge=False, pad_edge=False)
+        table.add_column("Rule", footer="Total")
+        table.add_column("Name")
+        for sev in severities:
+            header = Text(sev.value, style=_STYLE[sev])
+            table.add_column(header, footer=str(totals[sev.value]), justify="right")
+        table.add_column("Count", footer=str(len(report.findings)), justify="right")
+        for code in sorted(per_rule):
+            counts = per_rule[code]
+            rule = self.rules.get(code)
+            table.add_row(
+                printable(code),
+                rule.name if rule else "",
+                *(str(counts[sev]) for sev in severities),
+                str(sum(counts.values())),
+            )
+        return table

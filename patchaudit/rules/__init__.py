@@ -1,0 +1,31 @@
+"""The rule catalogue. Importing this package registers every rule in ``REGISTRY``.
+
+Codes are ``MPA`` + three digits, grouped by family: 0xx source problems, 1xx patch order,
+2xx stale references, 30x partial patching, 35x libraries that patch, 4xx eventlet, 50x
+signals, 55x queues and multiprocessing, 6xx fork, 7xx incompatible libraries, 8xx blocking
+calls.
+"""
+
+from . import (  # noqa: F401  (imported for their @rule registrations)
+    blocking,
+    eventlet,
+    fork,
+    libraries,
+    patch_calls,
+    patch_order,
+    queues,
+    signals,
+    source,
+    stale_reference,
+)
+from ._model import REGISTRY, Hit, Rule, Scope
+
+__all__ = ["REGISTRY", "Hit", "Rule", "Scope", "all_rules", "get_rule"]
+
+
+def all_rules() -> list[Rule]:
+    return [REGISTRY[code] for code in sorted(REGISTRY)]
+
+
+def get_rule(code: str) -> Rule | None:
+    return REGISTRY.get(code.upper())

@@ -1,0 +1,201 @@
+"""MPA8xx, blocking-call: work that monkey-patching cannot make cooperative."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+
+from .._findings import Category, Severity
+from ..static._context import MODULE, FileContext
+from ._model import Hit, Scope, rule
+
+_GREENLET_MAKERS = frozenset({"gevent.spawn", "gevent.spawn_later", "gevent.Greenlet.spawn"})
+
+
+@rule(
+    code="MPA801",
+    name="import-time-greenlet-wait",
+    category=Category.BLOCKING_CALL,
+    severity=Severity.ERROR,
+    summary="A greenlet is waited for while the module is being imported",
+    message="`{call}` at import time waits on greenlets while the import lock is held",
+    why="""
+While a module is imported, the importing greenlet holds the import lock. A greenlet that needs
+to import anything (many stdlib calls import lazily) then waits for the lock forever, and the
+hub reports `LoopExit: This operation would block forever` (FM-16; gunicorn#1192, gevent#728).
+""",
+    fix="Start and wait for greenlets from the program's start-up function (`main()`, an app "
+    "factory, a server hook), not from module level.",
+    bad="""
+import gevent
+config = gevent.spawn(fetch_config).get()
+""",
+    good="""
+import gevent
+def create_app():
+    config = gevent.spawn(fetch_config).get()
+""",
+    references=("FM-16", "benoitc/gunicorn#1192", "gevent/gevent#728"),
+    scope=Scope.GEVENT_PROGRAM,
+    triggers=(b"gevent",),
+)
+def check_import_time_wait(ctx: FileContext) -> Iterator[Hit]:
+    spawned = _spawned_names(ctx)
+    for call in ctx.calls:
+        if call.context != MODULE:
+            continue
+        if call.qualname in ("gevent.joinall", "gevent.wait", "gevent.killall"):
+            yield _hit(call.node, call.qualname + "()")
+        elif call.method in ("join", "get") and isinstance(call.node.func, ast.Attribute):
+            receiver = call.node.func.value
+            made_here = isinstance(receiver, ast.Call) and ctx.qualname(receiver.func) in _GREENLET_MAKERS
+            if made_here or (isinstance(receiver, ast.Name) and receiver.id in spawned):
+                yield _hit(call.node, ast.unparse(call.node.func) + "()")
+
+
+def _spawned_names(ctx: FileContext) -> set[str]:
+    names = set()
+    for node, _context in ctx.module_assigns:
+        if isinstance(node.value, ast.Call) and ctx.qualname(node.value.func) in _GREENLET_MAKERS:
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+    return names
+
+
+def _hit(node: ast.Call, call: str) -> Hit:
+    return Hit(line=node.lineno, column=node.col_offset + 1, args={"call": call})
+
+
+_NETWORK_CALLS = frozenset(
+    {"socket.gethostbyname", "socket.gethostbyname_ex", "socket.getaddrinfo", "socket.getfqdn",
+     "socket.create_connection", "urllib.request.urlopen", "http.client.HTTPConnection",
+     "http.client.HTTPSConnection", "requests.get", "requests.post", "requests.put",
+     "requests.delete", "requests.head", "requests.request", "httpx.get", "httpx.post",
+     "smtplib.SMTP", "ftplib.FTP"}
+)
+
+
+@rule(
+    code="MPA802",
+    name="import-time-network-call",
+    category=Category.BLOCKING_CALL,
+    severity=Severity.WARNING,
+    summary="Network or DNS work runs while the module is being imported",
+    message="`{call}()` at import time does network or DNS work under the import lock",
+    why="""
+DNS and network calls at import time run before the server is up, under the import lock; with
+gevent's threaded resolver the worker thread needs that lock (the idna codec) and the import
+hangs (FM-15, gevent#455). A settings module doing `socket.gethostbyname(...)` is the classic
+case (dnspython#575).
+""",
+    fix="Resolve and connect lazily, on first use or in the app factory, after patching.",
+    bad="""
+import socket
+EMAIL_HOST = socket.gethostbyname("smtp.example.com")
+""",
+    good="""
+EMAIL_HOST = "smtp.example.com"      # resolved when the first mail is sent
+""",
+    references=("FM-15", "FM-16", "gevent/gevent#455", "rthalley/dnspython#575"),
+    scope=Scope.GEVENT_PROGRAM,
+    triggers=(b"socket", b"urlopen", b"http.client", b"requests", b"httpx", b"smtplib", b"ftplib"),
+)
+def check_import_time_network(ctx: FileContext) -> Iterator[Hit]:
+    for call in ctx.calls:
+        if call.context == MODULE and call.qualname in _NETWORK_CALLS:
+            yield _hit(call.node, call.qualname)
+
+
+_UNPATCHABLE = {
+    "fcntl.flock": "file locks wait in the kernel",
+    "fcntl.lockf": "file locks wait in the kernel",
+    "os.system": "runs a shell and waits in C",
+    "input": "reads the terminal in C",
+    "os.wait": "waits for any child in C",
+    "time.process_time": None,
+}
+
+
+@rule(
+    code="MPA803",
+    name="unpatchable-blocking-call",
+    category=Category.BLOCKING_CALL,
+    severity=Severity.WARNING,
+    summary="A call that monkey-patching cannot make cooperative",
+    message="`{call}()` blocks every greenlet: {reason}",
+    why="""
+Patching replaces sockets, sleeps, locks and subprocesses, not everything that waits: `fcntl.flock`
+waits in the kernel, `os.system` and `input()` wait in C. While they wait, the hub and every other
+greenlet are stopped (FM-29; baseplate.py#200 found `flock` this way).
+""",
+    fix="Run it in `gevent.get_hub().threadpool.apply(...)`, or use a cooperative equivalent "
+    "(`subprocess.run` instead of `os.system`, a non-blocking `LOCK_NB` retry loop with "
+    "`gevent.sleep`).",
+    bad="""
+import fcntl
+fcntl.flock(fd, fcntl.LOCK_EX)
+""",
+    good="""
+import fcntl, gevent
+gevent.get_hub().threadpool.apply(fcntl.flock, (fd, fcntl.LOCK_EX))
+""",
+    references=("FM-29", "reddit/baseplate.py#200"),
+    scope=Scope.GEVENT_PROGRAM,
+    triggers=(b"flock", b"lockf", b"system", b"input", b"os.wait"),
+)
+def check_unpatchable(ctx: FileContext) -> Iterator[Hit]:
+    for call in ctx.calls:
+        name = call.qualname
+        if name is None and isinstance(call.node.func, ast.Name) and call.node.func.id == "input":
+            name = "input"  # the builtin, unless shadowed by an import
+        reason = _UNPATCHABLE.get(name or "")
+        if reason:
+            yield Hit(
+                line=call.node.lineno,
+                column=call.node.col_offset + 1,
+                args={"call": name, "reason": reason},
+            )
+
+
+def _removed(project, hit: Hit) -> bool:
+    module, _, name = hit.args["name"].rpartition(".")
+    return name in project.patch_lists.removed.get(module, ())
+
+
+@rule(
+    code="MPA804",
+    name="removed-by-patching",
+    category=Category.BLOCKING_CALL,
+    severity=Severity.ERROR,
+    summary="Code uses an API that gevent's aggressive patching deletes",
+    message="`{name}` does not exist after `patch_all()`: gevent removes it",
+    why="""
+With the default `aggressive=True`, `patch_all()` deletes `select.epoll` (and `kqueue`,
+`devpoll`) and `selectors.EpollSelector`, because they would block the hub. Code that uses them
+fails with `AttributeError`, or, when it captured them before patching, blocks (pika's
+`BlockingConnection` stalled, gevent#1577; asyncio needs its selector, gunicorn#2468) (FM-25).
+The list of removed names comes from the installed gevent.
+""",
+    fix="Use `selectors.DefaultSelector` (gevent provides a cooperative one) or `select.poll`.",
+    bad="""
+import selectors
+sel = selectors.EpollSelector()
+""",
+    good="""
+import selectors
+sel = selectors.DefaultSelector()
+""",
+    references=("FM-25", "gevent/gevent#1577", "benoitc/gunicorn#2468"),
+    scope=Scope.GEVENT_PROGRAM,
+    triggers=(b"epoll", b"Epoll", b"kqueue", b"Kqueue", b"devpoll", b"Devpoll"),
+    applies=_removed,
+)
+def check_removed(ctx: FileContext) -> Iterator[Hit]:
+    for name, (line, column) in ctx.references.items():
+        module, _, attr = name.rpartition(".")
+        if module in ("select", "selectors") and attr in _CANDIDATES:
+            yield Hit(line=line, column=column, args={"name": name})
+
+
+_CANDIDATES = frozenset(
+    {"epoll", "kqueue", "kevent", "devpoll", "EpollSelector", "KqueueSelector", "DevpollSelector"}
+)

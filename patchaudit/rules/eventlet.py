@@ -1,0 +1,185 @@
+"""MPA4xx, eventlet-coexistence: gevent and eventlet in one program."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from .._findings import Category, Severity
+from ..static._context import FileContext
+from ._helpers import keyword
+from ._model import Hit, Scope, rule
+
+
+def _patch_points(project, framework: str):
+    return [(s, p) for s, p in project.all_patch_points() if p.framework == framework]
+
+
+@rule(
+    code="MPA401",
+    name="eventlet-and-gevent-imported",
+    category=Category.EVENTLET_COEXISTENCE,
+    severity=Severity.ERROR,
+    summary="The program imports both gevent and eventlet",
+    message="`{module}` imported in a program that runs on {primary}",
+    why="""
+gevent and eventlet each install their own hub and replace the same stdlib attributes. In one
+process they hang, or fail with `TypeError: Cannot convert greenlet.greenlet to
+gevent._gevent_c_greenlet_primitives.SwitchOutGreenletWithLoop`; the gevent maintainer calls it
+"in no way a tested or supported configuration" (FM-06, gevent#1956).
+""",
+    fix="Pick one framework for the whole process; remove the other's imports (and uninstall it "
+    "if a library such as python-engineio would auto-select it).",
+    bad="""
+from gevent import monkey
+monkey.patch_all()
+import eventlet.green.socket
+""",
+    good="""
+from gevent import monkey
+monkey.patch_all()
+import gevent.socket
+""",
+    references=("FM-06", "gevent/gevent#1956"),
+    kind="project",
+)
+def check_both_imported(project) -> Iterator[Hit]:
+    gevent_points = _patch_points(project, "gevent")
+    eventlet_points = _patch_points(project, "eventlet")
+    if gevent_points and eventlet_points:
+        return  # MPA402 reports the two patch calls, which is the sharper finding
+    gevent_imports = list(project.imports_anywhere("gevent"))
+    eventlet_imports = list(project.imports_anywhere("eventlet"))
+    if not gevent_imports or not eventlet_imports:
+        return
+    primary, other = ("eventlet", gevent_imports) if eventlet_points else ("gevent", eventlet_imports)
+    reported: set[str] = set()
+    for summary, record in other:
+        if summary.relpath in reported:
+            continue
+        reported.add(summary.relpath)
+        yield Hit(
+            path=summary.relpath,
+            line=record.line,
+            column=record.column,
+            args={"module": record.module, "primary": primary},
+        )
+
+
+@rule(
+    code="MPA402",
+    name="both-frameworks-patch",
+    category=Category.EVENTLET_COEXISTENCE,
+    severity=Severity.ERROR,
+    summary="Both `gevent.monkey.patch_all()` and `eventlet.monkey_patch()` are called",
+    message="`{call}()` here and `{other}()` at {other_at} patch the same process",
+    why="""
+Whichever patches second wins some attributes and not others: sockets become eventlet's while
+greenlets are gevent's, and the process hangs or raises `SwitchOutGreenletWithLoop` errors
+(reproduced in the knowledge base, FM-06).
+""",
+    fix="Keep exactly one patch call, for the framework your server runs (gunicorn -k gevent: "
+    "gevent).",
+    bad="""
+import eventlet
+eventlet.monkey_patch()
+from gevent import monkey
+monkey.patch_all()
+""",
+    good="""
+from gevent import monkey
+monkey.patch_all()
+""",
+    references=("FM-06", "gevent/gevent#1956"),
+    kind="project",
+)
+def check_both_patch(project) -> Iterator[Hit]:
+    gevent_points = _patch_points(project, "gevent")
+    eventlet_points = _patch_points(project, "eventlet")
+    if not gevent_points or not eventlet_points:
+        return
+    for mine, others in ((gevent_points, eventlet_points), (eventlet_points, gevent_points)):
+        other_summary, other_point = others[0]
+        for summary, point in mine:
+            yield Hit(
+                path=summary.relpath,
+                line=point.line,
+                column=point.column,
+                args={
+                    "call": point.function.rsplit(".", 1)[-1],
+                    "other": other_point.function.rsplit(".", 1)[-1],
+                    "other_at": f"{other_summary.relpath}:{other_point.line}",
+                },
+            )
+
+
+_SOCKETIO_SERVERS = frozenset(
+    {"flask_socketio.SocketIO", "socketio.Server", "engineio.Server", "socketio.server.Server"}
+)
+
+
+def _eventlet_installed(project, hit: Hit) -> bool:
+    return project.exists("eventlet")
+
+
+@rule(
+    code="MPA403",
+    name="socketio-async-mode-unset",
+    category=Category.EVENTLET_COEXISTENCE,
+    severity=Severity.WARNING,
+    summary="A Socket.IO/Engine.IO server picks its async mode itself while eventlet is installed",
+    message="`{call}()` without `async_mode=` picks eventlet first when it is installed",
+    why="""
+python-engineio tries the async modes in the order eventlet, gevent_uwsgi, gevent, threading, so
+with eventlet installed it selects eventlet even under a gunicorn gevent worker, mixing both
+frameworks (FM-06; Flask-SocketIO#294: "you have to explicitly select it").
+""",
+    fix="Pass `async_mode=\"gevent\"` explicitly (or uninstall eventlet).",
+    bad="""
+from flask_socketio import SocketIO
+socketio = SocketIO(app)
+""",
+    good="""
+from flask_socketio import SocketIO
+socketio = SocketIO(app, async_mode="gevent")
+""",
+    references=("FM-06", "miguelgrinberg/Flask-SocketIO#294"),
+    scope=Scope.GEVENT_PROGRAM,
+    triggers=(b"socketio", b"engineio"),
+    applies=_eventlet_installed,
+)
+def check_socketio_mode(ctx: FileContext) -> Iterator[Hit]:
+    for call in ctx.calls:
+        if call.qualname in _SOCKETIO_SERVERS and keyword(call.node, "async_mode") is None:
+            yield Hit(line=call.node.lineno, column=call.node.col_offset + 1, args={"call": call.qualname})
+
+
+@rule(
+    code="MPA404",
+    name="eventlet-deprecated",
+    category=Category.EVENTLET_COEXISTENCE,
+    severity=Severity.INFO,
+    summary="eventlet is deprecated and in bugfix-only maintenance",
+    message="`{module}` is part of eventlet, which is deprecated; plan a migration",
+    why="""
+`import eventlet` emits `EventletDeprecationWarning: Eventlet is deprecated`, gunicorn removed
+its eventlet worker in 26.0.0, and eventlet cannot share a process with gevent (FM-06). New code
+on it is a migration risk (knowledge base section 2.1).
+""",
+    fix="Migrate to gevent (same programming model) or asyncio; eventlet's docs have a migration "
+    "guide.",
+    bad="""
+import eventlet
+eventlet.monkey_patch()
+""",
+    good="""
+from gevent import monkey
+monkey.patch_all()
+""",
+    references=("FM-06", "eventlet migration guide"),
+    triggers=(b"eventlet",),
+)
+def check_eventlet_deprecated(ctx: FileContext) -> Iterator[Hit]:
+    for record in ctx.imports:
+        if record.module == "eventlet" or record.module.startswith("eventlet."):
+            yield Hit(line=record.line, column=record.column, args={"module": record.module})
+            return

@@ -1,0 +1,132 @@
+"""MPA7xx, incompatible-library: C drivers and clients that need an extra step under gevent.
+
+Most of these rules are data: one table each in ``patchaudit/data/libraries.toml``, turned into
+rules here. MPA703 (init_gevent before the patch) is an ordering question, so it is code.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from .._findings import Category, Severity
+from ..static._context import MAIN, MODULE
+from ..static._known import load_table
+from ._model import Hit, Rule, Scope, add_rule, rule
+
+
+def _matches(module: str, prefixes: list[str]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+def _import_check(entry: dict[str, Any]) -> Callable[[Any], Iterator[Hit]]:
+    """Project check: the library is imported and no fix is referenced anywhere."""
+    modules = entry["modules"]
+    unless = entry.get("unless_modules", [])
+
+    def check(project) -> Iterator[Hit]:
+        if not project.gevent_program:
+            return
+        if any(project.references_anywhere(name) for name in entry["fixed_by"]):
+            return
+        for summary in project.summaries.values():
+            for record in summary.imports:
+                if _matches(record.module, modules) and not _matches(record.module, unless):
+                    yield Hit(
+                        path=summary.relpath,
+                        line=record.line,
+                        column=record.column,
+                        args={"module": record.module},
+                    )
+                    break
+
+    return check
+
+
+def _method_check(entry: dict[str, Any]) -> Callable[[Any], Iterator[Hit]]:
+    """File check: blocking method calls in files that import the library."""
+    modules = entry["modules"]
+    methods = frozenset(entry["methods"])
+
+    def check(ctx) -> Iterator[Hit]:
+        if not any(_matches(r.module, modules) for r in ctx.imports):
+            return
+        for call in ctx.calls:
+            if call.method in methods and call.qualname is None and not _zero_timeout(call.node):
+                yield Hit(
+                    line=call.node.lineno,
+                    column=call.node.col_offset + 1,
+                    args={"method": call.method},
+                )
+
+    return check
+
+
+def _register_library_rules() -> None:
+    for entry in load_table("libraries.toml")["library"]:
+        by_method = bool(entry.get("methods"))
+        add_rule(
+            Rule(
+                code=entry["code"],
+                name=entry["name"],
+                category=Category.INCOMPATIBLE_LIBRARY,
+                severity=Severity(entry["severity"]),
+                summary=entry["summary"],
+                message=entry["message"],
+                why=entry["why"].strip(),
+                fix=entry["fix"].strip(),
+                bad=entry["bad"].strip("\n"),
+                good=entry["good"].strip("\n"),
+                references=tuple(entry["references"]),
+                kind="file" if by_method else "project",
+                scope=Scope.GEVENT_PROGRAM,
+                check=_method_check(entry) if by_method else _import_check(entry),
+                triggers=tuple(m.encode() for m in entry["modules"]) if by_method else (),
+            )
+        )
+
+
+_register_library_rules()
+
+
+def _zero_timeout(call: ast.Call) -> bool:
+    values = list(call.args[:1]) + [k.value for k in call.keywords if k.arg == "timeout"]
+    return any(isinstance(v, ast.Constant) and v.value in (0, 0.0) for v in values)
+
+
+@rule(
+    code="MPA703",
+    name="grpc-init-gevent-before-patch",
+    category=Category.INCOMPATIBLE_LIBRARY,
+    severity=Severity.ERROR,
+    summary="`grpc.experimental.gevent.init_gevent()` runs before the monkey-patch call",
+    message="`init_gevent()` runs before the monkey-patch call; grpc needs the patched stdlib",
+    why="""
+`init_gevent()` "must be called AFTER the python standard lib has been patched, but BEFORE
+creating any gRPC objects". Called earlier (at import before `patch_all()`, or in gunicorn's
+`post_fork`/`post_init`, which run before the worker patches) it sets up grpc on native threads
+and deadlocks (FM-10).
+""",
+    fix="Call it right after `monkey.patch_all()`; under gunicorn, from a "
+    "`gevent.events.GeventDidPatchBuiltinModulesEvent` subscriber.",
+    bad="""
+import grpc.experimental.gevent as grpc_gevent
+grpc_gevent.init_gevent()
+from gevent import monkey
+monkey.patch_all()
+""",
+    good="""
+from gevent import monkey
+monkey.patch_all()
+import grpc.experimental.gevent as grpc_gevent
+grpc_gevent.init_gevent()
+""",
+    references=("FM-10", "grpc/grpc#15071"),
+    scope=Scope.PRE_PATCH,
+    triggers=(b"init_gevent",),
+)
+def check_init_gevent_early(ctx) -> Iterator[Hit]:
+    for call in ctx.calls_to("grpc.experimental.gevent.init_gevent"):
+        if call.context in (MODULE, MAIN):
+            yield Hit(line=call.node.lineno, column=call.node.col_offset + 1, context=call.context)

@@ -1,0 +1,322 @@
+"""One walk over a parsed file, producing what the checks and the import graph need.
+
+The walk resolves names through the file's imports (``import gevent.monkey as m``,
+``from time import sleep as s``) so checks compare fully-qualified names, and it tags every
+statement with the execution context it runs in: at import (``module``), only when run as a script
+(``main``), never at import (``function``), or never at all (``type-checking``).
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+MODULE = "module"  # runs when the module is imported (top level, class bodies, if/try blocks)
+MAIN = "main"  # runs only under `if __name__ == "__main__":`
+FUNCTION = "function"  # runs when some function is called
+TYPE_CHECKING = "type-checking"  # never runs
+
+GEVENT_PATCH_FUNCTIONS = frozenset(
+    {
+        "gevent.monkey.patch_all",
+        "gevent.monkey.patch_builtins",
+        "gevent.monkey.patch_dns",
+        "gevent.monkey.patch_os",
+        "gevent.monkey.patch_queue",
+        "gevent.monkey.patch_select",
+        "gevent.monkey.patch_selectors",
+        "gevent.monkey.patch_signal",
+        "gevent.monkey.patch_socket",
+        "gevent.monkey.patch_ssl",
+        "gevent.monkey.patch_subprocess",
+        "gevent.monkey.patch_sys",
+        "gevent.monkey.patch_thread",
+        "gevent.monkey.patch_time",
+        "gevent.monkey.patch_contextvars",
+    }
+)
+EVENTLET_PATCH_FUNCTIONS = frozenset({"eventlet.monkey_patch", "eventlet.patcher.monkey_patch"})
+
+
+@dataclass(frozen=True)
+class ImportRecord:
+    line: int
+    column: int
+    module: str  # absolute dotted name of the imported module (relative imports resolved)
+    names: tuple[str, ...]  # names taken by `from module import ...`; () for `import module`
+    context: str
+    end_line: int
+    end_column: int
+
+
+@dataclass(frozen=True)
+class PatchPoint:
+    line: int
+    column: int
+    framework: str  # "gevent" | "eventlet"
+    function: str  # qualified name of the patch function
+    positional: int  # number of positional arguments
+    keywords: tuple[tuple[str, object], ...]  # literal keyword values; non-literals become "?"
+    context: str
+    enclosing: str | None  # name of the enclosing function, if any
+
+    @property
+    def is_patch_all(self) -> bool:
+        return self.function in ("gevent.monkey.patch_all",) or self.framework == "eventlet"
+
+    def keyword(self, name: str, default: object = None) -> object:
+        for key, value in self.keywords:
+            if key == name:
+                return value
+        return default
+
+
+@dataclass
+class CallSite:
+    node: ast.Call
+    qualname: str | None  # resolved dotted name of the callee, when it resolves through imports
+    context: str
+    function: ast.FunctionDef | ast.AsyncFunctionDef | None  # innermost enclosing function
+    method: str | None  # attribute name for `x.method(...)` calls, resolved or not
+
+
+@dataclass
+class FileContext:
+    """A parsed file plus the indexes the checks use. Built once per file."""
+
+    path: str
+    module: str | None
+    is_package: bool
+    source: str
+    tree: ast.Module
+    aliases: dict[str, str] = field(default_factory=dict)
+    imports: list[ImportRecord] = field(default_factory=list)
+    calls: list[CallSite] = field(default_factory=list)
+    classes: list[tuple[ast.ClassDef, str]] = field(default_factory=list)  # (node, context)
+    functions: dict[str, ast.FunctionDef | ast.AsyncFunctionDef] = field(default_factory=dict)
+    references: dict[str, tuple[int, int]] = field(default_factory=dict)  # qualname -> first use
+    patch_points: list[PatchPoint] = field(default_factory=list)
+    module_assigns: list[tuple[ast.stmt, str]] = field(default_factory=list)  # (Assign, context)
+
+    def qualname(self, node: ast.AST) -> str | None:
+        """The dotted name an expression refers to, resolved through this file's imports."""
+        parts: list[str] = []
+        while isinstance(node, ast.Attribute):
+            parts.append(node.attr)
+            node = node.value
+        if not isinstance(node, ast.Name):
+            return None
+        base = self.aliases.get(node.id)
+        if base is None:
+            return None
+        parts.append(base)
+        return ".".join(reversed(parts))
+
+    def calls_to(self, *qualnames: str) -> Iterator[CallSite]:
+        wanted = set(qualnames)
+        return (c for c in self.calls if c.qualname in wanted)
+
+    def imports_module(self, prefix: str) -> bool:
+        return any(r.module == prefix or r.module.startswith(prefix + ".") for r in self.imports)
+
+
+class _Walker(ast.NodeVisitor):
+    """Collects imports, calls, classes and functions with their execution context."""
+
+    def __init__(self, ctx: FileContext) -> None:
+        self.ctx = ctx
+        self.context = MODULE
+        self.function: ast.FunctionDef | ast.AsyncFunctionDef | None = None
+
+    # -- scopes -------------------------------------------------------------------------------
+    def _visit_in(self, nodes: list[ast.stmt] | list[ast.AST], context: str) -> None:
+        saved = self.context
+        self.context = context
+        for node in nodes:
+            self.visit(node)
+        self.context = saved
+
+    def visit_If(self, node: ast.If) -> None:
+        self.visit(node.test)
+        if _is_main_guard(node.test):
+            self._visit_in(node.body, MAIN if self.context == MODULE else self.context)
+            self._visit_in(node.orelse, self.context)
+        elif _is_type_checking(node.test):
+            self._visit_in(node.body, TYPE_CHECKING)
+            self._visit_in(node.orelse, self.context)
+        else:
+            self.generic_visit_body(node)
+
+    def generic_visit_body(self, node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if child is not getattr(node, "test", None):
+                self.visit(child)
+
+    def _visit_function(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+        for decorator in node.decorator_list:
+            self.visit(decorator)
+        self.visit(node.args)
+        if node.returns is not None:
+            self.visit(node.returns)
+        self.ctx.functions.setdefault(node.name, node)
+        saved_function = self.function
+        self.function = node
+        inner = FUNCTION if self.context != TYPE_CHECKING else TYPE_CHECKING
+        self._visit_in(node.body, inner)
+        self.function = saved_function
+
+    visit_FunctionDef = _visit_function
+    visit_AsyncFunctionDef = _visit_function
+
+    def visit_Lambda(self, node: ast.Lambda) -> None:
+        self.visit(node.args)
+        inner = FUNCTION if self.context != TYPE_CHECKING else TYPE_CHECKING
+        self._visit_in([node.body], inner)
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> None:
+        self.ctx.classes.append((node, self.context))
+        self.generic_visit(node)
+
+    # -- imports ------------------------------------------------------------------------------
+    def visit_Import(self, node: ast.Import) -> None:
+        for alias in node.names:
+            self._record_import(node, alias.name, ())
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        base = _resolve_relative(self.ctx.module, self.ctx.is_package, node.module, node.level)
+        if base is None:
+            return
+        names = tuple(a.name for a in node.names)
+        self._record_import(node, base, names)
+
+    def _record_import(self, node: ast.stmt, module: str, names: tuple[str, ...]) -> None:
+        self.ctx.imports.append(
+            ImportRecord(
+                line=node.lineno,
+                column=node.col_offset + 1,
+                module=module,
+                names=names,
+                context=self.context,
+                end_line=node.end_lineno or node.lineno,
+                end_column=(node.end_col_offset or node.col_offset) + 1,
+            )
+        )
+
+    # -- uses ---------------------------------------------------------------------------------
+    def visit_Assign(self, node: ast.Assign) -> None:
+        if self.context in (MODULE, MAIN) and self.function is None:
+            self.ctx.module_assigns.append((node, self.context))
+        self.generic_visit(node)
+
+    def visit_Attribute(self, node: ast.Attribute) -> None:
+        qualname = self.ctx.qualname(node)
+        if qualname is not None:
+            self.ctx.references.setdefault(qualname, (node.lineno, node.col_offset + 1))
+        else:
+            self.generic_visit(node)
+
+    def visit_Name(self, node: ast.Name) -> None:
+        qualname = self.ctx.aliases.get(node.id)
+        if qualname is not None:
+            self.ctx.references.setdefault(qualname, (node.lineno, node.col_offset + 1))
+
+    def visit_Call(self, node: ast.Call) -> None:
+        qualname = self.ctx.qualname(node.func)
+        method = node.func.attr if isinstance(node.func, ast.Attribute) else None
+        self.ctx.calls.append(CallSite(node, qualname, self.context, self.function, method))
+        if qualname in GEVENT_PATCH_FUNCTIONS or qualname in EVENTLET_PATCH_FUNCTIONS:
+            self.ctx.patch_points.append(_patch_point(node, qualname, self.context, self.function))
+        self.generic_visit(node)
+
+
+def _patch_point(node: ast.Call, qualname: str, context: str, function: ast.AST | None) -> PatchPoint:
+    keywords = []
+    for kw in node.keywords:
+        if kw.arg is None:
+            continue
+        value: object = kw.value.value if isinstance(kw.value, ast.Constant) else "?"
+        keywords.append((kw.arg, value))
+    return PatchPoint(
+        line=node.lineno,
+        column=node.col_offset + 1,
+        framework="gevent" if qualname.startswith("gevent.") else "eventlet",
+        function=qualname,
+        positional=sum(1 for a in node.args if not isinstance(a, ast.Starred)),
+        keywords=tuple(keywords),
+        context=context,
+        enclosing=getattr(function, "name", None),
+    )
+
+
+def _is_main_guard(test: ast.expr) -> bool:
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1):
+        return False
+    if not isinstance(test.ops[0], ast.Eq):
+        return False
+    sides = [test.left, test.comparators[0]]
+    has_name = any(isinstance(s, ast.Name) and s.id == "__name__" for s in sides)
+    has_main = any(isinstance(s, ast.Constant) and s.value == "__main__" for s in sides)
+    return has_name and has_main
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    if isinstance(test, ast.Name):
+        return test.id == "TYPE_CHECKING"
+    return isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+
+
+def _resolve_relative(
+    module: str | None, is_package: bool, target: str | None, level: int
+) -> str | None:
+    if level == 0:
+        return target
+    if module is None:
+        return None
+    parts = module.split(".")
+    if not is_package:
+        parts = parts[:-1]
+    if level - 1 > len(parts):
+        return None
+    base = parts[: len(parts) - (level - 1)]
+    if target:
+        base.append(target)
+    return ".".join(base) or None
+
+
+def _collect_aliases(ctx: FileContext) -> None:
+    """Bind import aliases before the main walk, visiting statements only (cheap).
+
+    Function bodies run after the whole module has been imported, so a name imported below a
+    function is still visible inside it; collecting aliases first models that.
+    """
+    stack: list[ast.stmt] = list(reversed(ctx.tree.body))
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.asname:
+                    ctx.aliases[alias.asname] = alias.name
+                else:
+                    top = alias.name.split(".")[0]
+                    ctx.aliases[top] = top
+        elif isinstance(node, ast.ImportFrom):
+            base = _resolve_relative(ctx.module, ctx.is_package, node.module, node.level)
+            if base is not None:
+                for alias in node.names:
+                    if alias.name != "*":
+                        ctx.aliases[alias.asname or alias.name] = f"{base}.{alias.name}"
+        else:
+            for name in ("body", "orelse", "finalbody", "handlers", "cases"):
+                children = getattr(node, name, None)
+                if children:
+                    stack.extend(reversed(children))
+
+
+def build_context(
+    path: str, module: str | None, is_package: bool, source: str, tree: ast.Module
+) -> FileContext:
+    ctx = FileContext(path=path, module=module, is_package=is_package, source=source, tree=tree)
+    _collect_aliases(ctx)
+    _Walker(ctx).visit(tree)
+    return ctx

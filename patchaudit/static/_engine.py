@@ -1,0 +1,185 @@
+"""`patchaudit check`: discover files, pre-scan, parse in parallel with a cache, then evaluate.
+
+Only files that can matter are parsed. A project that never mentions gevent or eventlet (and is
+not declared to run under one, see ``framework``) has nothing to audit, so the byte-level pre-scan
+is the whole run. In a gevent program every file that imports something or contains a rule's
+trigger is parsed once, in worker processes, and its summary cached by content hash.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+from .. import rules as _rules  # noqa: F401  (registers every rule)
+from .._config import Config
+from .._findings import Report
+from ..rules._model import REGISTRY
+from . import _cache
+from ._discover import SourceFile, discover
+from ._summary import FileSummary, summarize
+
+FRAMEWORK_MENTION = re.compile(rb"\b(?:gevent|eventlet)\b")
+GUNICORN_WORKER = re.compile(rb"""worker_class\s*=\s*["'](gevent|eventlet)""")
+DECLARED_DEPENDENCY = re.compile(r"""(?im)^\s*["']?(gevent|eventlet)\b""")
+PARALLEL_THRESHOLD = 48  # below this, starting worker processes costs more than it saves
+
+
+@dataclass
+class _FileState:
+    source: SourceFile
+    size: int = -1
+    mtime_ns: int = -1
+    digest: str | None = None
+    mentions: frozenset[str] = frozenset()  # "gevent" / "eventlet" mentioned in the bytes
+    relevant: bool = False  # imports something or contains a trigger: worth parsing
+    summary: FileSummary | None = None
+
+
+def check(
+    paths: list[Path],
+    config: Config,
+    *,
+    cwd: Path,
+    use_cache: bool = True,
+    jobs: int | None = None,
+) -> Report:
+    target = " ".join(str(p) for p in paths)
+    report = Report(target=target)
+    files, problems = discover(
+        paths,
+        exclude=config.exclude,
+        root=config.root,
+        cwd=cwd,
+        respect_gitignore=config.respect_gitignore,
+    )
+    report.errors.extend(problems)
+    report.files_seen = len(files)
+
+    cache_path = _cache.cache_dir(config.root) / f"files-{_cache.files_key(config.fingerprint())}.pickle"
+    cached = (_cache.load(cache_path) if use_cache else None) or {}
+    trigger_rx = _trigger_regex()
+    states = [_FileState(f) for f in files]
+    changed = False
+    for state in states:
+        changed |= _prescan(state, cached.get(state.source.relpath), trigger_rx, report)
+
+    frameworks = _frameworks(states, config)
+    if frameworks:
+        to_parse = [s for s in states if s.relevant and s.summary is None and s.digest]
+        _parse_all(to_parse, jobs)
+        changed |= bool(to_parse)
+    else:
+        report.notes.append(
+            "no gevent or eventlet use found; nothing to audit (set [tool.patchaudit] framework"
+            ' = "gevent" when a server such as `gunicorn -k gevent` patches this code)'
+        )
+    report.files_analyzed = sum(1 for s in states if s.summary is not None)
+
+    if use_cache and (changed or len(cached) != len(states)):
+        _cache.store(
+            cache_path,
+            {
+                s.source.relpath: (s.size, s.mtime_ns, s.digest, s.mentions, s.relevant, s.summary)
+                for s in states
+                if s.digest is not None
+            },
+        )
+    if frameworks:
+        from ._evaluate import evaluate
+
+        evaluate(states_to_summaries(states), config, frameworks, report, cwd=cwd, use_cache=use_cache)
+    report.findings.sort(key=lambda f: f.sort_key)
+    return report
+
+
+def states_to_summaries(states: list[_FileState]) -> list[tuple[SourceFile, FileSummary | None]]:
+    return [(s.source, s.summary) for s in states]
+
+
+def _trigger_regex() -> re.Pattern[bytes]:
+    words = {b"import"}
+    for rule in REGISTRY.values():
+        words.update(rule.triggers)
+    return re.compile(b"|".join(re.escape(w) for w in sorted(words, key=len, reverse=True)))
+
+
+def _prescan(state: _FileState, entry: tuple | None, trigger_rx: re.Pattern[bytes], report: Report) -> bool:
+    """Fill ``state`` from the cache or from the file's bytes. Returns True when it read the file."""
+    try:
+        stat = os.stat(state.source.path)
+    except OSError as exc:
+        report.errors.append(f"{state.source.relpath}: cannot read ({exc.strerror or exc})")
+        report.files_failed += 1
+        return False
+    state.size, state.mtime_ns = stat.st_size, stat.st_mtime_ns
+    if entry is not None and entry[0] == stat.st_size and entry[1] == stat.st_mtime_ns:
+        _, _, state.digest, state.mentions, state.relevant, state.summary = entry
+        return False
+    try:
+        with open(state.source.path, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        report.errors.append(f"{state.source.relpath}: cannot read ({exc.strerror or exc})")
+        report.files_failed += 1
+        return False
+    state.digest = _cache.content_hash(data)
+    if entry is not None and entry[2] == state.digest:
+        _, _, _, state.mentions, state.relevant, state.summary = entry
+        return True
+    mentions = {m.decode() for m in FRAMEWORK_MENTION.findall(data)}
+    if state.source.path.name.startswith("gunicorn"):
+        mentions.update(m.decode() for m in GUNICORN_WORKER.findall(data))
+    state.mentions = frozenset(mentions)
+    state.relevant = bool(mentions) or trigger_rx.search(data) is not None
+    return True
+
+
+def _frameworks(states: list[_FileState], config: Config) -> frozenset[str]:
+    if config.framework != "auto":
+        return frozenset({config.framework})
+    found: set[str] = set()
+    for state in states:
+        found |= state.mentions
+    return frozenset(found) | _declared_frameworks(config.root)
+
+
+def _declared_frameworks(root: Path) -> frozenset[str]:
+    """gevent/eventlet named as a dependency of the project (pre-commit passes single files)."""
+    found: set[str] = set()
+    for name in ("requirements.txt", "requirements.in", "setup.cfg"):
+        try:
+            text = (root / name).read_text(errors="replace")
+        except OSError:
+            continue
+        found.update(m.lower() for m in DECLARED_DEPENDENCY.findall(text))
+    try:
+        text = (root / "pyproject.toml").read_text(errors="replace")
+    except OSError:
+        text = ""
+    found.update(m.lower() for m in re.findall(r"""["'](gevent|eventlet)\b""", text))
+    return frozenset(found)
+
+
+def _summarize_path(args: tuple[str, str | None, bool, str]) -> FileSummary:
+    relpath, module, is_package, path = args
+    with open(path, "rb") as handle:
+        data = handle.read()
+    return summarize(relpath, module, is_package, data)
+
+
+def _parse_all(states: list[_FileState], jobs: int | None) -> None:
+    work = [(s.source.relpath, s.source.module, s.source.is_package, str(s.source.path)) for s in states]
+    workers = jobs or os.cpu_count() or 1
+    if workers > 1 and len(work) >= PARALLEL_THRESHOLD:
+        chunk = max(1, len(work) // (workers * 4))
+        with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
+            results = list(pool.map(_summarize_path, work, chunksize=chunk))
+    else:
+        results = [_summarize_path(item) for item in work]
+    for state, summary in zip(states, results):
+        state.summary = summary

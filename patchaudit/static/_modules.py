@@ -1,0 +1,236 @@
+"""Resolve module names to source files and summarize what importing them executes.
+
+Project modules come from the project's own summaries. Standard-library and installed third-party
+modules are found on the interpreter's ``sys.path`` without importing them (importing would run
+their code), and their module-level imports and patch calls are read from their source. Those
+summaries are cached by path, size and modification time.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import sys
+import sysconfig
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ._context import MAIN, MODULE, ImportRecord, PatchPoint, build_context
+
+PROJECT = "project"
+STDLIB = "stdlib"
+THIRD_PARTY = "third-party"
+BUILTIN = "builtin"
+EXTENSION = "extension"
+
+
+@dataclass
+class ModuleNode:
+    """What executing one module at import time does, as far as patching is concerned."""
+
+    name: str
+    kind: str
+    path: str | None
+    is_package: bool
+    imports: list[ImportRecord] = field(default_factory=list)
+    patch_points: list[PatchPoint] = field(default_factory=list)
+    stale_bindings: list[tuple[int, str, str]] = field(default_factory=list)  # (line, name, target)
+
+
+@dataclass(frozen=True)
+class _Located:
+    path: str | None
+    kind: str
+    is_package: bool
+    search_path: tuple[str, ...]  # where submodules of a package live
+
+
+class ModuleIndex:
+    """Finds modules by name: project files first, then the interpreter's search path."""
+
+    def __init__(
+        self,
+        project: dict[str, ModuleNode],
+        project_roots: Iterable[Path],
+        cache: dict[str, tuple[int, int, ModuleNode]] | None = None,
+        search_path: Iterable[str] | None = None,
+    ) -> None:
+        self.project = project
+        self.cache = cache if cache is not None else {}
+        self.cache_dirty = False
+        roots = [str(p) for p in project_roots]
+        entries = list(search_path) if search_path is not None else _default_search_path()
+        self._roots = tuple(dict.fromkeys(roots + entries))
+        self._listing: dict[str, frozenset[str]] = {}
+        self._located: dict[str, _Located | None] = {}
+        self._nodes: dict[str, ModuleNode | None] = {}
+        stdlib = sysconfig.get_paths()
+        self._stdlib_dirs = tuple(
+            os.path.realpath(stdlib[k]) + os.sep for k in ("stdlib", "platstdlib") if k in stdlib
+        )
+
+    def get(self, name: str) -> ModuleNode | None:
+        """The node for ``name``, or None when it cannot be found (not installed)."""
+        if name in self.project:
+            return self.project[name]
+        if name in self._nodes:
+            return self._nodes[name]
+        located = self._locate(name)
+        node = None if located is None else self._summarize(name, located)
+        self._nodes[name] = node
+        return node
+
+    def exists(self, name: str) -> bool:
+        return name in self.project or self._locate(name) is not None
+
+    # -- locating -----------------------------------------------------------------------------
+    def _locate(self, name: str) -> _Located | None:
+        if name in self._located:
+            return self._located[name]
+        result: _Located | None
+        parent, _, leaf = name.rpartition(".")
+        if not parent:
+            if name in sys.builtin_module_names:
+                result = _Located(None, BUILTIN, False, ())
+            else:
+                result = self._find_in(name, self._roots)
+        else:
+            parent_loc = self._locate(parent) if parent not in self.project else None
+            if parent in self.project:
+                node = self.project[parent]
+                dirs = (os.path.dirname(node.path),) if node.path and node.is_package else ()
+                result = self._find_in(leaf, dirs)
+            elif parent_loc is not None and parent_loc.search_path:
+                result = self._find_in(leaf, parent_loc.search_path)
+            else:
+                result = None
+        self._located[name] = result
+        return result
+
+    def _find_in(self, leaf: str, dirs: Iterable[str]) -> _Located | None:
+        namespace: list[str] = []
+        for directory in dirs:
+            names = self._list(directory)
+            if leaf in names:
+                package_dir = os.path.join(directory, leaf)
+                init = os.path.join(package_dir, "__init__.py")
+                if "__init__.py" in self._list(package_dir):
+                    return _Located(init, self._kind(init), True, (package_dir,))
+                namespace.append(package_dir)
+                continue
+            if leaf + ".py" in names:
+                path = os.path.join(directory, leaf + ".py")
+                return _Located(path, self._kind(path), False, ())
+            if any(n.startswith(leaf + ".") and n.endswith((".so", ".pyd")) for n in names):
+                return _Located(None, EXTENSION, False, ())
+        if namespace:
+            return _Located(None, THIRD_PARTY, True, tuple(namespace))
+        return None
+
+    def _list(self, directory: str) -> frozenset[str]:
+        listing = self._listing.get(directory)
+        if listing is None:
+            try:
+                listing = frozenset(os.listdir(directory))
+            except OSError:
+                listing = frozenset()
+            self._listing[directory] = listing
+        return listing
+
+    def _kind(self, path: str) -> str:
+        real = os.path.realpath(path)
+        if "site-packages" not in real and real.startswith(self._stdlib_dirs):
+            return STDLIB
+        return THIRD_PARTY
+
+    # -- summarizing --------------------------------------------------------------------------
+    def _summarize(self, name: str, located: _Located) -> ModuleNode:
+        if located.path is None:
+            return ModuleNode(name, located.kind, None, located.is_package)
+        try:
+            stat = os.stat(located.path)
+        except OSError:
+            return ModuleNode(name, located.kind, located.path, located.is_package)
+        cached = self.cache.get(located.path)
+        if cached is not None and cached[0] == stat.st_mtime_ns and cached[1] == stat.st_size:
+            node = cached[2]
+            if node.name == name:
+                return node
+        node = summarize_external(name, located.kind, located.path, located.is_package)
+        self.cache[located.path] = (stat.st_mtime_ns, stat.st_size, node)
+        self.cache_dirty = True
+        return node
+
+
+def summarize_external(name: str, kind: str, path: str, is_package: bool) -> ModuleNode:
+    """Read an installed module's source: its import-time imports, patch calls, stale bindings."""
+    node = ModuleNode(name, kind, path, is_package)
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+        tree = ast.parse(data, filename=path)
+    except (OSError, SyntaxError, ValueError, RecursionError, MemoryError):
+        return node
+    if b"patch_all" in data or b"monkey_patch" in data or b"patch_socket" in data:
+        try:
+            ctx = build_context(path, name, is_package, "", tree)
+        except RecursionError:
+            return node
+        node.imports = [r for r in ctx.imports if r.context == MODULE]
+        node.patch_points = [p for p in ctx.patch_points if p.context == MODULE]
+    else:
+        node.imports = list(_module_level_imports(tree, name, is_package))
+    node.stale_bindings = [
+        (r.line, n, f"{r.module}.{n}") for r in node.imports for n in r.names if n != "*"
+    ]
+    return node
+
+
+def _module_level_imports(tree: ast.Module, module: str, is_package: bool):
+    """Imports that run at import time, found by visiting statements only (fast)."""
+    from ._context import _is_main_guard, _is_type_checking, _resolve_relative
+
+    stack: list[ast.AST] = list(reversed(tree.body))
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield _record(node, alias.name, ())
+        elif isinstance(node, ast.ImportFrom):
+            base = _resolve_relative(module, is_package, node.module, node.level)
+            if base is not None:
+                yield _record(node, base, tuple(a.name for a in node.names))
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        elif isinstance(node, ast.If) and (_is_main_guard(node.test) or _is_type_checking(node.test)):
+            stack.extend(reversed(node.orelse))
+        else:
+            for attr in ("body", "orelse", "finalbody", "handlers", "cases"):
+                children = getattr(node, attr, None)
+                if children:
+                    stack.extend(reversed(children))
+
+
+def _record(node: ast.stmt, module: str, names: tuple[str, ...]) -> ImportRecord:
+    return ImportRecord(
+        line=node.lineno,
+        column=node.col_offset + 1,
+        module=module,
+        names=names,
+        context=MODULE,
+        end_line=node.end_lineno or node.lineno,
+        end_column=(node.end_col_offset or 0) + 1,
+    )
+
+
+def _default_search_path() -> list[str]:
+    # The interpreter's own path minus the current directory: project files come from the
+    # project roots, and '' would make the cwd shadow installed packages.
+    return [p for p in sys.path if p and os.path.isdir(p) and not p.endswith(".zip")]
+
+
+def executed_imports(node: ModuleNode, as_main: bool) -> list[ImportRecord]:
+    """Imports that run when the module is imported (or run as a script when ``as_main``)."""
+    contexts = (MODULE, MAIN) if as_main else (MODULE,)
+    return [r for r in node.imports if r.context in contexts]

@@ -1,0 +1,168 @@
+"""Per-file analysis: parse once, run the file checks, keep a small picklable summary.
+
+A :class:`FileSummary` is what the cache stores and what the project stage works from; the AST is
+dropped as soon as the file checks have run.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass, field
+
+from ..rules._model import REGISTRY, Hit
+from ._context import MAIN, MODULE, FileContext, ImportRecord, PatchPoint, build_context
+
+_NOQA = re.compile(r"#\s*noqa(?::\s*(?P<codes>[A-Z]{3}[0-9]{3}(?:[\s,]+[A-Z]{3}[0-9]{3})*))?", re.I)
+_FILE_NOQA = re.compile(
+    r"#\s*patchaudit:\s*noqa(?::\s*(?P<codes>[A-Z]{3}[0-9]{3}(?:[\s,]+[A-Z]{3}[0-9]{3})*))?",
+    re.I,
+)
+_CODE = re.compile(r"[A-Z]{3}[0-9]{3}", re.I)
+MAX_NESTING_ERROR = "too deeply nested for Python's parser"
+
+
+@dataclass
+class Suppressions:
+    """`# noqa` comments by line (None = bare noqa) and the file-level `# patchaudit: noqa`."""
+
+    lines: dict[int, frozenset[str] | None] = field(default_factory=dict)
+    file_codes: frozenset[str] | None = None
+    file_line: int | None = None
+    file_wide: bool = False
+
+    def suppresses(self, code: str, line: int) -> bool:
+        if self.file_wide and (self.file_codes is None or code in self.file_codes):
+            return True
+        if line not in self.lines:
+            return False
+        codes = self.lines[line]
+        return codes is None or code in codes
+
+
+@dataclass
+class FileSummary:
+    relpath: str
+    module: str | None
+    is_package: bool
+    imports: list[ImportRecord] = field(default_factory=list)
+    patch_points: list[PatchPoint] = field(default_factory=list)
+    hits: dict[str, list[Hit]] = field(default_factory=dict)
+    references: dict[str, tuple[int, int]] = field(default_factory=dict)
+    suppressions: Suppressions = field(default_factory=Suppressions)
+    module_calls: dict[str, tuple[int, str]] = field(default_factory=dict)  # local fn -> call site
+    parse_error: tuple[int, int, str] | None = None  # (line, column, message)
+    internal_error: str | None = None  # a check crashed: reported, never raised
+
+    @property
+    def imported_modules(self) -> set[str]:
+        return {r.module for r in self.imports}
+
+
+def summarize(relpath: str, module: str | None, is_package: bool, data: bytes) -> FileSummary:
+    """Parse ``data`` and run every file check on it. Never raises for bad input."""
+    summary = FileSummary(relpath=relpath, module=module, is_package=is_package)
+    try:
+        source = _decode(data)
+        tree = ast.parse(source, filename=relpath)
+    except SyntaxError as exc:  # includes IndentationError and bad encodings
+        summary.parse_error = (exc.lineno or 1, exc.offset or 1, exc.msg or "invalid syntax")
+        return summary
+    except UnicodeDecodeError as exc:
+        summary.parse_error = (1, 1, f"not valid UTF-8 ({exc.reason} at byte {exc.start})")
+        return summary
+    except ValueError as exc:  # NUL bytes
+        summary.parse_error = (1, 1, str(exc))
+        return summary
+    except (RecursionError, MemoryError):
+        summary.parse_error = (1, 1, MAX_NESTING_ERROR)
+        return summary
+    try:
+        ctx = build_context(relpath, module, is_package, source, tree)
+    except RecursionError:
+        summary.parse_error = (1, 1, MAX_NESTING_ERROR)
+        return summary
+    summary.imports = ctx.imports
+    summary.patch_points = ctx.patch_points
+    summary.references = ctx.references
+    summary.suppressions = parse_suppressions(source, tree)
+    for call in ctx.calls:
+        if call.context in (MODULE, MAIN) and isinstance(call.node.func, ast.Name):
+            name = call.node.func.id
+            if name in ctx.functions:
+                summary.module_calls.setdefault(name, (call.node.lineno, call.context))
+    _run_file_checks(ctx, summary, data)
+    return summary
+
+
+def _run_file_checks(ctx: FileContext, summary: FileSummary, data: bytes) -> None:
+    for rule in REGISTRY.values():
+        if rule.kind != "file":
+            continue
+        if rule.triggers and not any(t in data for t in rule.triggers):
+            continue
+        try:
+            hits = list(rule.check(ctx))
+        except RecursionError:
+            summary.parse_error = (1, 1, MAX_NESTING_ERROR)
+            return
+        except Exception as exc:  # a bug in a check must not take the run down
+            summary.internal_error = f"{rule.code} crashed: {type(exc).__name__}: {exc}"
+            continue
+        if hits:
+            summary.hits[rule.code] = hits
+
+
+def _decode(data: bytes) -> str:
+    # ast.parse honours PEP 263 coding cookies when given bytes; decode ourselves only to keep the
+    # text for suppression comments, using the same rules.
+    import io
+    import tokenize
+
+    encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
+    text = data.decode(encoding)
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+def parse_suppressions(source: str, tree: ast.Module) -> Suppressions:
+    result = Suppressions()
+    if "noqa" not in source and "NOQA" not in source:
+        return result
+    strings = None
+    for number, text in enumerate(source.splitlines(), start=1):
+        if "#" not in text or "noqa" not in text.lower():
+            continue
+        if strings is None:
+            strings = _string_spans(tree)
+        file_match = _FILE_NOQA.search(text)
+        if file_match and not _inside_string(strings, number, file_match.start()):
+            result.file_wide = True
+            result.file_line = number
+            result.file_codes = _codes(file_match.group("codes"))
+            continue
+        match = _NOQA.search(text)
+        if match and not _inside_string(strings, number, match.start()):
+            result.lines[number] = _codes(match.group("codes"))
+    return result
+
+
+def _codes(group: str | None) -> frozenset[str] | None:
+    if not group:
+        return None
+    return frozenset(code.upper() for code in _CODE.findall(group))
+
+
+def _string_spans(tree: ast.Module) -> list[tuple[int, int, int, int]]:
+    spans = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str | bytes):
+            if node.end_lineno is not None and node.end_col_offset is not None:
+                spans.append((node.lineno, node.col_offset, node.end_lineno, node.end_col_offset))
+    return spans
+
+
+def _inside_string(spans: list[tuple[int, int, int, int]], line: int, col: int) -> bool:
+    for start_line, start_col, end_line, end_col in spans:
+        if (start_line, start_col) <= (line, col) < (end_line, end_col):
+            return True
+    return False
