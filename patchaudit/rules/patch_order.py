@@ -44,7 +44,7 @@ def _first_project_import(project, chain):
 def _label(project, module, via) -> str:
     summary = project.summary_of(module)
     name = summary.relpath if summary is not None else module
-    return f"{name}:{via.line}" if via is not None and summary is not None else name
+    return f"{name}:{via.line}" if via is not None else name
 
 
 def _patch_at(project, sim) -> str:
@@ -53,12 +53,14 @@ def _patch_at(project, sim) -> str:
 
 
 def _import_hits(project, want_ssl: bool) -> Iterator[Hit]:
+    """One hit per import statement: MPA101 when it loads ssl, MPA102 for the other modules."""
     for (path, line, column), group in _pre_patch_imports(project).items():
         modules = group["modules"]
-        # gevent's private helpers (_thread, _threading_local) come along with their public module
-        names = sorted(n for n in modules if (n == "ssl") == want_ssl and not n.startswith("_"))
-        if not names:
+        if ("ssl" in modules) != want_ssl:
             continue
+        # gevent's private helpers (_thread, _threading_local) come along with their public module
+        names = sorted(n for n in modules if not n.startswith("_"))
+        shown = "ssl" if want_ssl else names[0]
         record = group["record"]
         yield Hit(
             path=path,
@@ -71,7 +73,7 @@ def _import_hits(project, want_ssl: bool) -> Iterator[Hit]:
                 "modules": ", ".join(f"`{n}`" for n in names),
                 "patch": _patch_at(project, group["sim"]),
             },
-            evidence={"import_chain": modules[names[0]], "modules": names},
+            evidence={"import_chain": modules[shown], "modules": names},
         )
 
 
@@ -81,7 +83,7 @@ def _import_hits(project, want_ssl: bool) -> Iterator[Hit]:
     category=Category.PATCH_ORDER,
     severity=Severity.ERROR,
     summary="`ssl` is imported before the monkey-patch call",
-    message="importing `{imported}` loads `ssl` before the patch call at {patch}",
+    message="importing `{imported}` loads {modules} before the patch call at {patch}",
     why="""
 When `ssl` is imported before gevent patches it, any module that did `from ssl import
 SSLContext` keeps the original class. Its property setters then call

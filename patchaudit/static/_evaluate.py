@@ -186,7 +186,7 @@ def _chain_text(project: Project, sim, module: str) -> list[str]:
     for name, via in sim.chain(module):
         summary = project.modules.get(name)
         label = summary.relpath if summary else name
-        steps.append(f"{label}:{via.line}" if via is not None else label)
+        steps.append(f"{label}:{via.line}" if via is not None else label)  # line of the import
     return steps
 
 

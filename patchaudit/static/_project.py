@@ -55,6 +55,9 @@ class Simulation:
         return steps
 
 
+_PATCHERS = frozenset({"gevent", "eventlet", "greenlet"})
+
+
 class _PatchReached(Exception):
     def __init__(self, module: str, point: PatchPoint) -> None:
         self.module = module
@@ -214,6 +217,8 @@ def simulate(
                     run(reached, name, None)
             return
         entry = executed[name] = Executed(name, parent, via)
+        if name.split(".")[0] in _PATCHERS:
+            return  # the frameworks' own imports are what does the patching, not a problem
         stack.append(name)
         for line, _column, event in events(name, node):
             entry.limit = line

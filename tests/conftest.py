@@ -1,0 +1,62 @@
+"""Shared helpers: run the real analyzer on fixture copies, read expectation comments."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = REPO / "fixtures"
+EXPECT = re.compile(r"#\s*(MPA\d{3})(?::\s*(\d+))?")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shared_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    # One cache for the session: installed-module summaries are parsed once, not per test.
+    os.environ["PATCHAUDIT_CACHE_DIR"] = str(tmp_path_factory.mktemp("patchaudit-cache"))
+
+
+def expectations(folder: Path) -> set[tuple[str, str, int]]:
+    """(code, relpath, line) for every `# MPA123` comment under ``folder``."""
+    found = set()
+    for path in sorted(folder.rglob("*.py")):
+        rel = path.relative_to(folder).as_posix()
+        for number, text in enumerate(path.read_text().splitlines(), start=1):
+            comment = text.partition("#")[2]
+            if "MPA" not in comment:
+                continue
+            for code, _column in EXPECT.findall("#" + comment):
+                found.add((code, rel, number))
+    return found
+
+
+def isolated_copy(source: Path, tmp_path: Path) -> Path:
+    """Copy a fixture (file or folder) into an empty project so nothing else leaks in."""
+    project = tmp_path / "project"
+    if source.is_dir():
+        shutil.copytree(source, project)
+    else:
+        project.mkdir()
+        shutil.copy2(source, project / source.name)
+    if not (project / "pyproject.toml").exists():
+        # Makes the copy its own project root (config, module names, import resolution).
+        (project / "pyproject.toml").write_text("[tool.patchaudit]\n")
+    return project
+
+
+def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120):
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "patchaudit", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+    )
