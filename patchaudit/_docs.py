@@ -75,3 +75,37 @@ def rules_table(rules: list[Rule], *, markdown: bool = False) -> str:
     width = max(len(r.name) for r in rules)
     lines = [f"{r.code}  {r.name:<{width}}  {r.severity.value:<7}  {r.summary}" for r in rules]
     return "\n".join(lines) + "\n"
+
+
+def write_docs(folder: str = "docs") -> list[str]:
+    """Regenerate docs/rules/*.md and docs/rules.md from the catalogue (`python -m patchaudit._docs`)."""
+    from pathlib import Path
+
+    from .rules import all_rules
+
+    rules_dir = Path(folder) / "rules"
+    rules_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for rule in all_rules():
+        path = rules_dir / f"{rule.code}.md"
+        path.write_text(rule_page(rule), encoding="utf-8")
+        written.append(str(path))
+    for stale in rules_dir.glob("*.md"):
+        if str(stale) not in written:
+            stale.unlink()
+    index = Path(folder) / "rules.md"
+    index.write_text(rules_index(all_rules()), encoding="utf-8")
+    return written + [str(index)]
+
+
+def rules_index(rules: list[Rule]) -> str:
+    return (
+        "# Rules\n\n"
+        "Generated from the catalogue by `python -m patchaudit._docs`; "
+        "`patchaudit rules CODE` prints the same pages.\n\n" + rules_table(rules, markdown=True)
+    )
+
+
+if __name__ == "__main__":
+    for written_path in write_docs():
+        print(written_path)

@@ -48,9 +48,10 @@ def _display(text: str) -> str:
 
 def _terminal_width(stream: TextIO) -> int:
     try:
-        return os.get_terminal_size(stream.fileno()).columns
+        columns = os.get_terminal_size(stream.fileno()).columns
     except (AttributeError, ValueError, OSError, io.UnsupportedOperation):
-        return shutil.get_terminal_size((_WIDTH, 24)).columns
+        columns = shutil.get_terminal_size((_WIDTH, 24)).columns
+    return columns if columns > 0 else _WIDTH  # a pty without a size reports 0
 
 
 def format_evidence(evidence: Mapping[str, Any]) -> list[str]:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 from .._findings import Category, Severity
 from ..static._context import MODULE, FileContext
+from ._helpers import argument
 from ._model import Hit, Scope, rule
 
 _GREENLET_MAKERS = frozenset({"gevent.spawn", "gevent.spawn_later", "gevent.Greenlet.spawn"})
@@ -148,12 +149,29 @@ def check_unpatchable(ctx: FileContext) -> Iterator[Hit]:
         if name is None and isinstance(call.node.func, ast.Name) and call.node.func.id == "input":
             name = "input"  # the builtin, unless shadowed by an import
         reason = _UNPATCHABLE.get(name or "")
-        if reason:
+        if reason and not _lock_returns_at_once(ctx, call.node, name):
             yield Hit(
                 line=call.node.lineno,
                 column=call.node.col_offset + 1,
                 args={"call": name, "reason": reason},
             )
+
+
+def _lock_returns_at_once(ctx: FileContext, call: ast.Call, name: str | None) -> bool:
+    """`flock`/`lockf` with `LOCK_NB` (the fix's retry loop) or plain `LOCK_UN` never wait."""
+    if name not in ("fcntl.flock", "fcntl.lockf"):
+        return False
+    operation = argument(call, 1, "operation" if name == "fcntl.flock" else "cmd")
+    if operation is None:
+        return False
+    flags = _or_operands(ctx, operation)
+    return "fcntl.LOCK_NB" in flags or flags == {"fcntl.LOCK_UN"}
+
+
+def _or_operands(ctx: FileContext, node: ast.expr) -> set[str | None]:
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+        return _or_operands(ctx, node.left) | _or_operands(ctx, node.right)
+    return {ctx.qualname(node)}
 
 
 def _removed(project, hit: Hit) -> bool:

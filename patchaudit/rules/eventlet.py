@@ -118,7 +118,12 @@ _SOCKETIO_SERVERS = frozenset(
 
 
 def _eventlet_installed(project, hit: Hit) -> bool:
-    return project.exists("eventlet")
+    """eventlet is importable here, or the project mentions it or declares it a dependency.
+
+    The analysing interpreter is often not the one the program is deployed with (a linter venv,
+    CI), so eventlet named in the project's code or requirements counts too (``uses_eventlet``).
+    """
+    return project.uses_eventlet or project.exists("eventlet")
 
 
 @rule(

@@ -7,11 +7,12 @@ rules here. MPA703 (init_gevent before the patch) is an ordering question, so it
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from .._findings import Category, Severity
-from ..static._context import MAIN, MODULE
+from ..static._context import MAIN, MODULE, ImportRecord
 from ..static._known import load_table
 from ._model import Hit, Rule, Scope, add_rule, rule
 
@@ -24,6 +25,20 @@ def _import_check(entry: dict[str, Any]) -> Callable[[Any], Iterator[Hit]]:
     """Project check: the library is imported and no fix is referenced anywhere."""
     modules = entry["modules"]
     unless = entry.get("unless_modules", [])
+    harmless = re.compile(entry["unless_names"]) if "unless_names" in entry else None
+
+    def counts(record: ImportRecord) -> bool:
+        if not _matches(record.module, modules) or _matches(record.module, unless):
+            return False
+        if not record.names:
+            return True  # `import zmq`
+        # `from zmq import green as zmq` imports the fix; `from zmq import ZMQError` a name the
+        # fix shares with the library.
+        return not all(
+            _matches(f"{record.module}.{name}", unless)
+            or (harmless is not None and harmless.fullmatch(name))
+            for name in record.names
+        )
 
     def check(project) -> Iterator[Hit]:
         if not project.gevent_program:
@@ -32,7 +47,7 @@ def _import_check(entry: dict[str, Any]) -> Callable[[Any], Iterator[Hit]]:
             return
         for summary in project.summaries.values():
             for record in summary.imports:
-                if _matches(record.module, modules) and not _matches(record.module, unless):
+                if counts(record):
                     yield Hit(
                         path=summary.relpath,
                         line=record.line,

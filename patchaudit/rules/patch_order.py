@@ -29,7 +29,8 @@ def _pre_patch_imports(project) -> dict[tuple[str, int, int], dict]:
             summary, record = location
             key = (summary.relpath, record.line, record.column)
             group = groups.setdefault(key, {"modules": {}, "record": record, "sim": sim})
-            group["modules"].setdefault(name, [_label(project, m, via) for m, via in chain])
+            labels = [_label(project, sim, m, via) for m, via in chain]
+            group["modules"].setdefault(name, labels)
     return groups
 
 
@@ -41,9 +42,11 @@ def _first_project_import(project, chain):
     return None
 
 
-def _label(project, module, via) -> str:
+def _label(project, sim, module, via) -> str:
     summary = project.summary_of(module)
     name = summary.relpath if summary is not None else module
+    if module in sim.missing:
+        return f"{name} (not installed; known importer)"
     return f"{name}:{via.line}" if via is not None else name
 
 

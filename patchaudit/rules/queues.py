@@ -65,9 +65,10 @@ def _queue_names(ctx: FileContext) -> set[str]:
     """Names (``q``, ``self.q``) bound to a stdlib queue instance somewhere in the file."""
     names: set[str] = set()
     for node in ast.walk(ctx.tree):
-        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
+        if isinstance(node, ast.Assign | ast.AnnAssign) and isinstance(node.value, ast.Call):
             if ctx.qualname(node.value.func) in _STDLIB_QUEUES:
-                names.update(ast.unparse(t) for t in node.targets)
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                names.update(ast.unparse(t) for t in targets)
     return names
 
 

@@ -163,10 +163,11 @@ with gevent.Timeout(5):
 )
 def check_alarm(ctx: FileContext) -> Iterator[Hit]:
     for call in ctx.calls_to("signal.alarm", "signal.setitimer"):
-        if call.qualname == "signal.alarm" and call.node.args and _is_zero(call.node.args[0]):
-            continue  # alarm(0) cancels
+        position = 0 if call.qualname == "signal.alarm" else 1
+        if _is_zero(argument(call.node, position, "seconds")):
+            continue  # alarm(0) and setitimer(which, 0) cancel the timer
         yield Hit(line=call.node.lineno, column=call.node.col_offset + 1, args={"call": call.qualname})
 
 
-def _is_zero(node: ast.expr) -> bool:
+def _is_zero(node: ast.expr | None) -> bool:
     return isinstance(node, ast.Constant) and node.value == 0

@@ -128,6 +128,7 @@ class _Walker(ast.NodeVisitor):
         self.ctx = ctx
         self.context = MODULE
         self.function: ast.FunctionDef | ast.AsyncFunctionDef | None = None
+        self.class_depth = 0  # > 0 inside a class body (its assignments are class attributes)
 
     # -- scopes -------------------------------------------------------------------------------
     def _visit_in(self, nodes: list[ast.stmt] | list[ast.AST], context: str) -> None:
@@ -176,7 +177,9 @@ class _Walker(ast.NodeVisitor):
 
     def visit_ClassDef(self, node: ast.ClassDef) -> None:
         self.ctx.classes.append((node, self.context))
+        self.class_depth += 1
         self.generic_visit(node)
+        self.class_depth -= 1
 
     # -- imports ------------------------------------------------------------------------------
     def visit_Import(self, node: ast.Import) -> None:
@@ -205,7 +208,7 @@ class _Walker(ast.NodeVisitor):
 
     # -- uses ---------------------------------------------------------------------------------
     def visit_Assign(self, node: ast.Assign) -> None:
-        if self.context in (MODULE, MAIN) and self.function is None:
+        if self.context in (MODULE, MAIN) and self.function is None and not self.class_depth:
             self.ctx.module_assigns.append((node, self.context))
         self.generic_visit(node)
 

@@ -171,7 +171,9 @@ def _in_scope(project: Project, rule: Rule, summary: FileSummary, hit: Hit) -> b
         if sim is None:
             return False
         hit.evidence.setdefault("patch_point", _patch_location(project, sim))
-        hit.evidence.setdefault("import_chain", _chain_text(project, sim, module_key(summary)))
+        chain = _chain_text(project, sim, module_key(summary))
+        if len(chain) > 1:
+            hit.evidence.setdefault("import_chain", chain)
     return rule.applies is None or rule.applies(project, hit)
 
 

@@ -13,12 +13,14 @@ from dataclasses import dataclass, field
 from ..rules._model import REGISTRY, Hit
 from ._context import MAIN, MODULE, FileContext, ImportRecord, PatchPoint, build_context
 
-_NOQA = re.compile(r"#\s*noqa(?::\s*(?P<codes>[A-Z]{3}[0-9]{3}(?:[\s,]+[A-Z]{3}[0-9]{3})*))?", re.I)
+# Codes of any linter (`E402`, `UP006`, `MPA201`): `# noqa: E402` names codes, so it is not a bare
+# `# noqa` that silences every patchaudit finding on the line.
+_NOQA = re.compile(r"#\s*noqa(?::\s*(?P<codes>[A-Z]+[0-9]+(?:[\s,]+[A-Z]+[0-9]+)*))?", re.I)
 _FILE_NOQA = re.compile(
-    r"#\s*patchaudit:\s*noqa(?::\s*(?P<codes>[A-Z]{3}[0-9]{3}(?:[\s,]+[A-Z]{3}[0-9]{3})*))?",
+    r"#\s*patchaudit:\s*noqa(?::\s*(?P<codes>[A-Z]+[0-9]+(?:[\s,]+[A-Z]+[0-9]+)*))?",
     re.I,
 )
-_CODE = re.compile(r"[A-Z]{3}[0-9]{3}", re.I)
+_CODE = re.compile(r"[A-Z]+[0-9]+", re.I)
 MAX_NESTING_ERROR = "too deeply nested for Python's parser"
 
 
