@@ -49,7 +49,9 @@ def check_import_time_wait(ctx: FileContext) -> Iterator[Hit]:
             yield _hit(call.node, call.qualname + "()")
         elif call.method in ("join", "get") and isinstance(call.node.func, ast.Attribute):
             receiver = call.node.func.value
-            made_here = isinstance(receiver, ast.Call) and ctx.qualname(receiver.func) in _GREENLET_MAKERS
+            made_here = (
+                isinstance(receiver, ast.Call) and ctx.qualname(receiver.func) in _GREENLET_MAKERS
+            )
             if made_here or (isinstance(receiver, ast.Name) and receiver.id in spawned):
                 yield _hit(call.node, ast.unparse(call.node.func) + "()")
 
@@ -67,11 +69,26 @@ def _hit(node: ast.Call, call: str) -> Hit:
 
 
 _NETWORK_CALLS = frozenset(
-    {"socket.gethostbyname", "socket.gethostbyname_ex", "socket.getaddrinfo", "socket.getfqdn",
-     "socket.create_connection", "urllib.request.urlopen", "http.client.HTTPConnection",
-     "http.client.HTTPSConnection", "requests.get", "requests.post", "requests.put",
-     "requests.delete", "requests.head", "requests.request", "httpx.get", "httpx.post",
-     "smtplib.SMTP", "ftplib.FTP"}
+    {
+        "socket.gethostbyname",
+        "socket.gethostbyname_ex",
+        "socket.getaddrinfo",
+        "socket.getfqdn",
+        "socket.create_connection",
+        "urllib.request.urlopen",
+        "http.client.HTTPConnection",
+        "http.client.HTTPSConnection",
+        "requests.get",
+        "requests.post",
+        "requests.put",
+        "requests.delete",
+        "requests.head",
+        "requests.request",
+        "httpx.get",
+        "httpx.post",
+        "smtplib.SMTP",
+        "ftplib.FTP",
+    }
 )
 
 

@@ -51,7 +51,9 @@ def check_both_imported(project) -> Iterator[Hit]:
     eventlet_imports = list(project.imports_anywhere("eventlet"))
     if not gevent_imports or not eventlet_imports:
         return
-    primary, other = ("eventlet", gevent_imports) if eventlet_points else ("gevent", eventlet_imports)
+    primary, other = (
+        ("eventlet", gevent_imports) if eventlet_points else ("gevent", eventlet_imports)
+    )
     reported: set[str] = set()
     for summary, record in other:
         if summary.relpath in reported:
@@ -138,7 +140,7 @@ python-engineio tries the async modes in the order eventlet, gevent_uwsgi, geven
 with eventlet installed it selects eventlet even under a gunicorn gevent worker, mixing both
 frameworks (FM-06; Flask-SocketIO#294: "you have to explicitly select it").
 """,
-    fix="Pass `async_mode=\"gevent\"` explicitly (or uninstall eventlet).",
+    fix='Pass `async_mode="gevent"` explicitly (or uninstall eventlet).',
     bad="""
 from flask_socketio import SocketIO
 socketio = SocketIO(app)
@@ -155,7 +157,9 @@ socketio = SocketIO(app, async_mode="gevent")
 def check_socketio_mode(ctx: FileContext) -> Iterator[Hit]:
     for call in ctx.calls:
         if call.qualname in _SOCKETIO_SERVERS and keyword(call.node, "async_mode") is None:
-            yield Hit(line=call.node.lineno, column=call.node.col_offset + 1, args={"call": call.qualname})
+            yield Hit(
+                line=call.node.lineno, column=call.node.col_offset + 1, args={"call": call.qualname}
+            )
 
 
 @rule(

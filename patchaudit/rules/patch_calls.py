@@ -190,9 +190,12 @@ import grequests
 def check_imports_patching_library(project) -> Iterator[Hit]:
     table = known_patchers()
     for summary in project.summaries.values():
+        patched = _full_patch_lines(summary)
         for record in summary.imports:
             if record.context not in (MODULE, MAIN) or project.summary_of(record.module):
                 continue
+            if any(n < record.line and c in (MODULE, record.context) for n, c in patched):
+                continue  # the file patched fully first: the library's own call changes nothing
             node = project.index.get(record.module)
             points = [p for p in node.patch_points if p.context == MODULE] if node else []
             if points:
@@ -210,3 +213,19 @@ def check_imports_patching_library(project) -> Iterator[Hit]:
                 args={"module": record.module, "call": call},
                 evidence={"patch_call": source},
             )
+
+
+def _full_patch_lines(summary) -> list[tuple[int, str]]:
+    """(line, context) of this file's import-time `patch_all()` calls that turn nothing off.
+
+    gevent applies a second `patch_all` as the union of both calls' True options, so a library that
+    patches on import after such a call (`patch_all(thread=False)` in grequests) changes nothing.
+    """
+    return [
+        (p.line, p.context)
+        for p in summary.patch_points
+        if p.function == "gevent.monkey.patch_all"
+        and p.context in (MODULE, MAIN)
+        and not p.positional
+        and all(value is True for _, value in p.keywords)
+    ]

@@ -27,6 +27,10 @@ def _pre_patch_imports(project) -> dict[tuple[str, int, int], dict]:
             if location is None:
                 continue
             summary, record = location
+            if record.module == name and name != "ssl":
+                # `import x` holds the module, whose attributes are patched in place; what it
+                # binds with `from x import y` is MPA201's business.
+                continue
             key = (summary.relpath, record.line, record.column)
             group = groups.setdefault(key, {"modules": {}, "record": record, "sim": sim})
             labels = [_label(project, sim, m, via) for m, via in chain]

@@ -10,11 +10,21 @@ from ..static._context import FileContext
 from ._model import Hit, Scope, rule
 
 _MULTIPROCESSING = frozenset(
-    {"multiprocessing.Queue", "multiprocessing.JoinableQueue", "multiprocessing.SimpleQueue",
-     "multiprocessing.Pool", "multiprocessing.Manager", "multiprocessing.Event",
-     "multiprocessing.pool.Pool", "multiprocessing.queues.Queue",
-     "concurrent.futures.ProcessPoolExecutor", "concurrent.futures.process.ProcessPoolExecutor",
-     "billiard.Pool", "billiard.Queue", "billiard.Manager"}
+    {
+        "multiprocessing.Queue",
+        "multiprocessing.JoinableQueue",
+        "multiprocessing.SimpleQueue",
+        "multiprocessing.Pool",
+        "multiprocessing.Manager",
+        "multiprocessing.Event",
+        "multiprocessing.pool.Pool",
+        "multiprocessing.queues.Queue",
+        "concurrent.futures.ProcessPoolExecutor",
+        "concurrent.futures.process.ProcessPoolExecutor",
+        "billiard.Pool",
+        "billiard.Queue",
+        "billiard.Manager",
+    }
 )
 
 
@@ -50,7 +60,9 @@ with gipc.pipe() as (reader, writer):
 def check_multiprocessing(ctx: FileContext) -> Iterator[Hit]:
     for call in ctx.calls:
         if call.qualname in _MULTIPROCESSING:
-            yield Hit(line=call.node.lineno, column=call.node.col_offset + 1, args={"call": call.qualname})
+            yield Hit(
+                line=call.node.lineno, column=call.node.col_offset + 1, args={"call": call.qualname}
+            )
 
 
 _STDLIB_QUEUES = frozenset({"queue.Queue", "queue.LifoQueue", "queue.PriorityQueue"})

@@ -13,15 +13,44 @@ from ._model import Hit, Scope, rule
 # Calls that block or switch greenlets; from a handler running on the hub they raise
 # BlockingSwitchOutError (FM-13).
 _BLOCKING_QUALNAMES = frozenset(
-    {"time.sleep", "gevent.sleep", "gevent.joinall", "gevent.wait", "gevent.killall",
-     "subprocess.run", "subprocess.call", "subprocess.check_call", "subprocess.check_output",
-     "urllib.request.urlopen", "socket.create_connection", "os.waitpid"}
+    {
+        "time.sleep",
+        "gevent.sleep",
+        "gevent.joinall",
+        "gevent.wait",
+        "gevent.killall",
+        "subprocess.run",
+        "subprocess.call",
+        "subprocess.check_call",
+        "subprocess.check_output",
+        "urllib.request.urlopen",
+        "socket.create_connection",
+        "os.waitpid",
+    }
 )
 _BLOCKING_PREFIXES = ("requests.", "httpx.")
 _BLOCKING_METHODS = frozenset(
-    {"sleep", "join", "joinall", "wait", "acquire", "stop", "shutdown", "serve_forever", "kill",
-     "recv", "recv_into", "recvfrom", "send", "sendall", "connect", "accept", "urlopen", "get",
-     "put"}
+    {
+        "sleep",
+        "join",
+        "joinall",
+        "wait",
+        "acquire",
+        "stop",
+        "shutdown",
+        "serve_forever",
+        "kill",
+        "recv",
+        "recv_into",
+        "recvfrom",
+        "send",
+        "sendall",
+        "connect",
+        "accept",
+        "urlopen",
+        "get",
+        "put",
+    }
 )
 
 
@@ -166,7 +195,9 @@ def check_alarm(ctx: FileContext) -> Iterator[Hit]:
         position = 0 if call.qualname == "signal.alarm" else 1
         if _is_zero(argument(call.node, position, "seconds")):
             continue  # alarm(0) and setitimer(which, 0) cancel the timer
-        yield Hit(line=call.node.lineno, column=call.node.col_offset + 1, args={"call": call.qualname})
+        yield Hit(
+            line=call.node.lineno, column=call.node.col_offset + 1, args={"call": call.qualname}
+        )
 
 
 def _is_zero(node: ast.expr | None) -> bool:

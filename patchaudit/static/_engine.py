@@ -1,9 +1,10 @@
 """`patchaudit check`: discover files, pre-scan, parse in parallel with a cache, then evaluate.
 
-Only files that can matter are parsed. A project that never mentions gevent or eventlet (and is
-not declared to run under one, see ``framework``) has nothing to audit, so the byte-level pre-scan
-is the whole run. In a gevent program every file that imports something or contains a rule's
-trigger is parsed once, in worker processes, and its summary cached by content hash.
+Only files that can matter are parsed. A project that never mentions gevent or eventlet, nor
+imports a package known to patch on import (grequests), and is not declared to run under one (see
+``framework``) has nothing to audit, so the byte-level pre-scan is the whole run. In a gevent
+program every file that imports something or contains a rule's trigger is parsed once, in worker
+processes, and its summary cached by content hash.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import re
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import cache
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from .._findings import Report
 from ..rules._model import REGISTRY
 from . import _cache
 from ._discover import SourceFile, discover
+from ._known import known_patchers
 from ._summary import FileSummary, summarize
 
 FRAMEWORK_MENTION = re.compile(rb"\b(?:gevent|eventlet)\b")
@@ -132,11 +135,25 @@ def _prescan(state: _FileState, entry: tuple | None, trigger_rx: re.Pattern[byte
         _, _, _, state.mentions, state.relevant, state.summary = entry
         return True
     mentions = {m.decode() for m in FRAMEWORK_MENTION.findall(data)}
+    mentions.update(framework for rx, framework in _patcher_imports() if rx.search(data))
     if state.source.path.name.startswith("gunicorn"):
         mentions.update(m.decode() for m in GUNICORN_WORKER.findall(data))
     state.mentions = frozenset(mentions)
     state.relevant = bool(mentions) or trigger_rx.search(data) is not None
     return True
+
+
+@cache
+def _patcher_imports() -> tuple[tuple[re.Pattern[bytes], str], ...]:
+    """Imports of packages known to patch when imported (grequests): such a program uses gevent."""
+    by_framework: dict[str, list[str]] = {}
+    for module, entry in known_patchers().items():
+        framework = entry["call"].partition(".")[0]
+        by_framework.setdefault(framework, []).append(re.escape(module))
+    return tuple(
+        (re.compile(rb"^[ \t]*(?:import|from)[ \t]+(?:%s)\b" % "|".join(names).encode(), re.M), fw)
+        for fw, names in sorted(by_framework.items())
+    )
 
 
 def _frameworks(states: list[_FileState], config: Config) -> frozenset[str]:
