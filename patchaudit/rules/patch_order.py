@@ -27,9 +27,10 @@ def _pre_patch_imports(project) -> dict[tuple[str, int, int], dict]:
             if location is None:
                 continue
             summary, record = location
-            if record.module == name and name != "ssl":
-                # `import x` holds the module, whose attributes are patched in place; what it
-                # binds with `from x import y` is MPA201's business.
+            if record.module in watched and record.module != "ssl":
+                # `import x` of a patched module holds the module, whose attributes (and those of
+                # the stdlib modules it loads) are patched in place; what `from x import y` binds
+                # is MPA201's business.
                 continue
             key = (summary.relpath, record.line, record.column)
             group = groups.setdefault(key, {"modules": {}, "record": record, "sim": sim})

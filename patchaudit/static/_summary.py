@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import re
+import warnings
 from dataclasses import dataclass, field
 
 from ..rules._model import REGISTRY, Hit
@@ -66,7 +67,9 @@ def summarize(relpath: str, module: str | None, is_package: bool, data: bytes) -
     summary = FileSummary(relpath=relpath, module=module, is_package=is_package)
     try:
         source = _decode(data)
-        tree = ast.parse(source, filename=relpath)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # SyntaxWarnings are the user's linter's business
+            tree = ast.parse(source, filename=relpath)
     except SyntaxError as exc:  # includes IndentationError and bad encodings
         summary.parse_error = (exc.lineno or 1, exc.offset or 1, exc.msg or "invalid syntax")
         return summary
