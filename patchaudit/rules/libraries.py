@@ -105,8 +105,14 @@ def _register_library_rules() -> None:
 _register_library_rules()
 
 
+# Where each confluent-kafka method takes its timeout: consume(num_messages, timeout).
+_TIMEOUT_POSITION = {"consume": 1}
+
+
 def _zero_timeout(call: ast.Call) -> bool:
-    values = list(call.args[:1]) + [k.value for k in call.keywords if k.arg == "timeout"]
+    method = call.func.attr if isinstance(call.func, ast.Attribute) else ""
+    index = _TIMEOUT_POSITION.get(method, 0)
+    values = list(call.args[index : index + 1]) + [k.value for k in call.keywords if k.arg == "timeout"]
     return any(isinstance(v, ast.Constant) and v.value in (0, 0.0) for v in values)
 
 

@@ -11,8 +11,18 @@ from ..static._project import module_key
 from ._model import Hit, rule
 
 # Options whose absence leaves part of the program blocking or on native threads.
-_IMPORTANT_OPTIONS = ("thread", "socket", "os", "select", "ssl", "queue", "signal", "subprocess",
-                      "time", "dns")
+_IMPORTANT_OPTIONS = (
+    "thread",
+    "socket",
+    "os",
+    "select",
+    "ssl",
+    "queue",
+    "signal",
+    "subprocess",
+    "time",
+    "dns",
+)
 
 
 @rule(
@@ -102,7 +112,9 @@ def check_individual_patch(ctx: FileContext) -> Iterator[Hit]:
             continue
         if any(line <= point.line for line in full):
             continue  # an extra patch after a full one changes nothing
-        yield Hit(line=point.line, column=point.column, args={"call": point.function.rsplit(".", 1)[-1]})
+        yield Hit(
+            line=point.line, column=point.column, args={"call": point.function.rsplit(".", 1)[-1]}
+        )
 
 
 @rule(
@@ -111,7 +123,8 @@ def check_individual_patch(ctx: FileContext) -> Iterator[Hit]:
     category=Category.LIBRARY_PATCHES,
     severity=Severity.WARNING,
     summary="A module that other modules import patches at import time",
-    message="`{module}` patches when imported (imported by {importers}); patching belongs in the entry point",
+    message="`{module}` patches when imported (imported by {importers}); "
+    "patching belongs in the entry point",
     why="""
 A patch call that runs when a module is imported happens wherever that import happens to be,
 usually too late and sometimes twice with different arguments (`Patching more than once will
@@ -190,6 +203,8 @@ import grequests
 def check_imports_patching_library(project) -> Iterator[Hit]:
     table = known_patchers()
     for summary in project.summaries.values():
+        if summary.relpath.rpartition("/")[2].startswith("locustfile"):
+            continue  # locust's CLI has patched before it imports a locustfile
         patched = _full_patch_lines(summary)
         for record in summary.imports:
             if record.context not in (MODULE, MAIN) or project.summary_of(record.module):

@@ -12,7 +12,8 @@ from ._model import Hit, Scope, rule
 # gevent re-patches these itself when they were imported first (logging's locks), so an early
 # import is not a problem on its own.
 _HANDLED_BY_GEVENT = frozenset({"logging"})
-_HARMLESS_EARLY = ("__future__", "gevent", "eventlet", "sys", "os", "typing")
+# Top-level packages (and their submodules) that MPA104 does not count as early imports.
+_HARMLESS_EARLY = frozenset({"__future__", "gevent", "eventlet", "sys", "os", "typing"})
 
 
 def _pre_patch_imports(project) -> dict[tuple[str, int, int], dict]:
@@ -137,16 +138,14 @@ listed are the ones the installed gevent replaces, read from it at run time.
     fix="Patch before any other import: make `from gevent import monkey; monkey.patch_all()` the "
     "first statement of the entry point, above imports of your own packages too.",
     bad="""
-import threading
-import urllib.request                # socket, ssl via http.client
+import logging.handlers              # loads socket, queue, threading
 from gevent import monkey
 monkey.patch_all()
 """,
     good="""
 from gevent import monkey
 monkey.patch_all()
-import threading
-import urllib.request
+import logging.handlers
 """,
     references=("FM-03", "FM-04", "FM-05", "FM-02", "gevent/gevent#63"),
     kind="project",
@@ -186,14 +185,21 @@ import requests
     triggers=(b"patch_", b"monkey_patch"),
 )
 def check_patch_inside_function(ctx: FileContext) -> Iterator[Hit]:
-    called = {c.node.func.id for c in ctx.calls if c.context in (MODULE, MAIN) and hasattr(c.node.func, "id")}
+    called = {
+        c.node.func.id
+        for c in ctx.calls
+        if c.context in (MODULE, MAIN) and hasattr(c.node.func, "id")
+    }
     for point in ctx.patch_points:
         if point.context != FUNCTION or point.enclosing in called:
             continue
         yield Hit(
             line=point.line,
             column=point.column,
-            args={"call": point.function.rsplit(".", 1)[-1], "function": point.enclosing or "<lambda>"},
+            args={
+                "call": point.function.rsplit(".", 1)[-1],
+                "function": point.enclosing or "<lambda>",
+            },
         )
 
 
@@ -202,8 +208,8 @@ def check_patch_inside_function(ctx: FileContext) -> Iterator[Hit]:
     name="patch-in-main-guard",
     category=Category.PATCH_ORDER,
     severity=Severity.WARNING,
-    summary="The patch call is under `if __name__ == \"__main__\":` after module-level imports",
-    message="`{call}()` under `if __name__ == \"__main__\":` runs after the imports on lines {lines}",
+    summary='The patch call is under `if __name__ == "__main__":` after module-level imports',
+    message='`{call}()` under `if __name__ == "__main__":` runs after the imports on lines {lines}',
     why="""
 Everything at module level runs before the `if __name__ == "__main__":` block, so every import at
 the top of the file, and everything those imports pull in, is loaded before patching (FM-04).
@@ -232,7 +238,7 @@ def check_patch_in_main_guard(ctx: FileContext) -> Iterator[Hit]:
     early = [
         r.line
         for r in ctx.imports
-        if r.context == MODULE and not r.module.startswith(_HARMLESS_EARLY)
+        if r.context == MODULE and r.module.partition(".")[0] not in _HARMLESS_EARLY
     ]
     for point in ctx.patch_points:
         if point.context == MAIN and early:

@@ -59,10 +59,18 @@ with gipc.pipe() as (reader, writer):
 )
 def check_multiprocessing(ctx: FileContext) -> Iterator[Hit]:
     for call in ctx.calls:
-        if call.qualname in _MULTIPROCESSING:
-            yield Hit(
-                line=call.node.lineno, column=call.node.col_offset + 1, args={"call": call.qualname}
-            )
+        name = call.qualname or _context_method(ctx, call.node)
+        if name in _MULTIPROCESSING:
+            yield Hit(line=call.node.lineno, column=call.node.col_offset + 1, args={"call": name})
+
+
+def _context_method(ctx: FileContext, node: ast.Call) -> str | None:
+    """`multiprocessing.get_context("spawn").Pool()` reads as `multiprocessing.Pool`."""
+    func = node.func
+    if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Call):
+        if ctx.qualname(func.value.func) == "multiprocessing.get_context":
+            return f"multiprocessing.{func.attr}"
+    return None
 
 
 _STDLIB_QUEUES = frozenset({"queue.Queue", "queue.LifoQueue", "queue.PriorityQueue"})

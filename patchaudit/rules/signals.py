@@ -43,13 +43,10 @@ _BLOCKING_METHODS = frozenset(
         "recv",
         "recv_into",
         "recvfrom",
-        "send",
         "sendall",
         "connect",
         "accept",
         "urlopen",
-        "get",
-        "put",
     }
 )
 

@@ -233,7 +233,9 @@ class _Walker(ast.NodeVisitor):
         self.generic_visit(node)
 
 
-def _patch_point(node: ast.Call, qualname: str, context: str, function: ast.AST | None) -> PatchPoint:
+def _patch_point(
+    node: ast.Call, qualname: str, context: str, function: ast.AST | None
+) -> PatchPoint:
     keywords = []
     for kw in node.keywords:
         if kw.arg is None:

@@ -63,7 +63,9 @@ def check(
     report.errors.extend(problems)
     report.files_seen = len(files)
 
-    cache_path = _cache.cache_dir(config.root) / f"files-{_cache.files_key(config.fingerprint())}.pickle"
+    cache_path = (
+        _cache.cache_dir(config.root) / f"files-{_cache.files_key(config.fingerprint())}.pickle"
+    )
     cached = (_cache.load(cache_path) if use_cache else None) or {}
     trigger_rx = _trigger_regex()
     states = [_FileState(f) for f in files]
@@ -95,7 +97,9 @@ def check(
     if frameworks:
         from ._evaluate import evaluate
 
-        evaluate(states_to_summaries(states), config, frameworks, report, cwd=cwd, use_cache=use_cache)
+        evaluate(
+            states_to_summaries(states), config, frameworks, report, cwd=cwd, use_cache=use_cache
+        )
     report.findings.sort(key=lambda f: f.sort_key)
     return report
 
@@ -111,7 +115,9 @@ def _trigger_regex() -> re.Pattern[bytes]:
     return re.compile(b"|".join(re.escape(w) for w in sorted(words, key=len, reverse=True)))
 
 
-def _prescan(state: _FileState, entry: tuple | None, trigger_rx: re.Pattern[bytes], report: Report) -> bool:
+def _prescan(
+    state: _FileState, entry: tuple | None, trigger_rx: re.Pattern[bytes], report: Report
+) -> bool:
     """Fill ``state`` from the cache or from the file's bytes. Returns True when it read the file."""
     try:
         stat = os.stat(state.source.path)
@@ -184,13 +190,20 @@ def _declared_frameworks(root: Path) -> frozenset[str]:
 
 def _summarize_path(args: tuple[str, str | None, bool, str]) -> FileSummary:
     relpath, module, is_package, path = args
-    with open(path, "rb") as handle:
-        data = handle.read()
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:  # changed or removed since the pre-scan read it
+        summary = FileSummary(relpath, module, is_package)
+        summary.internal_error = f"cannot read ({exc.strerror or exc})"
+        return summary
     return summarize(relpath, module, is_package, data)
 
 
 def _parse_all(states: list[_FileState], jobs: int | None) -> None:
-    work = [(s.source.relpath, s.source.module, s.source.is_package, str(s.source.path)) for s in states]
+    work = [
+        (s.source.relpath, s.source.module, s.source.is_package, str(s.source.path)) for s in states
+    ]
     workers = jobs or os.cpu_count() or 1
     if workers > 1 and len(work) >= PARALLEL_THRESHOLD:
         chunk = max(1, len(work) // (workers * 4))

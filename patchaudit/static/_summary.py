@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from ..rules._model import REGISTRY, Hit
 from ._context import MAIN, MODULE, FileContext, ImportRecord, PatchPoint, build_context
 
-# Codes of any linter (`E402`, `UP006`, `MPA201`): `# noqa: E402` names codes, so it is not a bare
-# `# noqa` that silences every patchaudit finding on the line.
+# Codes of any linter (E402, UP006, MPA201): a suppression naming only another linter's codes is
+# not a bare one, so it silences no patchaudit finding on its line.
 _NOQA = re.compile(r"#\s*noqa(?::\s*(?P<codes>[A-Z]+[0-9]+(?:[\s,]+[A-Z]+[0-9]+)*))?", re.I)
 _FILE_NOQA = re.compile(
     r"#\s*patchaudit:\s*noqa(?::\s*(?P<codes>[A-Z]+[0-9]+(?:[\s,]+[A-Z]+[0-9]+)*))?",
