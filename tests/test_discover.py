@@ -335,3 +335,20 @@ def test_unreadable_folder_simulated(tmp_path: Path, monkeypatch: pytest.MonkeyP
     files, problems = run(tmp_path)
     assert [f.relpath for f in files] == ["ok.py"]
     assert problems == ["skipped locked/: permission denied"]
+
+
+def test_nested_project_names_modules_from_its_own_root(tmp_path: Path) -> None:
+    # A monorepo: services/shop has its own pyproject.toml, so shop/wsgi.py is `shop.wsgi`.
+    (tmp_path / "services" / "shop" / "shop").mkdir(parents=True)
+    (tmp_path / "services" / "shop" / "pyproject.toml").write_text("[project]\nname='shop'\n")
+    (tmp_path / "services" / "shop" / "shop" / "__init__.py").write_text("")
+    (tmp_path / "services" / "shop" / "shop" / "wsgi.py").write_text("")
+    (tmp_path / "tools").mkdir()
+    (tmp_path / "tools" / "run.py").write_text("")
+    files, problems = discover([tmp_path], exclude=[], root=tmp_path, cwd=tmp_path)
+    assert problems == []
+    assert {f.relpath: f.module for f in files} == {
+        "services/shop/shop/__init__.py": "shop",
+        "services/shop/shop/wsgi.py": "shop.wsgi",
+        "tools/run.py": "tools.run",
+    }

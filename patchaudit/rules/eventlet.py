@@ -10,10 +10,6 @@ from ._helpers import keyword
 from ._model import Hit, Scope, rule
 
 
-def _patch_points(project, framework: str):
-    return [(s, p) for s, p in project.all_patch_points() if p.framework == framework]
-
-
 @rule(
     code="MPA401",
     name="eventlet-and-gevent-imported",
@@ -43,28 +39,27 @@ import gevent.socket
     kind="project",
 )
 def check_both_imported(project) -> Iterator[Hit]:
-    gevent_points = _patch_points(project, "gevent")
-    eventlet_points = _patch_points(project, "eventlet")
-    if gevent_points and eventlet_points:
-        return  # MPA402 reports the two patch calls, which is the sharper finding
-    gevent_imports = list(project.imports_anywhere("gevent"))
-    eventlet_imports = list(project.imports_anywhere("eventlet"))
-    if not gevent_imports or not eventlet_imports:
-        return
-    primary, other = (
-        ("eventlet", gevent_imports) if eventlet_points else ("gevent", eventlet_imports)
-    )
-    reported: set[str] = set()
-    for summary, record in other:
-        if summary.relpath in reported:
+    for program in project.programs:
+        eventlet_points = program.patch_points("eventlet")
+        if program.patch_points("gevent") and eventlet_points:
+            continue  # MPA402 reports the two patch calls, which is the sharper finding
+        gevent_imports = list(program.imports("gevent"))
+        eventlet_imports = list(program.imports("eventlet"))
+        if not gevent_imports or not eventlet_imports:
             continue
-        reported.add(summary.relpath)
-        yield Hit(
-            path=summary.relpath,
-            line=record.line,
-            column=record.column,
-            args={"module": record.module, "primary": primary},
+        primary, other = (
+            ("eventlet", gevent_imports) if eventlet_points else ("gevent", eventlet_imports)
         )
+        reported: set[str] = set()
+        for summary, record in other:
+            if summary.relpath not in reported:
+                reported.add(summary.relpath)
+                yield Hit(
+                    path=summary.relpath,
+                    line=record.line,
+                    column=record.column,
+                    args={"module": record.module, "primary": primary},
+                )
 
 
 @rule(
@@ -95,23 +90,24 @@ monkey.patch_all()
     kind="project",
 )
 def check_both_patch(project) -> Iterator[Hit]:
-    gevent_points = _patch_points(project, "gevent")
-    eventlet_points = _patch_points(project, "eventlet")
-    if not gevent_points or not eventlet_points:
-        return
-    for mine, others in ((gevent_points, eventlet_points), (eventlet_points, gevent_points)):
-        other_summary, other_point = others[0]
-        for summary, point in mine:
-            yield Hit(
-                path=summary.relpath,
-                line=point.line,
-                column=point.column,
-                args={
-                    "call": point.function.rsplit(".", 1)[-1],
-                    "other": other_point.function.rsplit(".", 1)[-1],
-                    "other_at": f"{other_summary.relpath}:{other_point.line}",
-                },
-            )
+    for program in project.programs:
+        gevent_points = program.patch_points("gevent")
+        eventlet_points = program.patch_points("eventlet")
+        if not gevent_points or not eventlet_points:
+            continue
+        for mine, others in ((gevent_points, eventlet_points), (eventlet_points, gevent_points)):
+            other_summary, other_point = others[0]
+            for summary, point in mine:
+                yield Hit(
+                    path=summary.relpath,
+                    line=point.line,
+                    column=point.column,
+                    args={
+                        "call": point.function.rsplit(".", 1)[-1],
+                        "other": other_point.function.rsplit(".", 1)[-1],
+                        "other_at": f"{other_summary.relpath}:{other_point.line}",
+                    },
+                )
 
 
 _SOCKETIO_SERVERS = frozenset(
@@ -123,9 +119,9 @@ def _eventlet_installed(project, hit: Hit) -> bool:
     """eventlet is importable here, or the project mentions it or declares it a dependency.
 
     The analysing interpreter is often not the one the program is deployed with (a linter venv,
-    CI), so eventlet named in the project's code or requirements counts too (``uses_eventlet``).
+    CI), so eventlet named in the project's code or requirements counts too.
     """
-    return project.uses_eventlet or project.exists("eventlet")
+    return project.mentions_eventlet or project.exists("eventlet")
 
 
 @rule(

@@ -41,22 +41,27 @@ def _import_check(entry: dict[str, Any]) -> Callable[[Any], Iterator[Hit]]:
         )
 
     def check(project) -> Iterator[Hit]:
-        if not project.gevent_program:
-            return
-        if any(project.references_anywhere(name) for name in entry["fixed_by"]):
-            return
-        for summary in project.summaries.values():
-            for record in summary.imports:
-                if counts(record):
-                    yield Hit(
-                        path=summary.relpath,
-                        line=record.line,
-                        column=record.column,
-                        args={"module": record.module},
-                    )
-                    break
+        for program in project.programs:
+            if not ("gevent" in program.frameworks or "gevent" in project.global_frameworks):
+                continue
+            if any(program.references(name) for name in entry["fixed_by"]):
+                continue  # the fix is installed somewhere in this program
+            yield from _first_imports(program.members, counts)
 
     return check
+
+
+def _first_imports(members, counts) -> Iterator[Hit]:
+    """The first import of the library in each file of the program."""
+    for summary in members:
+        record = next((r for r in summary.imports if counts(r)), None)
+        if record is not None:
+            yield Hit(
+                path=summary.relpath,
+                line=record.line,
+                column=record.column,
+                args={"module": record.module},
+            )
 
 
 def _method_check(entry: dict[str, Any]) -> Callable[[Any], Iterator[Hit]]:

@@ -67,7 +67,8 @@ def check_partial_patch_all(project) -> Iterator[Hit]:
             - {"logging"}  # gevent touches only logging's locks, as part of `thread`
             or set(disabled)
         )
-        used = sorted(m for m in modules if any(True for _ in project.imports_anywhere(m)))
+        programs = project.programs_of(summary)
+        used = sorted(m for m in modules if any(any(True for _ in p.imports(m)) for p in programs))
         yield Hit(
             path=summary.relpath,
             line=point.line,
@@ -76,7 +77,7 @@ def check_partial_patch_all(project) -> Iterator[Hit]:
             args={
                 "disabled": ", ".join(f"{k}=False" for k in disabled),
                 "modules": ", ".join(f"`{m}`" for m in modules),
-                "usage": f" and the project uses {', '.join(used)}" if used else "",
+                "usage": f" and the program uses {', '.join(used)}" if used else "",
             },
             evidence={"disabled": disabled, "unpatched_modules": modules, "used": used},
         )

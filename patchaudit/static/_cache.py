@@ -12,6 +12,7 @@ Everything is best effort: a corrupt or unreadable cache is ignored and rebuilt.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import pickle
@@ -35,8 +36,22 @@ def content_hash(data: bytes) -> str:
 
 
 def files_key(config_fingerprint: str) -> str:
-    text = f"{__version__}|{sys.version}|{config_fingerprint}"
+    text = f"{__version__}|{_code_fingerprint()}|{sys.version}|{config_fingerprint}"
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+@functools.cache
+def _code_fingerprint() -> str:
+    """Sizes and mtimes of patchaudit's own files: an edited rule invalidates cached summaries
+    even when the version number did not change (editable installs, development)."""
+    package = Path(__file__).resolve().parent.parent
+    parts = []
+    for folder, _dirs, names in sorted(os.walk(package)):
+        for name in sorted(names):
+            if name.endswith((".py", ".toml")):
+                stat = os.stat(os.path.join(folder, name))
+                parts.append(f"{name}:{stat.st_size}:{stat.st_mtime_ns}")
+    return hashlib.blake2b("|".join(parts).encode(), digest_size=8).hexdigest()
 
 
 def load(path: Path) -> Any:

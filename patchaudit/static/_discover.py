@@ -139,6 +139,7 @@ class _Walker:
         self.seen: set[_Key] = set()
         self.has_init: dict[str, bool] = {}
         self.prefixes: dict[str, tuple[str, ...] | None] = {}
+        self.project_roots: dict[str, bool] = {}  # folder -> has its own project marker
 
     # -- entry points -------------------------------------------------------------------------
 
@@ -322,7 +323,7 @@ class _Walker:
             # here are namespace packages. A non-identifier folder can't be one, so then this
             # folder itself is what's on sys.path (`python my-tools/run.py` imports siblings).
             prefix = ()
-            for source_root in self.source_roots:
+            for source_root in self.source_roots_for(folder):
                 if folder.startswith(source_root + os.sep):
                     parts = tuple(folder[len(source_root) + 1 :].split(os.sep))
                     if all(_is_identifier(p) for p in parts):
@@ -332,6 +333,21 @@ class _Walker:
                     break
         self.prefixes[folder] = prefix
         return prefix
+
+    def source_roots_for(self, folder: str) -> list[str]:
+        """The nearest enclosing project (a folder with its own pyproject.toml, setup.py or
+        setup.cfg, as in a monorepo) names its modules from its own root, not the config root."""
+        current = folder
+        while current.startswith(self.root + os.sep):
+            if current not in self.project_roots:
+                self.project_roots[current] = any(
+                    os.path.isfile(os.path.join(current, marker)) for marker in _PROJECT_MARKERS
+                )
+            if self.project_roots[current]:
+                src = os.path.join(current, "src")
+                return [src, current] if os.path.isdir(src) else [current]
+            current = os.path.dirname(current)
+        return self.source_roots
 
     def folder_has_init(self, folder: str) -> bool:
         known = self.has_init.get(folder)
@@ -360,6 +376,9 @@ class _Walker:
 
     def problem(self, full: str, reason: str, *, is_dir: bool) -> None:
         self.problems.add(f"skipped {self.display(full)}{'/' if is_dir else ''}: {reason}")
+
+
+_PROJECT_MARKERS = ("pyproject.toml", "setup.py", "setup.cfg")
 
 
 def _read_gitignore(path: str) -> _Matcher | None:

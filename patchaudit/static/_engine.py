@@ -73,7 +73,9 @@ def check(
     for state in states:
         changed |= _prescan(state, cached.get(state.source.relpath), trigger_rx, report)
 
-    frameworks = _frameworks(states, config)
+    global_frameworks = _global_frameworks(states, config)
+    mentions = frozenset().union(*(s.mentions for s in states)) if states else frozenset()
+    frameworks = global_frameworks | {m for m in mentions if ":" not in m}
     if frameworks:
         to_parse = [s for s in states if s.relevant and s.summary is None and s.digest]
         _parse_all(to_parse, jobs)
@@ -98,7 +100,13 @@ def check(
         from ._evaluate import evaluate
 
         evaluate(
-            states_to_summaries(states), config, frameworks, report, cwd=cwd, use_cache=use_cache
+            states_to_summaries(states),
+            config,
+            global_frameworks,
+            mentions,
+            report,
+            cwd=cwd,
+            use_cache=use_cache,
         )
     report.findings.sort(key=lambda f: f.sort_key)
     return report
@@ -126,6 +134,8 @@ def _prescan(
         report.files_failed += 1
         return False
     state.size, state.mtime_ns = stat.st_size, stat.st_mtime_ns
+    if entry is not None and (not isinstance(entry, tuple) or len(entry) != 6):
+        entry = None  # written by another version: ignore
     if entry is not None and entry[0] == stat.st_size and entry[1] == stat.st_mtime_ns:
         _, _, state.digest, state.mentions, state.relevant, state.summary = entry
         return False
@@ -143,7 +153,8 @@ def _prescan(
     mentions = {m.decode() for m in FRAMEWORK_MENTION.findall(data)}
     mentions.update(framework for rx, framework in _patcher_imports() if rx.search(data))
     if state.source.path.name.startswith("gunicorn"):
-        mentions.update(m.decode() for m in GUNICORN_WORKER.findall(data))
+        # a gunicorn config choosing a gevent worker makes the whole project a gevent program
+        mentions.update("gunicorn:" + m.decode() for m in GUNICORN_WORKER.findall(data))
     state.mentions = frozenset(mentions)
     state.relevant = bool(mentions) or trigger_rx.search(data) is not None
     return True
@@ -162,12 +173,11 @@ def _patcher_imports() -> tuple[tuple[re.Pattern[bytes], str], ...]:
     )
 
 
-def _frameworks(states: list[_FileState], config: Config) -> frozenset[str]:
+def _global_frameworks(states: list[_FileState], config: Config) -> frozenset[str]:
+    """Frameworks that apply to every file: configured, declared, or a gunicorn worker class."""
     if config.framework != "auto":
         return frozenset({config.framework})
-    found: set[str] = set()
-    for state in states:
-        found |= state.mentions
+    found = {m.partition(":")[2] for s in states for m in s.mentions if m.startswith("gunicorn:")}
     return frozenset(found) | _declared_frameworks(config.root)
 
 

@@ -14,6 +14,7 @@ from . import _cache
 from ._discover import SourceFile
 from ._known import known_importers
 from ._modules import ModuleIndex
+from ._programs import build_programs
 from ._project import Project, module_key, project_nodes, simulate
 from ._summary import FileSummary
 
@@ -24,7 +25,8 @@ INTERNAL_ERROR_PREFIX = "internal error"
 def evaluate(
     files: list[tuple[SourceFile, FileSummary | None]],
     config: Config,
-    frameworks: frozenset[str],
+    global_frameworks: frozenset[str],
+    mentions: frozenset[str],
     report: Report,
     *,
     cwd: Path,
@@ -58,9 +60,10 @@ def evaluate(
         summaries=summaries,
         index=index,
         modules={module_key(s): s for s in parsed},
-        uses_gevent="gevent" in frameworks,
-        uses_eventlet="eventlet" in frameworks,
+        global_frameworks=global_frameworks,
+        mentions_eventlet="eventlet" in mentions | global_frameworks,
     )
+    project.programs = build_programs(project.modules, global_frameworks)
     _run_simulations(project, parsed)
     _apply_rules(project, report, cwd)
     if use_cache and index.cache_dirty:
@@ -164,7 +167,7 @@ def _apply_rules(project: Project, report: Report, cwd: Path) -> None:
 
 
 def _in_scope(project: Project, rule: Rule, summary: FileSummary, hit: Hit) -> bool:
-    if rule.scope is Scope.GEVENT_PROGRAM and not project.gevent_program:
+    if rule.scope is Scope.GEVENT_PROGRAM and not project.uses("gevent", summary):
         return False
     if rule.scope is Scope.PRE_PATCH:
         sim = project.runs_before_patch(summary, hit.line, hit.context)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from ._context import FUNCTION, MAIN, MODULE, ImportRecord, PatchPoint
 from ._modules import PROJECT, ModuleIndex, ModuleNode
+from ._programs import Program
 from ._summary import FileSummary
 
 if TYPE_CHECKING:
@@ -71,17 +72,33 @@ class Project:
     summaries: dict[str, FileSummary]  # by relpath
     index: ModuleIndex
     modules: dict[str, FileSummary] = field(default_factory=dict)  # by module key
-    uses_gevent: bool = False
-    uses_eventlet: bool = False
+    # frameworks that apply to every file: configured, declared as dependencies, gunicorn workers
+    global_frameworks: frozenset[str] = frozenset()
+    mentions_eventlet: bool = False  # the word appears in code or requirements (see MPA403)
+    programs: list[Program] = field(default_factory=list)
     simulations: list[Simulation] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     # relpath -> {(line, code)} of `# noqa` entries that silenced a finding (for MPA002)
     suppressions_used: dict[str, set[tuple[int, str]]] = field(default_factory=dict)
 
     # -- queries the rules use ----------------------------------------------------------------
-    @property
-    def gevent_program(self) -> bool:
-        return self.uses_gevent
+    @cached_property
+    def _programs_of(self) -> dict[str, list[Program]]:
+        by_path: dict[str, list[Program]] = {}
+        for program in self.programs:
+            for member in program.members:
+                by_path.setdefault(member.relpath, []).append(program)
+        return by_path
+
+    def programs_of(self, summary: FileSummary) -> list[Program]:
+        """The programs ``summary`` runs in (files that failed to parse run in none)."""
+        return self._programs_of.get(summary.relpath, [])
+
+    def uses(self, framework: str, summary: FileSummary) -> bool:
+        """Whether the code in ``summary`` runs in a program that uses ``framework``."""
+        if framework in self.global_frameworks:
+            return True
+        return any(framework in p.frameworks for p in self.programs_of(summary))
 
     def summary_of(self, module: str) -> FileSummary | None:
         return self.modules.get(module)
@@ -90,22 +107,6 @@ class Project:
         for summary in self.summaries.values():
             for point in summary.patch_points:
                 yield summary, point
-
-    def imports_anywhere(self, prefix: str) -> Iterator[tuple[FileSummary, ImportRecord]]:
-        for summary in self.summaries.values():
-            for record in summary.imports:
-                if record.module == prefix or record.module.startswith(prefix + "."):
-                    yield summary, record
-
-    def references_anywhere(self, prefix: str) -> bool:
-        for summary in self.summaries.values():
-            for name in summary.references:
-                if name == prefix or name.startswith(prefix + "."):
-                    return True
-            for record in summary.imports:
-                if record.module == prefix or record.module.startswith(prefix + "."):
-                    return True
-        return False
 
     @cached_property
     def pre_patch_limits(self) -> dict[str, tuple[int | None, Simulation]]:
