@@ -17,7 +17,7 @@ from typing import TextIO
 from ._version import __version__
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
-COMMANDS = ("check", "rules")
+COMMANDS = ("check", "audit", "rules", "matrix")
 
 
 class UsageError(Exception):
@@ -37,24 +37,39 @@ def _build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="static analysis of Python files (fast; for CI and pre-commit)")
     check.add_argument("paths", nargs="*", type=Path, help="files or folders (default: .)")
-    check.add_argument("--format", choices=("full", "concise", "json", "sarif", "github"),
-                       help="output format (default: full on a terminal, concise otherwise)")
-    check.add_argument("--output", "-o", type=Path, help="write the report to FILE")
-    check.add_argument("--select", help="comma-separated codes or prefixes to enable (e.g. MPA1,MPA201)")
-    check.add_argument("--extend-select", help="codes or prefixes to enable on top of the configuration")
-    check.add_argument("--ignore", help="codes or prefixes to disable")
-    check.add_argument("--exclude", help="comma-separated gitignore-style patterns to skip")
-    check.add_argument("--extend-exclude", help="patterns to skip on top of the configuration")
-    check.add_argument("--fail-on", choices=("error", "warning", "info", "never"),
-                       help="lowest severity that makes the exit code 1 (default: warning)")
+    _add_report_options(check)
     check.add_argument("--entry-point", action="append", dest="entry_points",
                        help="module name or path glob of an entry point (repeatable)")
     check.add_argument("--framework", choices=("auto", "gevent", "eventlet"),
                        help="treat the code as running under this framework")
-    check.add_argument("--config", type=Path, help="read settings from this file instead of pyproject.toml")
-    check.add_argument("--no-cache", action="store_true", help="do not read or write .patchaudit_cache")
     check.add_argument("--jobs", "-j", type=int, help="worker processes (default: all cores)")
-    check.add_argument("--no-color", action="store_true", help="never use colour (NO_COLOR is honoured too)")
+
+    audit = sub.add_parser(
+        "audit",
+        help="import the app in a child process the way its server would, and audit it "
+        "(also: `patchaudit TARGET`)",
+    )
+    audit.add_argument("target", help="pkg.module[:callable], pkg.module:factory() or path/to/file.py[:callable]")
+    audit.add_argument("--mode", choices=("auto", "as-is", "gunicorn", "gunicorn-preload", "uwsgi"),
+                       default="auto", help="how the server loads the app (default: auto)")
+    audit.add_argument("--chdir", type=Path, default=Path("."), help="change to this folder first, as gunicorn does")
+    audit.add_argument("--pythonpath", action="append", default=[],
+                       help="comma-separated folders to put on sys.path (repeatable)")
+    audit.add_argument("--python", help="audit inside this interpreter (the app's own venv); it needs gevent")
+    audit.add_argument("--timeout", type=float, default=60.0, help="seconds before the child is killed (default 60)")
+    audit.add_argument("--path", action="append", dest="request_paths",
+                       help="request path to probe (repeatable; default /)")
+    audit.add_argument("--requests", type=int, default=20, help="requests per path (default 20)")
+    audit.add_argument("--concurrency", type=int, default=10, help="parallel requests (default 10)")
+    audit.add_argument("--max-blocking", type=float, default=0.1,
+                       help="hub block threshold in seconds (default 0.1)")
+    audit.add_argument("--gunicorn-config", type=Path, help="gunicorn config to honour (default: ./gunicorn.conf.py)")
+    audit.add_argument("--no-static", action="store_true", help="skip the static analysis of the project folder")
+    _add_report_options(audit)
+
+    matrix = sub.add_parser("matrix", help="what the installed gevent patches, and what it does not")
+    matrix.add_argument("--format", choices=("table", "md", "json"), default="table")
+    matrix.add_argument("--no-color", action="store_true")
 
     rules = sub.add_parser("rules", help="list the rules, or explain one")
     rules.add_argument("code", nargs="?", help="a rule code such as MPA101, or its name")
@@ -62,15 +77,51 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_report_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", choices=("full", "concise", "json", "sarif", "github"),
+                        help="output format (default: full on a terminal, concise otherwise)")
+    parser.add_argument("--output", "-o", type=Path, help="write the report to FILE")
+    parser.add_argument("--select", help="comma-separated codes or prefixes to enable (e.g. MPA1,MPA201)")
+    parser.add_argument("--extend-select", help="codes or prefixes to enable on top of the configuration")
+    parser.add_argument("--ignore", help="codes or prefixes to disable")
+    parser.add_argument("--exclude", help="comma-separated gitignore-style patterns to skip")
+    parser.add_argument("--extend-exclude", help="patterns to skip on top of the configuration")
+    parser.add_argument("--fail-on", choices=("error", "warning", "info", "never"),
+                        help="lowest severity that makes the exit code 1 (default: warning)")
+    parser.add_argument("--config", type=Path, help="read settings from this file instead of pyproject.toml")
+    parser.add_argument("--no-cache", action="store_true", help="do not read or write .patchaudit_cache")
+    parser.add_argument("--no-color", action="store_true", help="never use colour (NO_COLOR is honoured too)")
+
+
+def _with_command(args: list[str]) -> list[str]:
+    """`patchaudit myapp.wsgi` means `patchaudit audit myapp.wsgi`."""
+    for index, arg in enumerate(args):
+        if arg.startswith("-"):
+            if arg in ("--version", "-h", "--help"):
+                return args
+            continue
+        if arg not in COMMANDS:
+            return [*args[:index], "audit", *args[index:]]
+        return args
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args_list = list(sys.argv[1:] if argv is None else argv)
+    args_list = _with_command(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in args_list
     try:
         args = _build_parser().parse_args(args_list)
         if args.command is None:
-            raise UsageError("missing command: use `patchaudit check [PATH ...]` or `patchaudit rules`")
+            raise UsageError(
+                "missing command: use `patchaudit TARGET`, `patchaudit check [PATH ...]`, "
+                "`patchaudit rules` or `patchaudit matrix`"
+            )
         if args.command == "rules":
             return _rules_command(args, sys.stdout)
+        if args.command == "matrix":
+            return _matrix_command(args)
+        if args.command == "audit":
+            return _audit_command(args)
         return _check_command(args)
     except BrokenPipeError:
         # The reader went away (`| head`); silence the final flush as well.
@@ -88,7 +139,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
-        if isinstance(exc, UsageError | ConfigError | DiscoveryError):
+        from ._gevent_patches import PatchListError
+        from .runtime import ProbeError, TargetError
+
+        if isinstance(exc, UsageError | ConfigError | DiscoveryError | TargetError | ProbeError
+                      | PatchListError):
             print(f"patchaudit: error: {exc}", file=sys.stderr)
         else:
             print(f"patchaudit: internal error: {type(exc).__name__}: {exc} (rerun with --debug "
@@ -100,9 +155,21 @@ def _split(value: str | None) -> list[str] | None:
     return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
 
 
+def _overrides(args: argparse.Namespace) -> dict[str, object]:
+    return {
+        "select": _split(args.select),
+        "extend-select": _split(args.extend_select),
+        "ignore": _split(args.ignore),
+        "exclude": _split(args.exclude),
+        "extend-exclude": _split(args.extend_exclude),
+        "fail-on": args.fail_on,
+        "entry-points": getattr(args, "entry_points", None),
+        "framework": getattr(args, "framework", None),
+    }
+
+
 def _check_command(args: argparse.Namespace) -> int:
     from ._config import load_config
-    from .reporters import make_reporter
     from .rules import REGISTRY
     from .static import check
 
@@ -110,18 +177,67 @@ def _check_command(args: argparse.Namespace) -> int:
         raise UsageError("--jobs must be at least 1")
     cwd = Path.cwd()
     paths = args.paths or [Path(".")]
-    overrides = {
-        "select": _split(args.select),
-        "extend-select": _split(args.extend_select),
-        "ignore": _split(args.ignore),
-        "exclude": _split(args.exclude),
-        "extend-exclude": _split(args.extend_exclude),
-        "fail-on": args.fail_on,
-        "entry-points": args.entry_points,
-        "framework": args.framework,
-    }
-    config = load_config(paths, REGISTRY.keys(), overrides, config_file=args.config)
+    config = load_config(paths, REGISTRY.keys(), _overrides(args), config_file=args.config)
     report = check(paths, config, cwd=cwd, use_cache=not args.no_cache, jobs=args.jobs)
+    _write_report(args, report, cwd)
+    if report.files_seen == 0:
+        print("patchaudit: no Python files found", file=sys.stderr)
+        return EXIT_OK
+    if report.files_failed and report.files_failed >= report.files_seen:
+        print("patchaudit: error: none of the files could be read", file=sys.stderr)
+        return EXIT_USAGE
+    return _exit_code(config, report)
+
+
+def _audit_command(args: argparse.Namespace) -> int:
+    from ._config import load_config
+    from .rules import REGISTRY
+    from .runtime import AuditOptions, audit
+
+    for name in ("requests", "concurrency"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name} must be at least 1")
+    for name in ("timeout", "max_blocking"):
+        if getattr(args, name) <= 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be a positive number of seconds")
+    chdir = args.chdir
+    if not chdir.is_dir():
+        raise UsageError(f"--chdir folder not found: {chdir}")
+    pythonpath = [Path(p) for item in args.pythonpath for p in item.split(",") if p]
+    options = AuditOptions(
+        target=args.target,
+        mode=args.mode,
+        chdir=chdir,
+        pythonpath=pythonpath,
+        python=args.python,
+        timeout=args.timeout,
+        paths=args.request_paths or ["/"],
+        requests=args.requests,
+        concurrency=args.concurrency,
+        max_blocking=args.max_blocking,
+        gunicorn_config=args.gunicorn_config,
+        static=not args.no_static,
+    )
+    cwd = Path.cwd()
+    config = load_config([chdir], REGISTRY.keys(), _overrides(args), config_file=args.config)
+    result = audit(options, config, cwd=cwd, use_cache=not args.no_cache)
+    _write_report(args, result.report, cwd)
+    if result.target_failed:
+        for problem in result.report.errors:
+            print(f"patchaudit: error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    return _exit_code(config, result.report)
+
+
+def _exit_code(config, report) -> int:
+    if config.fail_on is not None and report.worst_at_or_above(config.fail_on):
+        return EXIT_FINDINGS
+    return EXIT_OK
+
+
+def _write_report(args: argparse.Namespace, report, cwd: Path) -> None:
+    from .reporters import make_reporter
+    from .rules import REGISTRY
 
     stream: TextIO
     if args.output is not None:
@@ -139,18 +255,16 @@ def _check_command(args: argparse.Namespace) -> int:
     finally:
         if stream is not sys.stdout:
             stream.close()
-    for problem in report.errors:
-        if fmt in ("json", "sarif") or args.output is not None:
+    if fmt in ("json", "sarif") or args.output is not None:
+        for problem in report.errors:
             print(f"patchaudit: {problem}", file=sys.stderr)
-    if report.files_seen == 0:
-        print("patchaudit: no Python files found", file=sys.stderr)
-        return EXIT_OK
-    if report.files_failed and report.files_failed >= report.files_seen:
-        print("patchaudit: error: none of the files could be read", file=sys.stderr)
-        return EXIT_USAGE
-    if config.fail_on is not None and report.worst_at_or_above(config.fail_on):
-        return EXIT_FINDINGS
-    return EXIT_OK
+
+
+def _matrix_command(args: argparse.Namespace) -> int:
+    from ._matrix import main_matrix
+
+    color = sys.stdout.isatty() and not args.no_color and not os.environ.get("NO_COLOR")
+    return main_matrix(args.format, color, sys.stdout)
 
 
 def _rules_command(args: argparse.Namespace, out: TextIO) -> int:

@@ -81,6 +81,7 @@ class Report:
     files_analyzed: int = 0
     files_failed: int = 0  # discovered but unreadable
     notes: list[str] = field(default_factory=list)
+    timeline: dict[str, Any] | None = None  # the runtime audit's patch timeline
 
     def summary(self) -> dict[str, int]:
         counts = {s.value: 0 for s in Severity}

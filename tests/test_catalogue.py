@@ -82,5 +82,11 @@ def test_no_stray_docs_pages_and_index_is_current() -> None:
 
 
 def test_every_rule_has_a_fixture_folder() -> None:
-    folders = {p.name for p in (FIXTURES / "rules").iterdir() if p.is_dir()}
-    assert folders == set(REGISTRY)
+    static = {code for code, rule in REGISTRY.items() if rule.kind != "runtime"}
+    runtime = set(REGISTRY) - static
+    assert {p.name for p in (FIXTURES / "rules").iterdir() if p.is_dir()} == static
+    apps = {p.name for p in (FIXTURES / "apps").iterdir() if p.is_dir()}
+    assert apps == runtime
+    for code in runtime:  # an app that shows the problem and the same app fixed
+        assert (FIXTURES / "apps" / code / "bad" / "audit.toml").is_file(), code
+        assert (FIXTURES / "apps" / code / "fixed" / "audit.toml").is_file(), code

@@ -13,7 +13,7 @@ SCHEMA_VERSION = 1
 
 
 def build_document(report: Report) -> dict[str, Any]:
-    return {
+    document = {
         "version": SCHEMA_VERSION,
         "tool": {"name": "patchaudit", "version": __version__},
         "target": report.target,
@@ -21,6 +21,9 @@ def build_document(report: Report) -> dict[str, Any]:
         "errors": list(report.errors),
         "summary": report.summary(),
     }
+    if report.timeline is not None:  # the runtime audit's extension of version 1
+        document["timeline"] = report.timeline
+    return document
 
 
 def dumps(document: Any) -> str:

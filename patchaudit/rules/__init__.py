@@ -3,7 +3,7 @@
 Codes are ``MPA`` + three digits, grouped by family: 0xx source problems, 1xx patch order,
 2xx stale references, 30x partial patching, 35x libraries that patch, 4xx eventlet, 50x
 signals, 55x queues and multiprocessing, 6xx fork, 7xx incompatible libraries, 8xx blocking
-calls.
+calls. Rules numbered x5x and above in a family are runtime rules (`patchaudit TARGET`).
 """
 
 from . import (  # noqa: F401  (imported for their @rule registrations)
@@ -14,6 +14,8 @@ from . import (  # noqa: F401  (imported for their @rule registrations)
     patch_calls,
     patch_order,
     queues,
+    runtime_order,
+    runtime_process,
     signals,
     source,
     stale_reference,

@@ -1,11 +1,14 @@
 """Rules as data: a :class:`Rule` is metadata plus one small check function.
 
-There are two kinds of check:
+There are three kinds of check:
 
 * ``file`` checks look at one parsed file (a :class:`~patchaudit.static.FileContext`) and yield
   :class:`Hit` objects. They are cached per file, so they must depend on the file alone.
 * ``project`` checks look at the whole :class:`~patchaudit.static.Project` (import graph, patch
   points, every file's summary) and yield :class:`Hit` objects with a path.
+
+* ``runtime`` checks look at what a probe process observed while importing and serving the
+  application (a :class:`~patchaudit.runtime.RuntimeContext`) and yield hits with a path.
 
 ``scope`` says when a file hit counts: always, only in a gevent/eventlet program, or only when the
 line executes before a patch point.
@@ -55,7 +58,7 @@ class Rule:
     bad: str
     good: str
     references: tuple[str, ...]  # FM-xx ids from the failure-mode catalogue, then public issues
-    kind: str  # "file" or "project"
+    kind: str  # "file", "project" or "runtime"
     scope: Scope
     check: Callable[..., Iterable[Hit]] = field(compare=False, repr=False)
     triggers: tuple[bytes, ...] = ()  # byte strings one of which must occur for a file check to fire
@@ -128,6 +131,6 @@ def add_rule(new: Rule) -> None:
         raise ValueError(f"duplicate rule code {new.code}")
     if any(r.name == new.name for r in REGISTRY.values()):
         raise ValueError(f"duplicate rule name {new.name}")
-    if new.kind not in ("file", "project"):
-        raise ValueError(f"{new.code}: kind must be 'file' or 'project'")
+    if new.kind not in ("file", "project", "runtime"):
+        raise ValueError(f"{new.code}: kind must be 'file', 'project' or 'runtime'")
     REGISTRY[new.code] = new

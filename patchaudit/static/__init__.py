@@ -1,5 +1,5 @@
 """The static analyzer behind `patchaudit check`."""
 
-from ._engine import check
+from ._engine import analyze, check
 
-__all__ = ["check"]
+__all__ = ["analyze", "check"]

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from functools import cache
 from multiprocessing import get_context
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import rules as _rules  # noqa: F401  (registers every rule)
 from .._config import Config
@@ -25,6 +26,9 @@ from . import _cache
 from ._discover import SourceFile, discover
 from ._known import known_patchers
 from ._summary import FileSummary, summarize
+
+if TYPE_CHECKING:
+    from ._project import Project
 
 FRAMEWORK_MENTION = re.compile(rb"\b(?:gevent|eventlet)\b")
 GUNICORN_WORKER = re.compile(rb"""worker_class\s*=\s*["'](gevent|eventlet)""")
@@ -51,6 +55,19 @@ def check(
     use_cache: bool = True,
     jobs: int | None = None,
 ) -> Report:
+    """Run the static analysis over ``paths`` and return the report."""
+    return analyze(paths, config, cwd=cwd, use_cache=use_cache, jobs=jobs)[0]
+
+
+def analyze(
+    paths: list[Path],
+    config: Config,
+    *,
+    cwd: Path,
+    use_cache: bool = True,
+    jobs: int | None = None,
+) -> tuple[Report, Project | None]:
+    """Like :func:`check`, also returning the project model (the runtime audit reuses it)."""
     target = " ".join(str(p) for p in paths)
     report = Report(target=target)
     files, problems = discover(
@@ -96,10 +113,11 @@ def check(
                 if s.digest is not None
             },
         )
+    project = None
     if frameworks:
         from ._evaluate import evaluate
 
-        evaluate(
+        project = evaluate(
             states_to_summaries(states),
             config,
             global_frameworks,
@@ -109,7 +127,7 @@ def check(
             use_cache=use_cache,
         )
     report.findings.sort(key=lambda f: f.sort_key)
-    return report
+    return report, project
 
 
 def states_to_summaries(states: list[_FileState]) -> list[tuple[SourceFile, FileSummary | None]]:

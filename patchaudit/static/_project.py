@@ -174,6 +174,8 @@ def simulate(
     index: ModuleIndex,
     call_lines: dict[str, dict[str, tuple[int, str]]],
     known_importers: dict[str, list[str]],
+    *,
+    as_main: bool = True,
 ) -> Simulation | None:
     """Replay import-time execution from ``root`` until the first patch call; None if none runs.
 
@@ -185,7 +187,7 @@ def simulate(
     stack: list[str] = []
 
     def events(name: str, node: ModuleNode) -> list[tuple[int, int, object]]:
-        contexts = (MODULE, MAIN) if name == root else (MODULE,)
+        contexts = (MODULE, MAIN) if name == root and as_main else (MODULE,)
         found: list[tuple[int, int, object]] = []
         for record in node.imports:
             if record.context in contexts:

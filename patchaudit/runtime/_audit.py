@@ -1,0 +1,268 @@
+"""`patchaudit TARGET`: import the app in a child process the way its server would, then report.
+
+Two probe runs go in parallel: the requested mode, and a patch-first baseline whose stale
+references are the noise floor every correct program has. The static analyzer runs over the
+project folder at the same time; both views are merged into one report.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .._config import Config
+from .._findings import Finding, Report
+from .._gevent_patches import load_patch_lists
+from ..rules._model import REGISTRY, Rule
+from ..static import analyze
+from ..static._known import known_importers
+from ..static._project import simulate
+from ._facts import Facts, RuntimeContext
+from ._launcher import ProbeError, ProbeRun, run_probe
+from ._target import GunicornConfig, Target, TargetError, parse_target, read_gunicorn_config, resolve_mode
+
+
+@dataclass
+class AuditOptions:
+    target: str
+    mode: str = "auto"
+    chdir: Path = field(default_factory=Path.cwd)
+    pythonpath: list[Path] = field(default_factory=list)
+    python: str | None = None
+    timeout: float = 60.0
+    paths: list[str] = field(default_factory=lambda: ["/"])
+    requests: int = 20
+    concurrency: int = 10
+    max_blocking: float = 0.1
+    gunicorn_config: Path | None = None
+    static: bool = True
+
+
+@dataclass
+class AuditResult:
+    report: Report
+    target_failed: bool  # the target could not be imported: exit 2
+
+
+def audit(options: AuditOptions, config: Config, *, cwd: Path, use_cache: bool = True) -> AuditResult:
+    chdir = options.chdir.resolve()
+    pythonpath = [p.resolve() for p in options.pythonpath]
+    target = parse_target(options.target, chdir, pythonpath)
+    python = options.python or sys.executable
+    report = Report(target=options.target)
+
+    static_report, project = (
+        analyze([chdir], config, cwd=cwd, use_cache=use_cache) if options.static else (None, None)
+    )
+    gunicorn = _gunicorn_config(options, chdir)
+    mode, reason = resolve_mode(options.mode, _target_patches(project, target), gunicorn)
+
+    with tempfile.TemporaryDirectory(prefix="patchaudit-") as work:
+        workdir = Path(work)
+        spec = _spec(target, mode, chdir, pythonpath, options, workdir / "events.jsonl")
+        baseline_spec = _spec(target, "patch-first", chdir, pythonpath, options,
+                              workdir / "baseline.jsonl")
+        with ThreadPoolExecutor(2) as pool:
+            main_future = pool.submit(run_probe, spec, python=python, timeout=options.timeout,
+                                      env=_probe_env(options), workdir=workdir)
+            base_future = pool.submit(run_probe, baseline_spec, python=python,
+                                      timeout=options.timeout, env=None, workdir=workdir)
+            run = main_future.result()
+            try:
+                baseline_run: ProbeRun | None = base_future.result()
+            except ProbeError:
+                baseline_run = None
+
+    app_roots = [chdir, *pythonpath]
+    facts = Facts.from_events(run.events, app_roots, cwd)
+    baseline = Facts.from_events(baseline_run.events, app_roots, cwd) if baseline_run else None
+    lists = load_patch_lists(python=python)
+    start = facts.first("start") or {}
+    ctx = RuntimeContext(
+        facts=facts,
+        baseline=baseline if baseline is not None and baseline.first("done") else None,
+        patched_modules=lists.patched_modules(),
+        startup_modules=frozenset(start.get("startup_modules") or lists.startup_modules),
+        mode=mode,
+        max_blocking=options.max_blocking,
+        concurrency=options.concurrency,
+    )
+    runtime_findings = _runtime_findings(ctx, config, project)
+    static_findings = static_report.findings if static_report else []
+    report.findings = merge(static_findings, runtime_findings)
+    if static_report is not None:
+        report.errors.extend(static_report.errors)
+        report.files_seen, report.files_analyzed = static_report.files_seen, static_report.files_analyzed
+    failed = _record_failure(run, facts, report)
+    report.timeline = build_timeline(ctx, run, target, mode, reason, python)
+    report.findings.sort(key=lambda f: f.sort_key)
+    return AuditResult(report=report, target_failed=failed)
+
+
+def _gunicorn_config(options: AuditOptions, chdir: Path) -> GunicornConfig | None:
+    path = options.gunicorn_config or chdir / "gunicorn.conf.py"
+    if options.gunicorn_config is not None and not path.is_file():
+        raise TargetError(f"gunicorn config not found: {path}")
+    return read_gunicorn_config(path) if path.is_file() else None
+
+
+def _target_patches(project, target: Target) -> bool:
+    """Whether importing the target runs a patch call, judged from the static import graph."""
+    if project is None:
+        return False
+    call_lines = {k: s.module_calls for k, s in project.modules.items()}
+    sim = simulate(target.module, project.index, call_lines, known_importers(), as_main=False)
+    return sim is not None
+
+
+def _spec(target: Target, mode: str, chdir: Path, pythonpath: list[Path], options: AuditOptions,
+          events: Path) -> dict:
+    return {
+        "target": target.to_spec(),
+        "mode": mode,
+        "chdir": str(chdir),
+        "pythonpath": [str(p) for p in pythonpath],
+        "events_path": str(events),
+        "app_roots": [str(chdir), *(str(p) for p in pythonpath)],
+        "serve": {
+            "paths": options.paths,
+            "requests": options.requests,
+            "concurrency": options.concurrency,
+            "max_blocking": options.max_blocking,
+            "request_timeout": min(10.0, options.timeout / 2),
+        },
+    }
+
+
+def _probe_env(options: AuditOptions) -> dict[str, str]:
+    return {
+        "GEVENT_MONITOR_THREAD_ENABLE": "1",
+        "GEVENT_MAX_BLOCKING_TIME": str(options.max_blocking),
+        "GEVENT_MONITOR_PRINT_BLOCKING_REPORTS": "0",
+    }
+
+
+def _runtime_findings(ctx: RuntimeContext, config: Config, project) -> list[Finding]:
+    findings = []
+    for rule in REGISTRY.values():
+        if rule.kind != "runtime":
+            continue
+        for hit in rule.check(ctx):
+            if rule.code not in config.codes_for(hit.path or ""):
+                continue
+            if project is not None and _suppressed(project, hit.path, rule.code, hit.line):
+                continue
+            findings.append(_to_finding(rule, hit))
+    return findings
+
+
+def _suppressed(project, path: str | None, code: str, line: int) -> bool:
+    summary = project.summaries.get(path or "")
+    return summary is not None and summary.suppressions.suppresses(code, line)
+
+
+def _to_finding(rule: Rule, hit) -> Finding:
+    return Finding(
+        rule=rule.code,
+        category=rule.category,
+        severity=hit.severity or rule.severity,
+        path=hit.path or "<unknown>",
+        line=hit.line,
+        column=hit.column,
+        message=rule.render(hit),
+        fix=rule.fix,
+        evidence=hit.evidence,
+    )
+
+
+def merge(static: list[Finding], runtime: list[Finding]) -> list[Finding]:
+    """One list: a runtime finding at the same place and category as a static one confirms it."""
+    by_place = {(f.category, f.path, f.line): f for f in static}
+    merged = list(static)
+    for finding in runtime:
+        twin = by_place.get((finding.category, finding.path, finding.line))
+        if twin is None:
+            merged.append(finding)
+            continue
+        twin.evidence.setdefault("confirmed_at_runtime", []).append(finding.rule)
+        twin.evidence.setdefault("runtime", []).append(f"{finding.rule}: {finding.message}")
+    return merged
+
+
+def _record_failure(run: ProbeRun, facts: Facts, report: Report) -> bool:
+    """Put the reason a probe run went wrong into ``report.errors``; True when import failed."""
+    error = facts.first("error")
+    if run.timed_out:
+        last = facts.events[-1] if facts.events else {}
+        report.errors.append(
+            f"the target did not finish within the timeout ({run.duration:.0f}s); last event: "
+            f"{last.get('event', 'none')} {last.get('module', '')}".rstrip()
+        )
+        return error is None or error.get("phase") == "import"
+    if error is not None:
+        chain = " -> ".join(error.get("import_chain") or [])
+        where = f" (import chain: {chain})" if chain else ""
+        kind = error.get("kind", "error")
+        if kind == "system-exit":
+            report.errors.append(f"the target called sys.exit({error.get('code')}) while importing")
+        else:
+            report.errors.append(
+                f"cannot import the target: {error.get('type')}: {error.get('message')}{where}"
+            )
+        return error.get("phase", "import") == "import"
+    if facts.first("done") is None:
+        reason = f"signal {run.signal}" if run.signal else f"exit code {run.returncode}"
+        report.errors.append(f"the target ended the interpreter during the audit ({reason})")
+        return True
+    return False
+
+
+def build_timeline(ctx: RuntimeContext, run: ProbeRun, target: Target, mode: str, reason: str,
+                   python: str) -> dict:
+    facts = ctx.facts
+    start = facts.first("start") or {}
+    loaded = facts.loaded_before_patch()
+    watched = ctx.patched_modules - ctx.startup_modules
+    settings = facts.first("settings") or {}
+    return {
+        "target": target.spec,
+        "mode": mode,
+        "mode_reason": reason,
+        "python": start.get("python") or python,
+        "gevent": start.get("gevent_version"),
+        "patches": [
+            {
+                "framework": p.get("framework"),
+                "function": p.get("function"),
+                "location": f"{facts.display(p.get('file'))}:{p.get('line')}",
+                "arguments": p.get("kwargs") or {},
+                "main_thread": p.get("main_thread"),
+                "threads": p.get("threads") or [],
+            }
+            for p in facts.patches
+        ],
+        "loaded_before_patch": len(loaded),
+        "patched_modules_loaded_before_patch": [
+            {"module": m, "chain": facts.shortest_chain(m)}
+            for m in loaded
+            if m in watched and not m.startswith("_")
+        ],
+        "replaced": settings.get("saved") or {},
+        "app_errors": [
+            {"path": e.get("path"), "type": e.get("type"), "message": e.get("message")}
+            for e in facts.all("request_error")
+        ],
+        "requests": [
+            {k: e.get(k) for k in ("path", "single", "wall", "statuses", "errors")}
+            for e in facts.all("serve")
+        ],
+        "app_output": {"stdout": run.stdout_summary.to_json(), "stderr": run.stderr_summary.to_json()},
+        "duration_s": round(run.duration, 3),
+        "exit": {"returncode": run.returncode, "signal": run.signal, "timed_out": run.timed_out},
+    }
+
+
+__all__ = ["AuditOptions", "AuditResult", "ProbeError", "TargetError", "audit"]
