@@ -17,7 +17,7 @@ from typing import TextIO
 from ._version import __version__
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
-COMMANDS = ("check", "audit", "rules", "matrix")
+COMMANDS = ("check", "audit", "rules", "matrix", "doctor", "bench", "demo")
 
 
 class UsageError(Exception):
@@ -66,6 +66,12 @@ def _build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--gunicorn-config", type=Path, help="gunicorn config to honour (default: ./gunicorn.conf.py)")
     audit.add_argument("--no-static", action="store_true", help="skip the static analysis of the project folder")
     _add_report_options(audit)
+
+    from .doctor import add_doctor_arguments
+
+    add_doctor_arguments(sub.add_parser(
+        "doctor", help="check this machine's limits and TCP settings for load testing"
+    ))
 
     matrix = sub.add_parser("matrix", help="what the installed gevent patches, and what it does not")
     matrix.add_argument("--format", choices=("table", "md", "json"), default="table")
@@ -120,6 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _rules_command(args, sys.stdout)
         if args.command == "matrix":
             return _matrix_command(args)
+        if args.command == "doctor":
+            from .doctor import run_doctor
+
+            return run_doctor(args)
         if args.command == "audit":
             return _audit_command(args)
         return _check_command(args)
