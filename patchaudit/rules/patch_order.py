@@ -28,10 +28,9 @@ def _pre_patch_imports(project) -> dict[tuple[str, int, int], dict]:
             if location is None:
                 continue
             summary, record = location
-            if record.module in watched and record.module != "ssl":
-                # `import x` of a patched module holds the module, whose attributes (and those of
-                # the stdlib modules it loads) are patched in place; what `from x import y` binds
-                # is MPA201's business.
+            if record.module == name and name != "ssl":
+                # `import x` holds the module, whose attributes are patched in place; what
+                # `from x import y` binds is MPA201's business. What x itself loads still counts.
                 continue
             key = (summary.relpath, record.line, record.column)
             group = groups.setdefault(key, {"modules": {}, "record": record, "sim": sim})
@@ -69,6 +68,8 @@ def _import_hits(project, want_ssl: bool) -> Iterator[Hit]:
             continue
         # gevent's private helpers (_thread, _threading_local) come along with their public module
         names = sorted(n for n in modules if not n.startswith("_"))
+        if not names:
+            continue
         shown = "ssl" if want_ssl else names[0]
         record = group["record"]
         yield Hit(

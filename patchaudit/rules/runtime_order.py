@@ -22,10 +22,15 @@ def _importer_location(ctx, chain: list[str]) -> tuple[str, int] | None:
     for importer, imported in zip(chain, chain[1:]):
         path = facts.module_file(importer)
         if facts.is_app_file(path):
-            line = facts.import_line(path, imported)
+            line = facts.import_site(importer, imported)
             if line is not None:
                 return facts.display(path), line
     return None
+
+
+def _imported_directly(ctx, importer: str, module: str) -> bool:
+    path = ctx.facts.module_file(importer)
+    return ctx.facts.is_app_file(path) and ctx.facts.import_line(path, module) is not None
 
 
 def _fallback_location(ctx) -> tuple[str, int]:
@@ -82,6 +87,10 @@ def check_loaded_before_patch(ctx) -> Iterator[Hit]:
         chain = facts.shortest_chain(module)
         if any(step.startswith(_PATCHER_PREFIXES) for step in chain[:-1]):
             continue  # loaded by gevent/eventlet themselves while patching
+        if module != "ssl" and len(chain) >= 2 and _imported_directly(ctx, chain[-2], module):
+            # `import x` holds the module, whose attributes are patched in place; bindings of
+            # its objects are MPA251's business (the same line the static MPA102 draws)
+            continue
         location = _importer_location(ctx, chain) or _fallback_location(ctx)
         groups.setdefault(location, {})[module] = chain
     for (path, line), modules in groups.items():
@@ -275,7 +284,7 @@ def check_partial(ctx) -> Iterator[Hit]:
     category=Category.PARTIAL_PATCH,
     severity=Severity.ERROR,
     summary="The process was patched from a thread other than the main thread",
-    message="`{function}()` ran on thread {thread}, not the main thread",
+    message="`{function}()` ran on a thread other than the main thread",
     why="""
 Patching from a non-main thread (a reloader, an IDE runner, a server hook) leaves
 `threading.main_thread()` unpatched: joins from greenlets hang and `KeyError` is printed at exit;
@@ -300,8 +309,7 @@ def check_off_main_thread(ctx) -> Iterator[Hit]:
                 path=ctx.facts.display(patch.get("file")),
                 line=int(patch.get("line") or 1),
                 column=1,
-                args={"function": patch.get("function", "patch_all"),
-                      "thread": patch.get("thread") or "another thread"},
+                args={"function": patch.get("function", "patch_all")},
             )
 
 

@@ -162,7 +162,7 @@ def _library_hits(ctx, library: str) -> Iterator[Hit]:
         for importer, imported in zip(chain, chain[1:]):
             importer_file = ctx.facts.module_file(importer)
             if ctx.facts.is_app_file(importer_file):
-                found = ctx.facts.import_line(importer_file, imported)
+                found = ctx.facts.import_site(importer, imported)
                 if found:
                     path, line = ctx.facts.display(importer_file), found
         yield Hit(
@@ -273,7 +273,7 @@ deadlock of urllib3#3289 / gevent#1957 (FM-18).
     category=Category.BLOCKING_CALL,
     severity=Severity.ERROR,
     summary="The gevent hub was blocked while the app imported or served requests",
-    message="the hub was blocked for {seconds:.2f}s {during} in `{function}`",
+    message="the hub was blocked for more than {seconds:.2f}s {during}, in `{function}`",
     why="""
 gevent's monitor thread saw the event loop make no progress for longer than the threshold:
 while one greenlet runs blocking code (an unpatched C call, a stale `sleep`, CPU-bound work), no
@@ -305,7 +305,9 @@ def check_hub_blocked(ctx) -> Iterator[Hit]:
         worst[key]["count"] = worst[key].get("count", 0) + 1
     for (path, line), item in worst.items():
         event, frame = item["event"], item["frame"]
-        during = f"serving {event['path']}" if event.get("path") else f"during {event.get('phase')}"
+        during = (
+            f"while serving {event['path']}" if event.get("path") else f"during {event.get('phase')}"
+        )
         stack = [
             f"{ctx.facts.display(f.get('file'))}:{f.get('line')} in {f.get('function')}"
             for f in event.get("stack") or []

@@ -127,8 +127,23 @@ class Facts:
             return None
         for line, imported, names in _imports_in(importer_file):
             candidates = {imported, *(f"{imported}.{n}" for n in names)}
-            if module in candidates or any(module.startswith(c + ".") for c in candidates):
-                return line
+            for candidate in candidates:
+                # `import a.b` runs `a` too; `from a import b` may import the submodule a.b
+                if candidate == module or candidate.startswith(module + "."):
+                    return line
+                if module.startswith(candidate + "."):
+                    return line
+        return None
+
+    def import_site(self, importer: str, imported: str) -> int | None:
+        """The line of ``importer`` that caused ``imported`` to load: the import statement when
+        the source has one, else the line the probe saw executing (C extensions import too)."""
+        line = self.import_line(self.module_file(importer), imported)
+        if line is not None:
+            return line
+        event = self.imports.get(imported)
+        if event and event.get("importer") == importer and event.get("line"):
+            return int(event["line"])
         return None
 
     def binding_line(self, path: str | None, name: str, holder_class: str | None = None) -> int | None:

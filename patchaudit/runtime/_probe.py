@@ -63,7 +63,8 @@ lists are outermost first, innermost last.
 ``import``
     First import of each module, in order: ``module``, ``importer`` (``__name__`` of the module
     whose code triggered it; ``"<target>"`` for the target module and its parent packages;
-    ``"<probe>"`` when the probe itself imported it), ``file`` (spec origin, or null for built-in,
+    ``"<probe>"`` when the probe itself imported it), ``line`` (the importer's line that was
+    executing when the import started, or null), ``file`` (spec origin, or null for built-in,
     frozen and namespace modules), ``phase`` (``"pre-patch"`` until the first patch call starts,
     then ``"post-patch"``), ``found`` (false: no finder found it, i.e. it raised
     ModuleNotFoundError; null: a legacy finder was involved and the probe could not tell).
@@ -448,7 +449,7 @@ class _ImportRecorder:
             self.busy.discard(ident)
 
     def _find(self, name, path, target):
-        importer, lookup_only = _importer_of(sys._getframe(2))
+        (importer, line), lookup_only = _importer_of(sys._getframe(2))
         spec = None
         complete = True
         seen_self = False
@@ -469,15 +470,15 @@ class _ImportRecorder:
             if name not in self.found:
                 self.found.add(name)
                 origin = spec.origin if getattr(spec, "has_location", False) else None
-                self._record(name, importer, origin, True)
+                self._record(name, importer, line, origin, True)
             if name in _POST_IMPORT_HOOKS:
                 _install_post_import_hook(name, spec)
         elif name not in self.missing and name not in self.found:
             self.missing.add(name)
-            self._record(name, importer, None, False if complete else None)
+            self._record(name, importer, line, None, False if complete else None)
         return spec if complete else None
 
-    def _record(self, name, importer, origin, found):
+    def _record(self, name, importer, line, origin, found):
         try:
             _S.importers.setdefault(name, importer)
             if origin:
@@ -486,6 +487,7 @@ class _ImportRecorder:
                 "import",
                 module=name,
                 importer=importer,
+                line=line,  # the importer's line executing when the import started
                 file=origin,
                 phase="post-patch" if _S.patched else "pre-patch",
                 found=found,
@@ -506,8 +508,8 @@ def _importer_of(frame):
                 lookup_only = True
             f = f.f_back
             continue
-        return _module_name_of(f) or "<unknown>", lookup_only
-    return ("<target>" if _S.importing_target else "<probe>"), lookup_only
+        return (_module_name_of(f) or "<unknown>", f.f_lineno), lookup_only
+    return ("<target>" if _S.importing_target else "<probe>", None), lookup_only
 
 
 def _install_post_import_hook(name, spec):
@@ -1126,6 +1128,7 @@ def _import_target():
                 "import",
                 module=name,
                 importer="<target>",
+                line=None,
                 file=path,
                 phase="post-patch" if _S.patched else "pre-patch",
                 found=os.path.exists(path),
