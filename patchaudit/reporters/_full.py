@@ -236,7 +236,7 @@ def render_timeline(console: Console, timeline: Mapping[str, Any]) -> None:
     for stream in ("stdout", "stderr"):
         info = output.get(stream) or {}
         if info.get("bytes"):
-            last = (info.get("last_lines") or [""])[-1]
+            last = ((info.get("tail") or info.get("head") or [""]))[-1]
             console.print(Text.assemble((f"  app {stream}: ", "bold"), printable(
                 f"{info.get('bytes')} bytes, {info.get('lines')} lines; last: {last}")))
     console.print()

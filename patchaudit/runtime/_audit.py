@@ -97,6 +97,11 @@ def audit(options: AuditOptions, config: Config, *, cwd: Path, use_cache: bool =
         report.errors.extend(static_report.errors)
         report.files_seen, report.files_analyzed = static_report.files_seen, static_report.files_analyzed
     failed = _record_failure(run, facts, report)
+    target_event = facts.first("target")
+    if target_event is not None and not target_event.get("wsgi"):
+        report.notes.append(
+            f"requests were not probed: {target_event.get('reason') or 'no WSGI callable'}"
+        )
     report.timeline = build_timeline(ctx, run, target, mode, reason, python)
     report.findings.sort(key=lambda f: f.sort_key)
     return AuditResult(report=report, target_failed=failed)
@@ -193,20 +198,26 @@ def merge(static: list[Finding], runtime: list[Finding]) -> list[Finding]:
 
 
 def _record_failure(run: ProbeRun, facts: Facts, report: Report) -> bool:
-    """Put the reason a probe run went wrong into ``report.errors``; True when import failed."""
+    """Put the reason a probe run went wrong into ``report.errors``; True when the target could
+    not be imported (exit code 2)."""
     error = facts.first("error")
+    exited = facts.first("exit")
     if run.timed_out:
-        last = facts.events[-1] if facts.events else {}
         report.errors.append(
-            f"the target did not finish within the timeout ({run.duration:.0f}s); last event: "
-            f"{last.get('event', 'none')} {last.get('module', '')}".rstrip()
+            f"the target did not finish within the timeout ({run.duration:.0f}s)"
+            f"{_stuck_at(facts)}"
         )
         return error is None or error.get("phase") == "import"
+    if exited is not None:
+        where = f" at {facts.display(exited.get('file'))}:{exited.get('line')}"
+        report.errors.append(
+            f"the target called os._exit({exited.get('code')}){where} during {exited.get('phase')}"
+        )
+        return exited.get("phase") in ("import", "startup")
     if error is not None:
         chain = " -> ".join(error.get("import_chain") or [])
         where = f" (import chain: {chain})" if chain else ""
-        kind = error.get("kind", "error")
-        if kind == "system-exit":
+        if error.get("kind") == "system-exit":
             report.errors.append(f"the target called sys.exit({error.get('code')}) while importing")
         else:
             report.errors.append(
@@ -218,6 +229,20 @@ def _record_failure(run: ProbeRun, facts: Facts, report: Report) -> bool:
         report.errors.append(f"the target ended the interpreter during the audit ({reason})")
         return True
     return False
+
+
+def _stuck_at(facts: Facts) -> str:
+    """Where the app was when the timeout hit: its innermost own frame, else the last event."""
+    terminated = facts.first("terminated") or {}
+    for key in ("main_greenlet_stack", "stack"):
+        for frame in reversed(terminated.get(key) or []):
+            if facts.is_app_file(frame.get("file")):
+                return (
+                    f"; stuck at {facts.display(frame.get('file'))}:{frame.get('line')}"
+                    f" in {frame.get('function')}"
+                )
+    last = facts.events[-1] if facts.events else {}
+    return f"; last event: {last.get('event', 'none')} {last.get('module', '')}".rstrip()
 
 
 def build_timeline(ctx: RuntimeContext, run: ProbeRun, target: Target, mode: str, reason: str,
@@ -246,9 +271,13 @@ def build_timeline(ctx: RuntimeContext, run: ProbeRun, target: Target, mode: str
         ],
         "loaded_before_patch": len(loaded),
         "patched_modules_loaded_before_patch": [
-            {"module": m, "chain": facts.shortest_chain(m)}
+            {"module": m, "chain": chain}
             for m in loaded
             if m in watched and not m.startswith("_")
+            # modules gevent/eventlet load for themselves are part of patching, not a problem
+            for chain in [facts.shortest_chain(m)]
+            if not any(step.startswith(("gevent", "eventlet", "zope", "greenlet"))
+                       for step in chain[:-1])
         ],
         "replaced": settings.get("saved") or {},
         "app_errors": [

@@ -1827,6 +1827,9 @@ def main():
     except (OSError, ValueError, KeyError, TypeError) as exc:
         sys.stderr.write(f"patchaudit probe: cannot read spec {spec_file}: {exc}\n")
         return 2
+    # The monitor thread patchaudit switches on warns when psutil is missing; that warning is
+    # the audit's side effect, not the application's output.
+    warnings.filterwarnings("ignore", message="Unable to monitor memory usage")
     try:
         _configure(spec)
         _emit_start()

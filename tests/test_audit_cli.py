@@ -1,0 +1,196 @@
+"""`patchaudit TARGET` on broken targets: one clear line, the right exit code, no leftovers.
+
+Every case runs the real CLI in a subprocess on a small app written to a temporary folder.
+Processes are found by a unique marker in their environment, so the orphan check sees any
+descendant, including ones that detached with setsid().
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from .conftest import run_cli
+
+WSGI = "\n\ndef application(environ, start_response):\n    start_response('200 OK', [])\n    return [b'ok']\n"
+
+
+def _app(tmp_path: Path, files: dict[str, str]) -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "pyproject.toml").write_text("[tool.patchaudit]\n")
+    for name, text in files.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return tmp_path
+
+
+def _processes_with(marker: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as handle:
+                environ = handle.read()
+            with open(f"/proc/{entry}/stat") as handle:
+                state = handle.read().rpartition(")")[2].split()[0]
+        except OSError:
+            continue
+        if marker.encode() in environ and state != "Z":
+            found.append(int(entry))
+    return found
+
+
+def _audit(project: Path, *args: str, timeout: float = 120) -> tuple[subprocess.CompletedProcess[str], str]:
+    marker = f"patchaudit-test-{uuid.uuid4().hex}"
+    result = run_cli(*args, cwd=project, env={"PATCHAUDIT_TEST_MARKER": marker}, timeout=timeout)
+    assert "Traceback" not in result.stderr, result.stderr
+    return result, marker
+
+
+def _assert_nothing_left(marker: str) -> None:
+    deadline = time.monotonic() + 5
+    while _processes_with(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _processes_with(marker) == []
+
+
+def test_missing_module_exits_2_with_the_chain(tmp_path: Path) -> None:
+    project = _app(tmp_path, {"app/__init__.py": "", "app/wsgi.py": "import app.helpers\n" + WSGI,
+                              "app/helpers.py": "import does_not_exist_anywhere\n"})
+    result, marker = _audit(project, "app.wsgi", "--format", "json", "--no-cache")
+    assert result.returncode == 2
+    report = json.loads(result.stdout)
+    assert len(report["errors"]) == 1
+    error = report["errors"][0]
+    assert "ModuleNotFoundError" in error and "does_not_exist_anywhere" in error
+    assert "app.wsgi -> app.helpers -> does_not_exist_anywhere" in error
+    _assert_nothing_left(marker)
+
+
+def test_target_file_not_found_is_one_line(tmp_path: Path) -> None:
+    result, _ = _audit(_app(tmp_path, {}), "nothere.py")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"patchaudit: error: target file not found: nothere.py (looked in {tmp_path})"
+    ]
+
+
+def test_syntax_error_in_app_shows_static_findings_and_exits_2(tmp_path: Path) -> None:
+    project = _app(tmp_path, {
+        "wsgi.py": "from time import sleep\nfrom gevent import monkey\nmonkey.patch_all()\nimport broken\n" + WSGI,
+        "broken.py": "import os\ndef oops(:\n",
+    })
+    result, _ = _audit(project, "wsgi", "--format", "json", "--no-cache")
+    assert result.returncode == 2
+    report = json.loads(result.stdout)
+    assert {(f["rule"], f["path"], f["line"]) for f in report["findings"]} >= {
+        ("MPA001", "broken.py", 2), ("MPA201", "wsgi.py", 1)}
+    assert any("SyntaxError" in e for e in report["errors"]), report["errors"]
+
+
+def test_sys_exit_at_import(tmp_path: Path) -> None:
+    project = _app(tmp_path, {"app.py": "import sys\nsys.exit(3)\n"})
+    result, marker = _audit(project, "app", "--format", "json", "--no-cache", "--no-static")
+    assert result.returncode == 2
+    assert json.loads(result.stdout)["errors"] == ["the target called sys.exit(3) while importing"]
+    _assert_nothing_left(marker)
+
+
+def test_os_exit_at_import(tmp_path: Path) -> None:
+    project = _app(tmp_path, {"app.py": "import os\nos._exit(7)\n"})
+    result, marker = _audit(project, "app", "--format", "json", "--no-cache", "--no-static")
+    assert result.returncode == 2
+    errors = json.loads(result.stdout)["errors"]
+    assert errors == ["the target called os._exit(7) at app.py:2 during import"], errors
+    _assert_nothing_left(marker)
+
+
+def test_hang_is_killed_with_its_group(tmp_path: Path) -> None:
+    project = _app(tmp_path, {"app.py": "import time\nwhile True:\n    time.sleep(1)\n"})
+    started = time.monotonic()
+    result, marker = _audit(project, "app", "--format", "json", "--no-cache", "--no-static",
+                            "--timeout", "3")
+    assert time.monotonic() - started < 30
+    assert result.returncode == 2
+    errors = json.loads(result.stdout)["errors"]
+    assert len(errors) == 1 and "did not finish within the timeout" in errors[0], errors
+    assert "app.py:3" in errors[0]  # where it was stuck
+    _assert_nothing_left(marker)
+
+
+def test_forking_and_detaching_child_is_not_left_behind(tmp_path: Path) -> None:
+    project = _app(tmp_path, {"app.py": (
+        "import os, time\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    time.sleep(120)\n"
+        "    os._exit(0)\n" + WSGI)})
+    result, marker = _audit(project, "app", "--format", "json", "--no-cache", "--no-static")
+    assert result.returncode in (0, 1), result.stderr
+    _assert_nothing_left(marker)
+
+
+def test_closing_all_descriptors_is_reported(tmp_path: Path) -> None:
+    project = _app(tmp_path, {"app.py": "import os\nos.closerange(0, 4096)\n" + WSGI})
+    result, marker = _audit(project, "app", "--format", "json", "--no-cache", "--no-static")
+    report = json.loads(result.stdout)
+    rules = {(f["rule"], f["line"]) for f in report["findings"]}
+    assert ("MPA651", 2) in rules, report
+    _assert_nothing_left(marker)
+
+
+def test_megabytes_of_output_are_summarised(tmp_path: Path) -> None:
+    project = _app(tmp_path, {"app.py": "import sys\nfor i in range(100_000):\n    print('x' * 60, i)\n"
+                              "print('the end')\n" + WSGI})
+    result, _ = _audit(project, "app", "--format", "json", "--no-cache", "--no-static")
+    report = json.loads(result.stdout)
+    stdout = report["timeline"]["app_output"]["stdout"]
+    assert stdout["bytes"] > 5_000_000
+    assert stdout["tail"][-1] == "the end"
+    assert len(result.stdout) < 200_000  # the report carries a summary, not the output
+
+
+def test_interpreter_crash_is_reported_with_the_signal(tmp_path: Path) -> None:
+    project = _app(tmp_path, {"app.py": "import os\nos.abort()\n"})
+    result, marker = _audit(project, "app", "--format", "json", "--no-cache", "--no-static")
+    assert result.returncode == 2
+    errors = json.loads(result.stdout)["errors"]
+    assert errors == ["the target ended the interpreter during the audit (signal 6)"], errors
+    _assert_nothing_left(marker)
+
+
+def test_no_wsgi_callable_audits_without_requests_and_says_why(tmp_path: Path) -> None:
+    project = _app(tmp_path, {"worker.py": "from gevent import monkey\nmonkey.patch_all()\nJOBS = []\n"})
+    result, _ = _audit(project, "worker", "--no-cache")
+    assert result.returncode == 0, result.stdout + result.stderr
+    report_json = json.loads(_audit(project, "worker", "--no-cache", "--format", "json")[0].stdout)
+    assert report_json["timeline"]["requests"] == []
+    full = run_cli("worker", "--no-cache", "--format", "full", "--no-color", cwd=project)
+    assert "requests were not probed: no `application` or `app` attribute" in full.stdout
+
+
+def test_python_without_gevent_is_one_line(tmp_path: Path) -> None:
+    venv = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    project = _app(tmp_path / "p", {"app.py": WSGI})
+    result, _ = _audit(project, "app", "--python", str(venv / "bin" / "python"), "--no-static")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"patchaudit: error: gevent is not installed in {venv / 'bin' / 'python'}; install it there"
+    ]
+
+
+@pytest.mark.parametrize("bad", ["app:not-a-name", "app:1x", "::"])
+def test_bad_target_syntax(tmp_path: Path, bad: str) -> None:
+    result, _ = _audit(_app(tmp_path, {"app.py": WSGI}), bad)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
