@@ -7,6 +7,7 @@ project folder at the same time; both views are merged into one report.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -184,17 +185,33 @@ def _to_finding(rule: Rule, hit) -> Finding:
 
 
 def merge(static: list[Finding], runtime: list[Finding]) -> list[Finding]:
-    """One list: a runtime finding at the same place and category as a static one confirms it."""
-    by_place = {(f.category, f.path, f.line): f for f in static}
+    """One list: a runtime finding at the same place and category as a static one confirms it.
+
+    The static finding stays (its message explains the code); it gains "confirmed at run time"
+    and the runtime rule in its evidence, and the runtime duplicate is dropped.
+    """
     merged = list(static)
+    first_at = {}
+    for index, finding in enumerate(merged):
+        first_at.setdefault((finding.category, finding.path, finding.line), index)
+    extra = []
     for finding in runtime:
-        twin = by_place.get((finding.category, finding.path, finding.line))
-        if twin is None:
-            merged.append(finding)
+        key = (finding.category, finding.path, finding.line)
+        if key not in first_at:
+            extra.append(finding)
             continue
-        twin.evidence.setdefault("confirmed_at_runtime", []).append(finding.rule)
-        twin.evidence.setdefault("runtime", []).append(f"{finding.rule}: {finding.message}")
-    return merged
+        twin = merged[first_at[key]]
+        evidence = dict(twin.evidence)
+        evidence["confirmed_at_runtime"] = [*evidence.get("confirmed_at_runtime", []), finding.rule]
+        evidence["runtime"] = [*evidence.get("runtime", []), f"{finding.rule}: {finding.message}"]
+        message = twin.message
+        if not message.endswith(_CONFIRMED):
+            message += _CONFIRMED
+        merged[first_at[key]] = dataclasses.replace(twin, message=message, evidence=evidence)
+    return [*merged, *extra]
+
+
+_CONFIRMED = " (confirmed at run time)"
 
 
 def _record_failure(run: ProbeRun, facts: Facts, report: Report) -> bool:
