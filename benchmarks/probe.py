@@ -42,8 +42,9 @@ with open(_os.environ["HEAVY_RESULT"], "w") as _f:
 
 def _run_plain(workdir: Path, result: Path) -> float:
     env = {**os.environ, "HEAVY_RESULT": str(result), "PYTHONDONTWRITEBYTECODE": "1"}
-    subprocess.run([sys.executable, "-c", "import heavy"], cwd=workdir, env=env, check=True,
-                   timeout=120)
+    subprocess.run(
+        [sys.executable, "-c", "import heavy"], cwd=workdir, env=env, check=True, timeout=120
+    )
     return float(result.read_text())
 
 
@@ -51,22 +52,42 @@ def _run_probed(workdir: Path, result: Path) -> float:
     events = workdir / "events.jsonl"
     events.unlink(missing_ok=True)
     spec = {
-        "target": {"kind": "module", "module": "heavy", "file": None, "callable": None,
-                   "factory": False},
+        "target": {
+            "kind": "module",
+            "module": "heavy",
+            "file": None,
+            "callable": None,
+            "factory": False,
+        },
         "mode": "as-is",
         "chdir": str(workdir),
         "pythonpath": [],
         "events_path": str(events),
         "app_roots": [str(workdir)],
-        "serve": {"paths": [], "requests": 0, "concurrency": 1, "max_blocking": 0.1,
-                  "request_timeout": 5},
+        "serve": {
+            "paths": [],
+            "requests": 0,
+            "concurrency": 1,
+            "max_blocking": 0.1,
+            "request_timeout": 5,
+        },
     }
     spec_path = workdir / "spec.json"
     spec_path.write_text(json.dumps(spec))
-    env = {**os.environ, "HEAVY_RESULT": str(result), "PYTHONDONTWRITEBYTECODE": "1",
-           "PYTHONPATH": str(workdir)}
-    subprocess.run([sys.executable, str(PROBE), "--spec-file", str(spec_path)], cwd=workdir,
-                   env=env, check=False, timeout=120, capture_output=True)
+    env = {
+        **os.environ,
+        "HEAVY_RESULT": str(result),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONPATH": str(workdir),
+    }
+    subprocess.run(
+        [sys.executable, str(PROBE), "--spec-file", str(spec_path)],
+        cwd=workdir,
+        env=env,
+        check=False,
+        timeout=120,
+        capture_output=True,
+    )
     return float(result.read_text())
 
 
@@ -76,9 +97,23 @@ def _full_audit(app: Path, scratch: Path) -> float:
     shutil.copytree(app, project)
     started = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "patchaudit", "throttle:application", "--no-cache", "--format",
-         "json", "--requests", "20", "--concurrency", "10"],
-        cwd=project, capture_output=True, timeout=120, check=False,
+        [
+            sys.executable,
+            "-m",
+            "patchaudit",
+            "throttle:application",
+            "--no-cache",
+            "--format",
+            "json",
+            "--requests",
+            "20",
+            "--concurrency",
+            "10",
+        ],
+        cwd=project,
+        capture_output=True,
+        timeout=120,
+        check=False,
     )
     return time.perf_counter() - started
 
@@ -105,15 +140,27 @@ def main() -> int:
     audit_s = statistics.median(audits)
     print(f"heavy import set, plain          median {plain_s * 1000:7.1f} ms  ({args.repeat} runs)")
     print(f"heavy import set, under probe    median {probed_s * 1000:7.1f} ms")
-    print(f"import-recording overhead        {overhead * 100:+.1f} %  (target <= +10 %): "
-          f"{'PASS' if overhead <= 0.10 else 'FAIL'}")
-    print(f"full `patchaudit TARGET` (small app, 20 requests)  median {audit_s:.2f} s  "
-          f"(target < 3 s): {'PASS' if audit_s < 3 else 'FAIL'}")
+    print(
+        f"import-recording overhead        {overhead * 100:+.1f} %  (target <= +10 %): "
+        f"{'PASS' if overhead <= 0.10 else 'FAIL'}"
+    )
+    print(
+        f"full `patchaudit TARGET` (small app, 20 requests)  median {audit_s:.2f} s  "
+        f"(target < 3 s): {'PASS' if audit_s < 3 else 'FAIL'}"
+    )
     if args.json:
-        args.json.write_text(json.dumps({
-            "plain_ms": plain_s * 1000, "probed_ms": probed_s * 1000, "overhead": overhead,
-            "audit_s": audit_s, "runs": {"plain": plain, "probed": probed, "audit": audits},
-        }, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "plain_ms": plain_s * 1000,
+                    "probed_ms": probed_s * 1000,
+                    "overhead": overhead,
+                    "audit_s": audit_s,
+                    "runs": {"plain": plain, "probed": probed, "audit": audits},
+                },
+                indent=2,
+            )
+        )
     return 0
 
 

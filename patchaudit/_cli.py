@@ -35,13 +35,22 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks for internal errors")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
-    check = sub.add_parser("check", help="static analysis of Python files (fast; for CI and pre-commit)")
+    check = sub.add_parser(
+        "check", help="static analysis of Python files (fast; for CI and pre-commit)"
+    )
     check.add_argument("paths", nargs="*", type=Path, help="files or folders (default: .)")
     _add_report_options(check)
-    check.add_argument("--entry-point", action="append", dest="entry_points",
-                       help="module name or path glob of an entry point (repeatable)")
-    check.add_argument("--framework", choices=("auto", "gevent", "eventlet"),
-                       help="treat the code as running under this framework")
+    check.add_argument(
+        "--entry-point",
+        action="append",
+        dest="entry_points",
+        help="module name or path glob of an entry point (repeatable)",
+    )
+    check.add_argument(
+        "--framework",
+        choices=("auto", "gevent", "eventlet"),
+        help="treat the code as running under this framework",
+    )
     check.add_argument("--jobs", "-j", type=int, help="worker processes (default: all cores)")
 
     audit = sub.add_parser(
@@ -49,31 +58,71 @@ def _build_parser() -> argparse.ArgumentParser:
         help="import the app in a child process the way its server would, and audit it "
         "(also: `patchaudit TARGET`)",
     )
-    audit.add_argument("target", help="pkg.module[:callable], pkg.module:factory() or path/to/file.py[:callable]")
-    audit.add_argument("--mode", choices=("auto", "as-is", "gunicorn", "gunicorn-preload", "uwsgi"),
-                       default="auto", help="how the server loads the app (default: auto)")
-    audit.add_argument("--chdir", type=Path, default=Path("."), help="change to this folder first, as gunicorn does")
-    audit.add_argument("--pythonpath", action="append", default=[],
-                       help="comma-separated folders to put on sys.path (repeatable)")
-    audit.add_argument("--python", help="audit inside this interpreter (the app's own venv); it needs gevent")
-    audit.add_argument("--timeout", type=float, default=60.0, help="seconds before the child is killed (default 60)")
-    audit.add_argument("--path", action="append", dest="request_paths",
-                       help="request path to probe (repeatable; default /)")
+    audit.add_argument(
+        "target", help="pkg.module[:callable], pkg.module:factory() or path/to/file.py[:callable]"
+    )
+    audit.add_argument(
+        "--mode",
+        choices=("auto", "as-is", "gunicorn", "gunicorn-preload", "uwsgi"),
+        default="auto",
+        help="how the server loads the app (default: auto)",
+    )
+    audit.add_argument(
+        "--chdir",
+        type=Path,
+        default=Path("."),
+        help="change to this folder first, as gunicorn does",
+    )
+    audit.add_argument(
+        "--pythonpath",
+        action="append",
+        default=[],
+        help="comma-separated folders to put on sys.path (repeatable)",
+    )
+    audit.add_argument(
+        "--python", help="audit inside this interpreter (the app's own venv); it needs gevent"
+    )
+    audit.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        help="seconds before the child is killed (default 60)",
+    )
+    audit.add_argument(
+        "--path",
+        action="append",
+        dest="request_paths",
+        help="request path to probe (repeatable; default /)",
+    )
     audit.add_argument("--requests", type=int, default=20, help="requests per path (default 20)")
     audit.add_argument("--concurrency", type=int, default=10, help="parallel requests (default 10)")
-    audit.add_argument("--max-blocking", type=float, default=0.1,
-                       help="hub block threshold in seconds (default 0.1)")
-    audit.add_argument("--gunicorn-config", type=Path, help="gunicorn config to honour (default: ./gunicorn.conf.py)")
-    audit.add_argument("--no-static", action="store_true", help="skip the static analysis of the project folder")
+    audit.add_argument(
+        "--max-blocking",
+        type=float,
+        default=0.1,
+        help="hub block threshold in seconds (default 0.1)",
+    )
+    audit.add_argument(
+        "--gunicorn-config",
+        type=Path,
+        help="gunicorn config to honour (default: ./gunicorn.conf.py)",
+    )
+    audit.add_argument(
+        "--no-static", action="store_true", help="skip the static analysis of the project folder"
+    )
     _add_report_options(audit)
 
     from .doctor import add_doctor_arguments
 
-    add_doctor_arguments(sub.add_parser(
-        "doctor", help="check this machine's limits and TCP settings for load testing"
-    ))
+    add_doctor_arguments(
+        sub.add_parser(
+            "doctor", help="check this machine's limits and TCP settings for load testing"
+        )
+    )
 
-    matrix = sub.add_parser("matrix", help="what the installed gevent patches, and what it does not")
+    matrix = sub.add_parser(
+        "matrix", help="what the installed gevent patches, and what it does not"
+    )
     matrix.add_argument("--format", choices=("table", "md", "json"), default="table")
     matrix.add_argument("--no-color", action="store_true")
 
@@ -84,19 +133,35 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _add_report_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--format", choices=("full", "concise", "json", "sarif", "github"),
-                        help="output format (default: full on a terminal, concise otherwise)")
+    parser.add_argument(
+        "--format",
+        choices=("full", "concise", "json", "sarif", "github"),
+        help="output format (default: full on a terminal, concise otherwise)",
+    )
     parser.add_argument("--output", "-o", type=Path, help="write the report to FILE")
-    parser.add_argument("--select", help="comma-separated codes or prefixes to enable (e.g. MPA1,MPA201)")
-    parser.add_argument("--extend-select", help="codes or prefixes to enable on top of the configuration")
+    parser.add_argument(
+        "--select", help="comma-separated codes or prefixes to enable (e.g. MPA1,MPA201)"
+    )
+    parser.add_argument(
+        "--extend-select", help="codes or prefixes to enable on top of the configuration"
+    )
     parser.add_argument("--ignore", help="codes or prefixes to disable")
     parser.add_argument("--exclude", help="comma-separated gitignore-style patterns to skip")
     parser.add_argument("--extend-exclude", help="patterns to skip on top of the configuration")
-    parser.add_argument("--fail-on", choices=("error", "warning", "info", "never"),
-                        help="lowest severity that makes the exit code 1 (default: warning)")
-    parser.add_argument("--config", type=Path, help="read settings from this file instead of pyproject.toml")
-    parser.add_argument("--no-cache", action="store_true", help="do not read or write .patchaudit_cache")
-    parser.add_argument("--no-color", action="store_true", help="never use colour (NO_COLOR is honoured too)")
+    parser.add_argument(
+        "--fail-on",
+        choices=("error", "warning", "info", "never"),
+        help="lowest severity that makes the exit code 1 (default: warning)",
+    )
+    parser.add_argument(
+        "--config", type=Path, help="read settings from this file instead of pyproject.toml"
+    )
+    parser.add_argument(
+        "--no-cache", action="store_true", help="do not read or write .patchaudit_cache"
+    )
+    parser.add_argument(
+        "--no-color", action="store_true", help="never use colour (NO_COLOR is honoured too)"
+    )
 
 
 def _with_command(args: list[str]) -> list[str]:
@@ -152,12 +217,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ._gevent_patches import PatchListError
         from .runtime import ProbeError, TargetError
 
-        if isinstance(exc, UsageError | ConfigError | DiscoveryError | TargetError | ProbeError
-                      | PatchListError):
+        if isinstance(
+            exc,
+            UsageError | ConfigError | DiscoveryError | TargetError | ProbeError | PatchListError,
+        ):
             print(f"patchaudit: error: {exc}", file=sys.stderr)
         else:
-            print(f"patchaudit: internal error: {type(exc).__name__}: {exc} (rerun with --debug "
-                  "and report it)", file=sys.stderr)
+            print(
+                f"patchaudit: internal error: {type(exc).__name__}: {exc} (rerun with --debug "
+                "and report it)",
+                file=sys.stderr,
+            )
         return EXIT_USAGE
 
 

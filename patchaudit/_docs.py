@@ -78,7 +78,7 @@ def rules_table(rules: list[Rule], *, markdown: bool = False) -> str:
 
 
 def write_docs(folder: str = "docs") -> list[str]:
-    """Regenerate docs/rules/*.md and docs/rules.md from the catalogue (`python -m patchaudit._docs`)."""
+    """Regenerate docs/rules/*.md and docs/rules.md (`python -m patchaudit._docs`)."""
     from pathlib import Path
 
     from .rules import all_rules

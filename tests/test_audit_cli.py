@@ -19,7 +19,10 @@ import pytest
 
 from .conftest import run_cli
 
-WSGI = "\n\ndef application(environ, start_response):\n    start_response('200 OK', [])\n    return [b'ok']\n"
+WSGI = (
+    "\n\ndef application(environ, start_response):\n"
+    "    start_response('200 OK', [])\n    return [b'ok']\n"
+)
 
 
 def _app(tmp_path: Path, files: dict[str, str]) -> Path:
@@ -49,7 +52,9 @@ def _processes_with(marker: str) -> list[int]:
     return found
 
 
-def _audit(project: Path, *args: str, timeout: float = 120) -> tuple[subprocess.CompletedProcess[str], str]:
+def _audit(
+    project: Path, *args: str, timeout: float = 120
+) -> tuple[subprocess.CompletedProcess[str], str]:
     marker = f"patchaudit-test-{uuid.uuid4().hex}"
     result = run_cli(*args, cwd=project, env={"PATCHAUDIT_TEST_MARKER": marker}, timeout=timeout)
     assert "Traceback" not in result.stderr, result.stderr
@@ -64,8 +69,14 @@ def _assert_nothing_left(marker: str) -> None:
 
 
 def test_missing_module_exits_2_with_the_chain(tmp_path: Path) -> None:
-    project = _app(tmp_path, {"app/__init__.py": "", "app/wsgi.py": "import app.helpers\n" + WSGI,
-                              "app/helpers.py": "import does_not_exist_anywhere\n"})
+    project = _app(
+        tmp_path,
+        {
+            "app/__init__.py": "",
+            "app/wsgi.py": "import app.helpers\n" + WSGI,
+            "app/helpers.py": "import does_not_exist_anywhere\n",
+        },
+    )
     result, marker = _audit(project, "app.wsgi", "--format", "json", "--no-cache")
     assert result.returncode == 2
     report = json.loads(result.stdout)
@@ -85,15 +96,21 @@ def test_target_file_not_found_is_one_line(tmp_path: Path) -> None:
 
 
 def test_syntax_error_in_app_shows_static_findings_and_exits_2(tmp_path: Path) -> None:
-    project = _app(tmp_path, {
-        "wsgi.py": "from time import sleep\nfrom gevent import monkey\nmonkey.patch_all()\nimport broken\n" + WSGI,
-        "broken.py": "import os\ndef oops(:\n",
-    })
+    project = _app(
+        tmp_path,
+        {
+            "wsgi.py": "from time import sleep\nfrom gevent import monkey\nmonkey.patch_all()\n"
+            "import broken\n" + WSGI,
+            "broken.py": "import os\ndef oops(:\n",
+        },
+    )
     result, _ = _audit(project, "wsgi", "--format", "json", "--no-cache")
     assert result.returncode == 2
     report = json.loads(result.stdout)
     assert {(f["rule"], f["path"], f["line"]) for f in report["findings"]} >= {
-        ("MPA001", "broken.py", 2), ("MPA201", "wsgi.py", 1)}
+        ("MPA001", "broken.py", 2),
+        ("MPA201", "wsgi.py", 1),
+    }
     assert any("SyntaxError" in e for e in report["errors"]), report["errors"]
 
 
@@ -117,8 +134,9 @@ def test_os_exit_at_import(tmp_path: Path) -> None:
 def test_hang_is_killed_with_its_group(tmp_path: Path) -> None:
     project = _app(tmp_path, {"app.py": "import time\nwhile True:\n    time.sleep(1)\n"})
     started = time.monotonic()
-    result, marker = _audit(project, "app", "--format", "json", "--no-cache", "--no-static",
-                            "--timeout", "3")
+    result, marker = _audit(
+        project, "app", "--format", "json", "--no-cache", "--no-static", "--timeout", "3"
+    )
     assert time.monotonic() - started < 30
     assert result.returncode == 2
     errors = json.loads(result.stdout)["errors"]
@@ -128,12 +146,18 @@ def test_hang_is_killed_with_its_group(tmp_path: Path) -> None:
 
 
 def test_forking_and_detaching_child_is_not_left_behind(tmp_path: Path) -> None:
-    project = _app(tmp_path, {"app.py": (
-        "import os, time\n"
-        "if os.fork() == 0:\n"
-        "    os.setsid()\n"
-        "    time.sleep(120)\n"
-        "    os._exit(0)\n" + WSGI)})
+    project = _app(
+        tmp_path,
+        {
+            "app.py": (
+                "import os, time\n"
+                "if os.fork() == 0:\n"
+                "    os.setsid()\n"
+                "    time.sleep(120)\n"
+                "    os._exit(0)\n" + WSGI
+            )
+        },
+    )
     result, marker = _audit(project, "app", "--format", "json", "--no-cache", "--no-static")
     assert result.returncode in (0, 1), result.stderr
     _assert_nothing_left(marker)
@@ -149,8 +173,13 @@ def test_closing_all_descriptors_is_reported(tmp_path: Path) -> None:
 
 
 def test_megabytes_of_output_are_summarised(tmp_path: Path) -> None:
-    project = _app(tmp_path, {"app.py": "import sys\nfor i in range(100_000):\n    print('x' * 60, i)\n"
-                              "print('the end')\n" + WSGI})
+    project = _app(
+        tmp_path,
+        {
+            "app.py": "import sys\nfor i in range(100_000):\n    print('x' * 60, i)\n"
+            "print('the end')\n" + WSGI
+        },
+    )
     result, _ = _audit(project, "app", "--format", "json", "--no-cache", "--no-static")
     report = json.loads(result.stdout)
     stdout = report["timeline"]["app_output"]["stdout"]
@@ -169,7 +198,9 @@ def test_interpreter_crash_is_reported_with_the_signal(tmp_path: Path) -> None:
 
 
 def test_no_wsgi_callable_audits_without_requests_and_says_why(tmp_path: Path) -> None:
-    project = _app(tmp_path, {"worker.py": "from gevent import monkey\nmonkey.patch_all()\nJOBS = []\n"})
+    project = _app(
+        tmp_path, {"worker.py": "from gevent import monkey\nmonkey.patch_all()\nJOBS = []\n"}
+    )
     result, _ = _audit(project, "worker", "--no-cache")
     assert result.returncode == 0, result.stdout + result.stderr
     report_json = json.loads(_audit(project, "worker", "--no-cache", "--format", "json")[0].stdout)
@@ -180,7 +211,9 @@ def test_no_wsgi_callable_audits_without_requests_and_says_why(tmp_path: Path) -
 
 def test_python_without_gevent_is_one_line(tmp_path: Path) -> None:
     venv = tmp_path / "bare"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120
+    )
     project = _app(tmp_path / "p", {"app.py": WSGI})
     result, _ = _audit(project, "app", "--python", str(venv / "bin" / "python"), "--no-static")
     assert result.returncode == 2

@@ -164,7 +164,10 @@ def test_unreadable_file_is_reported_and_others_still_checked(tmp_path: Path) ->
         prefix = DROP_READ_OVERRIDE
     result = subprocess.run(
         [*prefix, sys.executable, "-m", "patchaudit", "check", "--no-cache", "--format", "json"],
-        cwd=project, capture_output=True, text=True, timeout=120,
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     data = json.loads(result.stdout)
     assert result.returncode == 1, result.stderr
@@ -176,7 +179,11 @@ def _run_on_tty(args: list[str], cwd: Path, env: dict[str, str]) -> str:
     leader, follower = pty.openpty()
     process = subprocess.Popen(
         [sys.executable, "-m", "patchaudit", *args],
-        cwd=cwd, stdout=follower, stderr=follower, env={**os.environ, **env}, close_fds=True,
+        cwd=cwd,
+        stdout=follower,
+        stderr=follower,
+        env={**os.environ, **env},
+        close_fds=True,
     )
     os.close(follower)
     chunks = []
@@ -228,13 +235,18 @@ def test_rules_command_lists_and_explains(tmp_path: Path) -> None:
     assert json.loads(by_name.stdout)["code"] == "MPA201"
 
 
+PATCH = "from gevent import monkey\nmonkey.patch_all()\n"
+
+
 def test_noqa_and_file_level_suppression(tmp_path: Path) -> None:
-    project = _project(tmp_path, {
-        "a.py": "from time import sleep  # noqa: MPA201\nfrom gevent import monkey\nmonkey.patch_all()\n",
-        "b.py": "# patchaudit: noqa: MPA201\nfrom time import sleep\nfrom gevent import monkey\n"
-                "monkey.patch_all()\n",
-        "c.py": "from time import sleep  # noqa\nfrom gevent import monkey\nmonkey.patch_all()\n",
-    })
+    project = _project(
+        tmp_path,
+        {
+            "a.py": "from time import sleep  # noqa: MPA201\n" + PATCH,
+            "b.py": "# patchaudit: noqa: MPA201\nfrom time import sleep\n" + PATCH,
+            "c.py": "from time import sleep  # noqa\n" + PATCH,
+        },
+    )
     result = run_cli("check", "--no-cache", "--fail-on", "info", cwd=project)
     assert result.returncode == 0, result.stdout
 

@@ -15,11 +15,12 @@ from .conftest import FIXTURES
 
 FIXTURE_SOURCES = sorted(p.read_bytes() for p in (FIXTURES / "rules").rglob("*.py"))
 STDLIB_SAMPLES = [
-    Path(m.__file__).read_bytes()
-    for m in (sys.modules["ast"], sys.modules["pathlib"])
+    Path(m.__file__).read_bytes() for m in (sys.modules["ast"], sys.modules["pathlib"])
 ]
 REAL_SOURCES = FIXTURE_SOURCES + STDLIB_SAMPLES
-GEVENT_HEADER = b"from gevent import monkey\nmonkey.patch_all()\nimport signal, queue, multiprocessing\n"
+GEVENT_HEADER = (
+    b"from gevent import monkey\nmonkey.patch_all()\nimport signal, queue, multiprocessing\n"
+)
 
 
 def _assert_clean(data: bytes) -> None:
@@ -43,7 +44,9 @@ def test_generated_syntax_trees(source: str) -> None:
 @settings(max_examples=300, deadline=None)
 @given(
     st.sampled_from(REAL_SOURCES),
-    st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 40), st.binary(max_size=12)), max_size=6),
+    st.lists(
+        st.tuples(st.integers(0, 10**6), st.integers(0, 40), st.binary(max_size=12)), max_size=6
+    ),
 )
 def test_mutated_real_sources(source: bytes, edits: list[tuple[int, int, bytes]]) -> None:
     data = bytearray(source)
@@ -68,7 +71,9 @@ def test_whole_project_analysis_on_generated_module(tmp_path_factory, source: st
     project = tmp_path_factory.mktemp("fuzz-project")
     (project / "pyproject.toml").write_text("[tool.patchaudit]\n")
     (project / "generated.py").write_bytes(source.encode("utf-8", "surrogatepass"))
-    (project / "main.py").write_text("import generated\nfrom gevent import monkey\nmonkey.patch_all()\n")
+    (project / "main.py").write_text(
+        "import generated\nfrom gevent import monkey\nmonkey.patch_all()\n"
+    )
     config = load_config([project], REGISTRY.keys())
     report = check([project], config, cwd=project, use_cache=False, jobs=1)
     assert not [e for e in report.errors if "internal error" in e], report.errors

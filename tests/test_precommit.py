@@ -45,7 +45,9 @@ def _git(repo: Path, *args: str) -> None:
     subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, timeout=60)
 
 
-def test_hook_fails_on_bad_file_and_passes_once_fixed(tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_hook_fails_on_bad_file_and_passes_once_fixed(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
     home = tmp_path_factory.mktemp("pre-commit-home")
     repo = tmp_path_factory.mktemp("user-repo")
     _git(repo, "init", "-q")

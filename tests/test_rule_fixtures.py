@@ -49,5 +49,7 @@ def test_bad_fixture_reports_exactly_the_expected_findings(code: str, tmp_path: 
 def test_good_fixture_reports_exactly_the_expected_findings(code: str, tmp_path: Path) -> None:
     project = isolated_copy(_variant(code, "good"), tmp_path)
     expected = expectations(project)
-    assert not any(c == code for c, _, _ in expected), f"fixed fixture for {code} still expects {code}"
+    assert not any(c == code for c, _, _ in expected), (
+        f"fixed fixture for {code} still expects {code}"
+    )
     assert _findings(project) == expected

@@ -23,7 +23,9 @@ def argument(call: ast.Call, position: int, name: str) -> ast.expr | None:
 
 
 def is_literal(node: ast.expr | None, value: object) -> bool:
-    return isinstance(node, ast.Constant) and node.value == value and type(node.value) is type(value)
+    return (
+        isinstance(node, ast.Constant) and node.value == value and type(node.value) is type(value)
+    )
 
 
 def import_time(call: CallSite) -> bool:
@@ -52,7 +54,9 @@ def calls_in(ctx: FileContext, body: list[ast.stmt]) -> Iterator[tuple[ast.Call,
                 yield node, ctx.qualname(node.func)
 
 
-def local_function(ctx: FileContext, node: ast.expr) -> ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | None:
+def local_function(
+    ctx: FileContext, node: ast.expr
+) -> ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | None:
     """Resolve a callback expression to its definition in this file (name, self.method, lambda)."""
     if isinstance(node, ast.Lambda):
         return node

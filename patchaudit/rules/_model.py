@@ -61,7 +61,9 @@ class Rule:
     kind: str  # "file", "project" or "runtime"
     scope: Scope
     check: Callable[..., Iterable[Hit]] = field(compare=False, repr=False)
-    triggers: tuple[bytes, ...] = ()  # byte strings one of which must occur for a file check to fire
+    triggers: tuple[
+        bytes, ...
+    ] = ()  # byte strings one of which must occur for a file check to fire
     # Project-level condition for a file hit to count, e.g. "the installed gevent patches X".
     applies: Callable[[Any, Hit], bool] | None = field(default=None, compare=False, repr=False)
 

@@ -60,7 +60,7 @@ def _hit(node: ast.Call, how: str) -> Hit:
     category=Category.FORK_AFTER_PATCH,
     severity=Severity.WARNING,
     summary="The `fork` start method is chosen for multiprocessing in a gevent program",
-    message="`{call}(\"fork\")` forks a process that holds gevent's hub and greenlets",
+    message='`{call}("fork")` forks a process that holds gevent\'s hub and greenlets',
     why="""
 A `fork` child inherits the parent's hub, its descriptors and whatever greenlets and threads were
 mid-flight; only gevent's own `os.fork` re-initializes the hub, and greenlets other than the
@@ -102,7 +102,8 @@ Fork hooks run while the process is between parent and child, with gevent's own 
 in progress; using the hub, its threadpool or greenlets there hangs on Python 3.11+
 (gevent#2023) (FM-14).
 """,
-    fix="Keep fork hooks to plain bookkeeping; do gevent work after the fork returns, in the child's "
+    fix="Keep fork hooks to plain bookkeeping; do gevent work after the fork returns, in the "
+    "child's "
     "normal start-up code.",
     bad="""
 import gevent, os

@@ -117,7 +117,9 @@ _TIMEOUT_POSITION = {"consume": 1}
 def _zero_timeout(call: ast.Call) -> bool:
     method = call.func.attr if isinstance(call.func, ast.Attribute) else ""
     index = _TIMEOUT_POSITION.get(method, 0)
-    values = list(call.args[index : index + 1]) + [k.value for k in call.keywords if k.arg == "timeout"]
+    values = list(call.args[index : index + 1]) + [
+        k.value for k in call.keywords if k.arg == "timeout"
+    ]
     return any(isinstance(v, ast.Constant) and v.value in (0, 0.0) for v in values)
 
 

@@ -7,6 +7,7 @@ third-party packages imported, what ran before `__main__`, and which references 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from itertools import pairwise
 
 from .._findings import Category, Severity
 from ._model import Hit, rule
@@ -19,7 +20,7 @@ _PATCHER_PREFIXES = ("gevent", "zope", "greenlet", "eventlet", "<patchaudit")
 def _importer_location(ctx, chain: list[str]) -> tuple[str, int] | None:
     """The import statement in the outermost application module on the chain."""
     facts = ctx.facts
-    for importer, imported in zip(chain, chain[1:]):
+    for importer, imported in pairwise(chain):
         path = facts.module_file(importer)
         if facts.is_app_file(path):
             line = facts.import_site(importer, imported)
@@ -128,7 +129,7 @@ different arguments (FM-08), patching signal without os (FM-07), or patching off
     bad="""
 import ssl
 from gevent import monkey
-monkey.patch_all()      # MonkeyPatchWarning: Monkey-patching ssl after ssl has already been imported
+monkey.patch_all()      # MonkeyPatchWarning: Monkey-patching ssl after ssl has already...
 """,
     good="""
 from gevent import monkey
@@ -210,7 +211,9 @@ def check_stale_reference(ctx) -> Iterator[Hit]:
         owner = event["holder"].rpartition(".")[2] if event.get("holder_kind") == "class" else None
         name = event.get("name", "")
         lookup = owner if event.get("holder_kind") != "subclass" else None
-        binding = name if event.get("holder_kind") != "subclass" else event["holder"].rpartition(".")[2]
+        binding = (
+            name if event.get("holder_kind") != "subclass" else event["holder"].rpartition(".")[2]
+        )
         line = facts.binding_line(holder_file, binding, lookup) or 1
         module = event.get("original", "").partition(".")[0]
         yield Hit(

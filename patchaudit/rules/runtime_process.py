@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from itertools import pairwise
 
 from .._findings import Category, Severity
 from ._model import Hit, rule
@@ -63,8 +64,12 @@ def check_both_frameworks(ctx) -> Iterator[Hit]:
                 path=path,
                 line=line,
                 column=1,
-                args={"framework": framework, "here": f"{path}:{line}", "other": other,
-                      "there": there},
+                args={
+                    "framework": framework,
+                    "here": f"{path}:{line}",
+                    "other": other,
+                    "there": there,
+                },
             )
         first.setdefault(framework, patch)
 
@@ -159,7 +164,7 @@ def _library_hits(ctx, library: str) -> Iterator[Hit]:
         module = event.get("library", library)
         chain = ctx.facts.shortest_chain(module)
         path, line = _fallback_location(ctx)
-        for importer, imported in zip(chain, chain[1:]):
+        for importer, imported in pairwise(chain):
             importer_file = ctx.facts.module_file(importer)
             if ctx.facts.is_app_file(importer_file):
                 found = ctx.facts.import_site(importer, imported)
@@ -179,8 +184,18 @@ def _fallback_location(ctx) -> tuple[str, int]:
     return ctx.facts.display(target.get("file")), 1
 
 
-def _library_rule(code: str, name: str, library: str, summary: str, why: str, fix: str,
-                  bad: str, good: str, references: tuple[str, ...], severity=Severity.ERROR):
+def _library_rule(
+    code: str,
+    name: str,
+    library: str,
+    summary: str,
+    why: str,
+    fix: str,
+    bad: str,
+    good: str,
+    references: tuple[str, ...],
+    severity=Severity.ERROR,
+):
     def check(ctx) -> Iterator[Hit]:
         return _library_hits(ctx, library)
 
@@ -201,7 +216,9 @@ def _library_rule(code: str, name: str, library: str, summary: str, why: str, fi
 
 
 _library_rule(
-    "MPA751", "psycopg2-blocking-at-runtime", "psycopg2",
+    "MPA751",
+    "psycopg2-blocking-at-runtime",
+    "psycopg2",
     "psycopg2 is loaded in the running app with no wait callback installed",
     """
 Checked in the live process after start-up: `psycopg2.extensions.get_wait_callback()` is None,
@@ -213,7 +230,9 @@ so every query waits inside libpq and blocks the whole worker (FM-09).
     ("FM-09", "dimagi/commcare-hq#7706"),
 )
 _library_rule(
-    "MPA752", "grpc-not-gevent-at-runtime", "grpc",
+    "MPA752",
+    "grpc-not-gevent-at-runtime",
+    "grpc",
     "grpcio is loaded in the running app without gevent mode",
     """
 Checked in the live process: grpc's Cython core has no gevent I/O installed (its `gevent_g`
@@ -226,7 +245,9 @@ deadlocks under patching (FM-10).
     ("FM-10", "grpc/grpc#4629"),
 )
 _library_rule(
-    "MPA753", "zmq-socket-not-green-at-runtime", "zmq",
+    "MPA753",
+    "zmq-socket-not-green-at-runtime",
+    "zmq",
     "The running app created pyzmq sockets that are not `zmq.green` sockets",
     """
 Found by scanning live objects: pyzmq sockets whose class is not `zmq.green`'s wait inside
@@ -238,7 +259,9 @@ libzmq and block every greenlet (FM-11).
     ("FM-11", "zeromq/pyzmq#765"),
 )
 _library_rule(
-    "MPA754", "cassandra-reactor-at-runtime", "cassandra",
+    "MPA754",
+    "cassandra-reactor-at-runtime",
+    "cassandra",
     "cassandra-driver chose a non-gevent connection class at import",
     """
 `cassandra.cluster.DefaultConnection` is decided when the module is imported; in the running
@@ -251,7 +274,9 @@ app it is not `GeventConnection`, so the driver runs its own event loop thread (
     Severity.WARNING,
 )
 _library_rule(
-    "MPA755", "urllib3-queue-class-at-runtime", "urllib3",
+    "MPA755",
+    "urllib3-queue-class-at-runtime",
+    "urllib3",
     "urllib3's connection pools use the stdlib queue in the running app",
     """
 `urllib3.connectionpool.ConnectionPool.QueueCls` was bound when urllib3 was imported; in the
@@ -306,7 +331,9 @@ def check_hub_blocked(ctx) -> Iterator[Hit]:
     for (path, line), item in worst.items():
         event, frame = item["event"], item["frame"]
         during = (
-            f"while serving {event['path']}" if event.get("path") else f"during {event.get('phase')}"
+            f"while serving {event['path']}"
+            if event.get("path")
+            else f"during {event.get('phase')}"
         )
         stack = [
             f"{ctx.facts.display(f.get('file'))}:{f.get('line')} in {f.get('function')}"
@@ -368,7 +395,12 @@ def check_collapse(ctx) -> Iterator[Hit]:
                 path=path,
                 line=line,
                 column=1,
-                args={"count": count, "path": event.get("path"), "wall": wall, "ratio": ratio,
-                      "single": single},
+                args={
+                    "count": count,
+                    "path": event.get("path"),
+                    "wall": wall,
+                    "ratio": ratio,
+                    "single": single,
+                },
                 evidence={"concurrency": parallel, "latencies_s": event.get("latencies", [])[:20]},
             )

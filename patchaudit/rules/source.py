@@ -75,4 +75,6 @@ def check_unused_noqa(project) -> Iterator[Hit]:
             fired_codes = {code for _, code in fired}
             unused = sorted(c for c in sup.file_codes if c in REGISTRY and c not in fired_codes)
             if unused:
-                yield Hit(path=relpath, line=sup.file_line, column=1, args={"codes": ", ".join(unused)})
+                yield Hit(
+                    path=relpath, line=sup.file_line, column=1, args={"codes": ", ".join(unused)}
+                )

@@ -12,8 +12,19 @@ from ._model import Hit, Scope, rule
 
 # Modules gevent may patch; the installed gevent decides which names really are (``applies``).
 _CANDIDATE_MODULES = frozenset(
-    {"socket", "ssl", "time", "threading", "_thread", "queue", "select", "selectors",
-     "subprocess", "os", "signal"}
+    {
+        "socket",
+        "ssl",
+        "time",
+        "threading",
+        "_thread",
+        "queue",
+        "select",
+        "selectors",
+        "subprocess",
+        "os",
+        "signal",
+    }
 )
 _TRIGGERS = tuple(m.encode() for m in _CANDIDATE_MODULES)
 
@@ -149,7 +160,9 @@ def check_class_attribute(ctx: FileContext) -> Iterator[Hit]:
             value = stmt.value
             if isinstance(value, ast.Call) and value.args:  # staticmethod(time.sleep)
                 value = value.args[0]
-            split = _split(ctx.qualname(value)) if isinstance(value, ast.Attribute | ast.Name) else None
+            split = (
+                _split(ctx.qualname(value)) if isinstance(value, ast.Attribute | ast.Name) else None
+            )
             targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
             names = [t.id for t in targets if isinstance(t, ast.Name)]
             if split and names:
@@ -158,7 +171,12 @@ def check_class_attribute(ctx: FileContext) -> Iterator[Hit]:
                     line=pos["line"],
                     column=pos["column"],
                     context=context,
-                    args={"owner": cls.name, "attribute": names[0], "module": split[0], "name": split[1]},
+                    args={
+                        "owner": cls.name,
+                        "attribute": names[0],
+                        "module": split[0],
+                        "name": split[1],
+                    },
                 )
 
 

@@ -23,7 +23,14 @@ from ..static._known import known_importers
 from ..static._project import simulate
 from ._facts import Facts, RuntimeContext
 from ._launcher import ProbeError, ProbeRun, run_probe
-from ._target import GunicornConfig, Target, TargetError, parse_target, read_gunicorn_config, resolve_mode
+from ._target import (
+    GunicornConfig,
+    Target,
+    TargetError,
+    parse_target,
+    read_gunicorn_config,
+    resolve_mode,
+)
 
 
 @dataclass
@@ -48,7 +55,9 @@ class AuditResult:
     target_failed: bool  # the target could not be imported: exit 2
 
 
-def audit(options: AuditOptions, config: Config, *, cwd: Path, use_cache: bool = True) -> AuditResult:
+def audit(
+    options: AuditOptions, config: Config, *, cwd: Path, use_cache: bool = True
+) -> AuditResult:
     chdir = options.chdir.resolve()
     pythonpath = [p.resolve() for p in options.pythonpath]
     target = parse_target(options.target, chdir, pythonpath)
@@ -64,13 +73,26 @@ def audit(options: AuditOptions, config: Config, *, cwd: Path, use_cache: bool =
     with tempfile.TemporaryDirectory(prefix="patchaudit-") as work:
         workdir = Path(work)
         spec = _spec(target, mode, chdir, pythonpath, options, workdir / "events.jsonl")
-        baseline_spec = _spec(target, "patch-first", chdir, pythonpath, options,
-                              workdir / "baseline.jsonl")
+        baseline_spec = _spec(
+            target, "patch-first", chdir, pythonpath, options, workdir / "baseline.jsonl"
+        )
         with ThreadPoolExecutor(2) as pool:
-            main_future = pool.submit(run_probe, spec, python=python, timeout=options.timeout,
-                                      env=_probe_env(options), workdir=workdir)
-            base_future = pool.submit(run_probe, baseline_spec, python=python,
-                                      timeout=options.timeout, env=None, workdir=workdir)
+            main_future = pool.submit(
+                run_probe,
+                spec,
+                python=python,
+                timeout=options.timeout,
+                env=_probe_env(options),
+                workdir=workdir,
+            )
+            base_future = pool.submit(
+                run_probe,
+                baseline_spec,
+                python=python,
+                timeout=options.timeout,
+                env=None,
+                workdir=workdir,
+            )
             run = main_future.result()
             try:
                 baseline_run: ProbeRun | None = base_future.result()
@@ -96,7 +118,10 @@ def audit(options: AuditOptions, config: Config, *, cwd: Path, use_cache: bool =
     report.findings = merge(static_findings, runtime_findings)
     if static_report is not None:
         report.errors.extend(static_report.errors)
-        report.files_seen, report.files_analyzed = static_report.files_seen, static_report.files_analyzed
+        report.files_seen, report.files_analyzed = (
+            static_report.files_seen,
+            static_report.files_analyzed,
+        )
     failed = _record_failure(run, facts, report)
     target_event = facts.first("target")
     if target_event is not None and not target_event.get("wsgi"):
@@ -124,8 +149,14 @@ def _target_patches(project, target: Target) -> bool:
     return sim is not None
 
 
-def _spec(target: Target, mode: str, chdir: Path, pythonpath: list[Path], options: AuditOptions,
-          events: Path) -> dict:
+def _spec(
+    target: Target,
+    mode: str,
+    chdir: Path,
+    pythonpath: list[Path],
+    options: AuditOptions,
+    events: Path,
+) -> dict:
     return {
         "target": target.to_spec(),
         "mode": mode,
@@ -221,8 +252,7 @@ def _record_failure(run: ProbeRun, facts: Facts, report: Report) -> bool:
     exited = facts.first("exit")
     if run.timed_out:
         report.errors.append(
-            f"the target did not finish within the timeout ({run.duration:.0f}s)"
-            f"{_stuck_at(facts)}"
+            f"the target did not finish within the timeout ({run.duration:.0f}s){_stuck_at(facts)}"
         )
         return error is None or error.get("phase") == "import"
     if exited is not None:
@@ -262,8 +292,9 @@ def _stuck_at(facts: Facts) -> str:
     return f"; last event: {last.get('event', 'none')} {last.get('module', '')}".rstrip()
 
 
-def build_timeline(ctx: RuntimeContext, run: ProbeRun, target: Target, mode: str, reason: str,
-                   python: str) -> dict:
+def build_timeline(
+    ctx: RuntimeContext, run: ProbeRun, target: Target, mode: str, reason: str, python: str
+) -> dict:
     facts = ctx.facts
     start = facts.first("start") or {}
     loaded = facts.loaded_before_patch()
@@ -293,8 +324,9 @@ def build_timeline(ctx: RuntimeContext, run: ProbeRun, target: Target, mode: str
             if m in watched and not m.startswith("_")
             # modules gevent/eventlet load for themselves are part of patching, not a problem
             for chain in [facts.shortest_chain(m)]
-            if not any(step.startswith(("gevent", "eventlet", "zope", "greenlet"))
-                       for step in chain[:-1])
+            if not any(
+                step.startswith(("gevent", "eventlet", "zope", "greenlet")) for step in chain[:-1]
+            )
         ],
         "replaced": settings.get("saved") or {},
         "app_errors": [
@@ -305,7 +337,10 @@ def build_timeline(ctx: RuntimeContext, run: ProbeRun, target: Target, mode: str
             {k: e.get(k) for k in ("path", "single", "wall", "statuses", "errors")}
             for e in facts.all("serve")
         ],
-        "app_output": {"stdout": run.stdout_summary.to_json(), "stderr": run.stderr_summary.to_json()},
+        "app_output": {
+            "stdout": run.stdout_summary.to_json(),
+            "stderr": run.stderr_summary.to_json(),
+        },
         "duration_s": round(run.duration, 3),
         "exit": {"returncode": run.returncode, "signal": run.signal, "timed_out": run.timed_out},
     }

@@ -146,7 +146,9 @@ class Facts:
             return int(event["line"])
         return None
 
-    def binding_line(self, path: str | None, name: str, holder_class: str | None = None) -> int | None:
+    def binding_line(
+        self, path: str | None, name: str, holder_class: str | None = None
+    ) -> int | None:
         """The line of ``path`` that binds ``name`` (import, assignment, def or class)."""
         if not path:
             return None
@@ -216,8 +218,10 @@ def _bindings(path: str) -> dict[tuple[str | None, str], int]:
             if isinstance(node, ast.ClassDef) and owner is None:
                 record(node.name, node.body)
             elif isinstance(node, ast.If | ast.Try | ast.With):
-                record(owner, [*node.body, *getattr(node, "orelse", []),
-                               *getattr(node, "finalbody", [])])
+                record(
+                    owner,
+                    [*node.body, *getattr(node, "orelse", []), *getattr(node, "finalbody", [])],
+                )
 
     record(None, tree.body)
     return found
@@ -238,4 +242,6 @@ class RuntimeContext:
     def baseline_stale(self) -> set[tuple[str, str, str]]:
         if self.baseline is None:
             return set()
-        return {(e.get("holder"), e.get("name"), e.get("original")) for e in self.baseline.all("stale")}
+        return {
+            (e.get("holder"), e.get("name"), e.get("original")) for e in self.baseline.all("stale")
+        }

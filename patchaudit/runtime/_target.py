@@ -57,8 +57,14 @@ def parse_target(text: str, chdir: Path, pythonpath: list[Path]) -> Target:
         return Target(spec, "file", _module_for_file(path, chdir), path, name or None, factory)
     if not _DOTTED.match(location):
         raise TargetError(f"bad target {spec!r}: expected pkg.module[:callable] or path/to/file.py")
-    return Target(spec, "module", location, find_module_file(location, [chdir, *pythonpath]),
-                  name or None, factory)
+    return Target(
+        spec,
+        "module",
+        location,
+        find_module_file(location, [chdir, *pythonpath]),
+        name or None,
+        factory,
+    )
 
 
 def _module_for_file(path: Path, chdir: Path) -> str:

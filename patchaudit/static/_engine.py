@@ -144,7 +144,7 @@ def _trigger_regex() -> re.Pattern[bytes]:
 def _prescan(
     state: _FileState, entry: tuple | None, trigger_rx: re.Pattern[bytes], report: Report
 ) -> bool:
-    """Fill ``state`` from the cache or from the file's bytes. Returns True when it read the file."""
+    """Fill ``state`` from the cache or from the file's bytes; True when it read the file."""
     try:
         stat = os.stat(state.source.path)
     except OSError as exc:
@@ -168,8 +168,16 @@ def _prescan(
     if entry is not None and entry[2] == state.digest:
         _, _, _, state.mentions, state.relevant, state.summary = entry
         return True
-    mentions = {m.decode() for m in FRAMEWORK_MENTION.findall(data)}
-    mentions.update(framework for rx, framework in _patcher_imports() if rx.search(data))
+    # These regexes have no literal prefix, so searching with them runs at regex speed over the
+    # whole file; a substring test first spares almost every file that scan, with the same result.
+    mentions: set[str] = set()
+    if b"gevent" in data or b"eventlet" in data:
+        mentions.update(m.decode() for m in FRAMEWORK_MENTION.findall(data))
+    mentions.update(
+        framework
+        for rx, framework, names in _patcher_imports()
+        if any(name in data for name in names) and rx.search(data)
+    )
     if state.source.path.name.startswith("gunicorn"):
         # a gunicorn config choosing a gevent worker makes the whole project a gevent program
         mentions.update("gunicorn:" + m.decode() for m in GUNICORN_WORKER.findall(data))
@@ -179,14 +187,25 @@ def _prescan(
 
 
 @cache
-def _patcher_imports() -> tuple[tuple[re.Pattern[bytes], str], ...]:
-    """Imports of packages known to patch when imported (grequests): such a program uses gevent."""
+def _patcher_imports() -> tuple[tuple[re.Pattern[bytes], str, tuple[bytes, ...]], ...]:
+    """Imports of packages known to patch when imported (grequests): such a program uses gevent.
+
+    Each regex comes with the module names it looks for: a file without any of them can't match.
+    """
     by_framework: dict[str, list[str]] = {}
     for module, entry in known_patchers().items():
         framework = entry["call"].partition(".")[0]
-        by_framework.setdefault(framework, []).append(re.escape(module))
+        by_framework.setdefault(framework, []).append(module)
     return tuple(
-        (re.compile(rb"^[ \t]*(?:import|from)[ \t]+(?:%s)\b" % "|".join(names).encode(), re.M), fw)
+        (
+            re.compile(
+                rb"^[ \t]*(?:import|from)[ \t]+(?:%s)\b"
+                % "|".join(re.escape(n) for n in names).encode(),
+                re.M,
+            ),
+            fw,
+            tuple(n.encode() for n in names),
+        )
         for fw, names in sorted(by_framework.items())
     )
 
@@ -239,5 +258,5 @@ def _parse_all(states: list[_FileState], jobs: int | None) -> None:
             results = list(pool.map(_summarize_path, work, chunksize=chunk))
     else:
         results = [_summarize_path(item) for item in work]
-    for state, summary in zip(states, results):
+    for state, summary in zip(states, results, strict=True):
         state.summary = summary

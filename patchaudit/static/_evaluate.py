@@ -41,7 +41,9 @@ def evaluate(
     summaries = {source.relpath: summary for source, summary in files if summary is not None}
     for source, summary in files:
         if summary is not None and summary.internal_error:
-            report.errors.append(f"{source.relpath}: {INTERNAL_ERROR_PREFIX}: {summary.internal_error}")
+            report.errors.append(
+                f"{source.relpath}: {INTERNAL_ERROR_PREFIX}: {summary.internal_error}"
+            )
 
     modules_cache_path = cache_root / f"modules-{sys.version_info[0]}{sys.version_info[1]}.pickle"
     module_cache = (_cache.load(modules_cache_path) if use_cache else None) or {}

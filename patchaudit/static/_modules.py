@@ -203,7 +203,9 @@ def _module_level_imports(tree: ast.Module, module: str, is_package: bool):
                 yield _record(node, base, tuple(a.name for a in node.names))
         elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
             continue
-        elif isinstance(node, ast.If) and (_is_main_guard(node.test) or _is_type_checking(node.test)):
+        elif isinstance(node, ast.If) and (
+            _is_main_guard(node.test) or _is_type_checking(node.test)
+        ):
             stack.extend(reversed(node.orelse))
         else:
             for attr in ("body", "orelse", "finalbody", "handlers", "cases"):

@@ -58,7 +58,9 @@ def frameworks_used(summaries: Iterable[FileSummary]) -> frozenset[str]:
     return frozenset(used)
 
 
-def build_programs(modules: dict[str, FileSummary], global_frameworks: frozenset[str]) -> list[Program]:
+def build_programs(
+    modules: dict[str, FileSummary], global_frameworks: frozenset[str]
+) -> list[Program]:
     """One program per root module; modules reachable from no root (import cycles) get their own."""
     edges: dict[str, set[str]] = {}
     for key, summary in modules.items():
