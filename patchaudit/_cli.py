@@ -120,6 +120,12 @@ def _build_parser() -> argparse.ArgumentParser:
         )
     )
 
+    from .harness.demo import add_demo_arguments
+
+    add_demo_arguments(
+        sub.add_parser("demo", help="serve each broken demo app next to its fix, same load")
+    )
+
     matrix = sub.add_parser(
         "matrix", help="what the installed gevent patches, and what it does not"
     )
@@ -191,6 +197,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _rules_command(args, sys.stdout)
         if args.command == "matrix":
             return _matrix_command(args)
+        if args.command == "demo":
+            from .harness.demo import run_demo
+
+            return run_demo(args)
         if args.command == "doctor":
             from .doctor import run_doctor
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from .._config import Config
 from .._findings import Finding, Report
 from .._gevent_patches import load_patch_lists
-from ..rules._model import REGISTRY, Rule
+from ..rules import REGISTRY, Rule  # the package import registers every rule
 from ..static import analyze
 from ..static._known import known_importers
 from ..static._project import simulate
@@ -113,9 +113,9 @@ def audit(
         max_blocking=options.max_blocking,
         concurrency=options.concurrency,
     )
-    runtime_findings = _runtime_findings(ctx, config, project)
+    found_at_runtime = runtime_findings(ctx, config, project)
     static_findings = static_report.findings if static_report else []
-    report.findings = merge(static_findings, runtime_findings)
+    report.findings = merge(static_findings, found_at_runtime)
     if static_report is not None:
         report.errors.extend(static_report.errors)
         report.files_seen, report.files_analyzed = (
@@ -182,13 +182,16 @@ def _probe_env(options: AuditOptions) -> dict[str, str]:
     }
 
 
-def _runtime_findings(ctx: RuntimeContext, config: Config, project) -> list[Finding]:
+def runtime_findings(
+    ctx: RuntimeContext, config: Config | None = None, project=None
+) -> list[Finding]:
+    """Every runtime rule applied to what the probe saw (selection and noqa when given)."""
     findings = []
     for rule in REGISTRY.values():
         if rule.kind != "runtime":
             continue
         for hit in rule.check(ctx):
-            if rule.code not in config.codes_for(hit.path or ""):
+            if config is not None and rule.code not in config.codes_for(hit.path or ""):
                 continue
             if project is not None and _suppressed(project, hit.path, rule.code, hit.line):
                 continue

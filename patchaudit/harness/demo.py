@@ -1,0 +1,222 @@
+"""`patchaudit demo`: what each mistake costs, the broken app next to its fixed twin.
+
+Each shape in ``fixtures/demo/<shape>/{bad,fixed}`` is served the way the runtime audit serves
+an app (the same probe: gevent's pywsgi on 127.0.0.1, real client threads, gevent's monitor
+thread), under the same bounded load, and the table shows requests per second, p99 latency,
+errors and hub blocks for both, plus the runtime findings that explain the difference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SHAPES = {
+    "stale-sleep": "`from time import sleep` bound before patching (MPA251)",
+    "cpu-bound": "CPU-bound work inside the handler (MPA851)",
+    "c-driver": "a wait inside C, like psycopg2 without psycogreen (MPA852)",
+    "thread-false-lock": "`patch_all(thread=False)` and a lock held across a yield (MPA311)",
+    "eventlet-after-gevent": "eventlet patched after gevent (MPA451)",
+}
+
+
+@dataclass
+class DemoRun:
+    shape: str
+    variant: str
+    requests: int
+    completed: int = 0
+    errors: int = 0
+    rps: float = 0.0
+    p99_ms: float | None = None
+    hub_blocks: int = 0
+    findings: list[str] = field(default_factory=list)
+    problem: str | None = None  # why the app did not serve at all
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--apps", type=Path, help="folder of demo apps (default: fixtures/demo)")
+    parser.add_argument("--shapes", help=f"comma-separated subset of: {', '.join(SHAPES)}")
+    parser.add_argument("-n", "--requests", type=int, default=60, help="requests per app (60)")
+    parser.add_argument("-c", "--concurrency", type=int, default=10, help="parallel requests (10)")
+    parser.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds per app before it is killed (10)"
+    )
+    parser.add_argument("--format", choices=("table", "json"), default="table")
+    parser.add_argument("--no-color", action="store_true")
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    apps = _apps_folder(args.apps)
+    shapes = [s.strip() for s in args.shapes.split(",")] if args.shapes else list(SHAPES)
+    unknown = [s for s in shapes if s not in SHAPES]
+    if unknown:
+        print(
+            f"patchaudit: error: unknown demo shape {unknown[0]!r} (choose from "
+            f"{', '.join(SHAPES)})",
+            file=sys.stderr,
+        )
+        return 2
+    if args.requests < 1 or args.concurrency < 1 or args.timeout <= 0:
+        print(
+            "patchaudit: error: --requests, --concurrency and --timeout must be positive",
+            file=sys.stderr,
+        )
+        return 2
+    runs: list[DemoRun] = []
+    started = time.monotonic()
+    try:
+        for shape in shapes:
+            for variant in ("bad", "fixed"):
+                _progress(args, f"{shape} ({variant})")
+                runs.append(serve_once(apps / shape / variant, shape, variant, args))
+    except KeyboardInterrupt:
+        print("patchaudit: interrupted; showing what finished", file=sys.stderr)
+    elapsed = time.monotonic() - started
+    if args.format == "json":
+        json.dump(
+            {"version": 1, "duration_s": round(elapsed, 1), "runs": [r.to_json() for r in runs]},
+            sys.stdout,
+            indent=2,
+        )
+        sys.stdout.write("\n")
+    else:
+        _table(runs, elapsed, color=sys.stdout.isatty() and not args.no_color)
+    return 0 if runs else 130
+
+
+def _apps_folder(given: Path | None) -> Path:
+    candidates = (
+        [given]
+        if given
+        else [Path("fixtures/demo"), Path(__file__).resolve().parents[2] / "fixtures/demo"]
+    )
+    for candidate in candidates:
+        if candidate is not None and (candidate / "stale-sleep").is_dir():
+            return candidate.resolve()
+    raise SystemExit(
+        "patchaudit: error: demo apps not found; run from a patchaudit checkout "
+        "or pass --apps path/to/fixtures/demo"
+    )
+
+
+def _progress(args: argparse.Namespace, label: str) -> None:
+    if args.format == "table" and sys.stderr.isatty():
+        print(f"  serving {label} ...", file=sys.stderr)
+
+
+def serve_once(app_dir: Path, shape: str, variant: str, args: argparse.Namespace) -> DemoRun:
+    """Serve one app with the runtime probe and summarise what the load saw."""
+    from ..runtime._audit import runtime_findings
+    from ..runtime._facts import Facts, RuntimeContext
+    from ..runtime._launcher import run_probe
+
+    run_result = DemoRun(shape, variant, args.requests)
+    with tempfile.TemporaryDirectory(prefix="patchaudit-demo-") as tmp:
+        spec = {
+            "target": {
+                "kind": "module",
+                "module": "app",
+                "file": str(app_dir / "app.py"),
+                "callable": "application",
+                "factory": False,
+            },
+            "mode": "as-is",
+            "chdir": str(app_dir),
+            "pythonpath": [],
+            "events_path": str(Path(tmp) / "events.jsonl"),
+            "app_roots": [str(app_dir)],
+            "serve": {
+                "paths": ["/"],
+                "requests": args.requests,
+                "concurrency": args.concurrency,
+                # a low threshold: the demo wants to count every stall a user would feel
+                "max_blocking": 0.02,
+                "request_timeout": min(5.0, args.timeout / 4),
+            },
+        }
+        probe = run_probe(spec, python=sys.executable, timeout=args.timeout, workdir=Path(tmp))
+    facts = Facts.from_events(probe.events, [app_dir], app_dir)
+    serve = facts.first("serve")
+    error = facts.first("error")
+    if probe.timed_out and serve is None:
+        run_result.problem = f"froze: no response until it was killed after {args.timeout:.0f} s"
+    elif serve is None or serve.get("skipped"):
+        reason = (error or {}).get("message") or (serve or {}).get("skipped") or "did not serve"
+        run_result.problem = f"{(error or {}).get('type', 'no server')}: {reason}"
+    else:
+        latencies = [x for x in serve.get("latencies") or [] if x is not None]
+        run_result.completed = len(latencies)
+        run_result.errors = args.requests - len(latencies)
+        wall = float(serve.get("wall") or 0)
+        run_result.rps = len(latencies) / wall if wall else 0.0
+        if latencies:
+            ordered = sorted(latencies)
+            run_result.p99_ms = (
+                ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)] * 1000
+            )
+    run_result.hub_blocks = sum(1 for b in facts.all("block") if b.get("phase") == "serve")
+    ctx = RuntimeContext(
+        facts=facts,
+        baseline=None,
+        patched_modules=frozenset(),
+        startup_modules=frozenset(),
+        mode="as-is",
+        max_blocking=0.02,
+        concurrency=args.concurrency,
+    )
+    run_result.findings = sorted({f.rule for f in runtime_findings(ctx)})
+    return run_result
+
+
+def _table(runs: list[DemoRun], elapsed: float, *, color: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(
+        no_color=not color, force_terminal=color, highlight=False, width=None if color else 110
+    )
+    table = Table(title="patchaudit demo: the broken app next to its fix, same load")
+    for column in ("shape", "variant", "req/s", "p99 ms", "errors", "hub blocks", "findings"):
+        table.add_column(
+            column,
+            justify="right" if column in ("req/s", "p99 ms", "errors", "hub blocks") else "left",
+        )
+    for run in runs:
+        if run.problem:
+            table.add_row(
+                run.shape,
+                run.variant,
+                "-",
+                "-",
+                f"{run.requests}/{run.requests}",
+                "-",
+                run.problem[:70],
+            )
+            continue
+        p99 = f"{run.p99_ms:.0f}" if run.p99_ms is not None else "-"
+        table.add_row(
+            run.shape,
+            run.variant,
+            f"{run.rps:.0f}",
+            p99,
+            f"{run.errors}/{run.requests}",
+            str(run.hub_blocks),
+            ", ".join(run.findings) or "-",
+        )
+    console.print(table)
+    for shape in dict.fromkeys(r.shape for r in runs):
+        console.print(f"  {shape}: {SHAPES[shape]}")
+    console.print(
+        f"  ({elapsed:.0f} s; each app served on 127.0.0.1 by gevent's pywsgi, "
+        "requests from real threads, new connection per request)"
+    )
