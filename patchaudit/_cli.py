@@ -29,7 +29,7 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
-def _build_parser() -> argparse.ArgumentParser:
+def _build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     parser = _Parser(prog="patchaudit", description="Audit gevent/eventlet monkey-patching.")
     parser.add_argument("--version", action="version", version=f"patchaudit {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for internal errors")
@@ -112,19 +112,20 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     _add_report_options(audit)
 
-    from .doctor import add_doctor_arguments
-
-    add_doctor_arguments(
-        sub.add_parser(
-            "doctor", help="check this machine's limits and TCP settings for load testing"
-        )
+    # The harness commands pull in more modules; only the selected one is built in full, so
+    # `patchaudit check` does not pay for them on every run.
+    doctor = sub.add_parser(
+        "doctor", help="check this machine's limits and TCP settings for load testing"
     )
+    demo = sub.add_parser("demo", help="serve each broken demo app next to its fix, same load")
+    if selected in (None, "doctor"):
+        from .doctor import add_doctor_arguments
 
-    from .harness.demo import add_demo_arguments
+        add_doctor_arguments(doctor)
+    if selected in (None, "demo"):
+        from .harness.demo import add_demo_arguments
 
-    add_demo_arguments(
-        sub.add_parser("demo", help="serve each broken demo app next to its fix, same load")
-    )
+        add_demo_arguments(demo)
 
     matrix = sub.add_parser(
         "matrix", help="what the installed gevent patches, and what it does not"
@@ -183,11 +184,18 @@ def _with_command(args: list[str]) -> list[str]:
     return args
 
 
+def _selected(args: list[str]) -> str | None:
+    """The command named on the line, if any (no `--help`: then every parser is built)."""
+    if "-h" in args or "--help" in args:
+        return None
+    return next((a for a in args if a in COMMANDS), None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = _with_command(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in args_list
     try:
-        args = _build_parser().parse_args(args_list)
+        args = _build_parser(_selected(args_list)).parse_args(args_list)
         if args.command is None:
             raise UsageError(
                 "missing command: use `patchaudit TARGET`, `patchaudit check [PATH ...]`, "

@@ -64,7 +64,9 @@ class _PathGlob:
 
 @dataclass(frozen=True)
 class Config:
-    root: Path  # folder of the pyproject.toml (or cwd when none): globs/excludes are relative to it
+    # folder of the pyproject.toml; without one, the checked folder (or cwd when it contains the
+    # checked paths): globs, excludes and module names are relative to it
+    root: Path
     source: Path | None  # the pyproject.toml used
     select: frozenset[str]  # resolved set of enabled codes
     per_file_ignores: tuple[tuple[str, frozenset[str]], ...] = ()
@@ -132,7 +134,7 @@ def load_config(
         start = _absolute(paths[0], cwd) if paths else cwd
         source, table = _find_pyproject(start, cwd)
         where = f"{_display(source, cwd)}: [tool.patchaudit]" if source else ""
-    root = source.parent if source else cwd
+    root = source.parent if source else _implicit_root(paths, cwd)
     known = frozenset(known_codes)
 
     file_opts = _validate(table, where, known)
@@ -165,6 +167,17 @@ def load_config(
         framework=pick("framework", "auto"),
         respect_gitignore=pick("respect-gitignore", True),
     )
+
+
+def _implicit_root(paths: Sequence[Path], cwd: Path) -> Path:
+    """Without a pyproject.toml: cwd when the paths are inside it, else the first path's folder,
+    so `patchaudit check /elsewhere --exclude x` matches `x` inside /elsewhere."""
+    if not paths:
+        return cwd
+    first = _absolute(paths[0], cwd)
+    if first == cwd or cwd in first.parents:
+        return cwd
+    return first if first.is_dir() else first.parent
 
 
 def _absolute(path: Path, cwd: Path) -> Path:

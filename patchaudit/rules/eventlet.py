@@ -40,6 +40,8 @@ import gevent.socket
 )
 def check_both_imported(project) -> Iterator[Hit]:
     for program in project.programs:
+        if not {"gevent", "eventlet"} <= program.used:
+            continue
         eventlet_points = program.patch_points("eventlet")
         if program.patch_points("gevent") and eventlet_points:
             continue  # MPA402 reports the two patch calls, which is the sharper finding
@@ -91,6 +93,8 @@ monkey.patch_all()
 )
 def check_both_patch(project) -> Iterator[Hit]:
     for program in project.programs:
+        if not {"gevent", "eventlet"} <= program.used:
+            continue
         gevent_points = program.patch_points("gevent")
         eventlet_points = program.patch_points("eventlet")
         if not gevent_points or not eventlet_points:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import sys
+from collections import Counter
 from pathlib import Path
 
 from .._config import Config
@@ -48,6 +49,7 @@ def evaluate(
     modules_cache_path = cache_root / f"modules-{sys.version_info[0]}{sys.version_info[1]}.pickle"
     module_cache = (_cache.load(modules_cache_path) if use_cache else None) or {}
     parsed = [s for s in summaries.values() if s.parse_error is None]
+    _unname_duplicates(parsed, report)
     unparsed = [
         FileSummary(source.relpath, source.module, source.is_package)
         for source, summary in files
@@ -71,6 +73,22 @@ def evaluate(
     if use_cache and index.cache_dirty:
         _cache.store(modules_cache_path, index.cache)
     return project
+
+
+def _unname_duplicates(parsed: list[FileSummary], report: Report) -> None:
+    """Files that map to the same module name (example folders each with an `app.py`) cannot
+    all be that module in one program; each is treated as a separate script instead."""
+    counts = Counter(s.module for s in parsed if s.module is not None)
+    clashes = sorted(name for name, count in counts.items() if count > 1)
+    for summary in parsed:
+        if summary.module in clashes:
+            summary.module = None
+    if clashes:
+        report.notes.append(
+            f"{len(clashes)} module name(s) are defined by more than one file "
+            f"({', '.join(clashes[:3])}{', ...' if len(clashes) > 3 else ''}); "
+            "those files are analysed as separate scripts"
+        )
 
 
 def _run_simulations(project: Project, parsed: list[FileSummary]) -> None:

@@ -22,7 +22,9 @@ FRAMEWORKS = ("gevent", "eventlet")
 class Program:
     root: str
     members: list[FileSummary] = field(default_factory=list)
-    frameworks: frozenset[str] = frozenset()
+    frameworks: frozenset[str] = frozenset()  # used by its code, or declared for the project
+    used: frozenset[str] = frozenset()  # imported or patched by its own code
+    _names: set[str] | None = field(default=None, repr=False)  # every dotted prefix named
 
     def imports(self, prefix: str) -> Iterator[tuple[FileSummary, ImportRecord]]:
         for summary in self.members:
@@ -31,11 +33,14 @@ class Program:
                     yield summary, record
 
     def references(self, prefix: str) -> bool:
-        """Whether any member names ``prefix`` (an import, attribute or call)."""
-        for summary in self.members:
-            if any(n == prefix or n.startswith(prefix + ".") for n in summary.references):
-                return True
-        return any(True for _ in self.imports(prefix))
+        """Whether any member names ``prefix`` (an import, attribute or call), or below it."""
+        if self._names is None:
+            self._names = set()
+            for summary in self.members:
+                for name in (*summary.references, *(r.module for r in summary.imports)):
+                    parts = name.split(".")
+                    self._names.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+        return prefix in self._names
 
     def patch_points(self, framework: str | None = None) -> list[tuple[FileSummary, PatchPoint]]:
         return [
@@ -47,15 +52,17 @@ class Program:
 
 
 def frameworks_used(summaries: Iterable[FileSummary]) -> frozenset[str]:
-    used = set()
+    """gevent/eventlet imported or patched by any of ``summaries``."""
+    used: set[str] = set()
     for summary in summaries:
-        for point in summary.patch_points:
-            used.add(point.framework)
-        for record in summary.imports:
-            top = record.module.split(".")[0]
-            if top in FRAMEWORKS:
-                used.add(top)
+        used |= _file_frameworks(summary)
     return frozenset(used)
+
+
+def _file_frameworks(summary: FileSummary) -> frozenset[str]:
+    used = {point.framework for point in summary.patch_points}
+    used.update(r.module.split(".")[0] for r in summary.imports)
+    return frozenset(used & set(FRAMEWORKS))
 
 
 def build_programs(
@@ -75,6 +82,7 @@ def build_programs(
         edges[key] = {t for t in targets if t in modules and t != key}
     imported = set().union(*edges.values()) if edges else set()
     roots = sorted(k for k in modules if k not in imported)
+    per_file = {key: _file_frameworks(summary) for key, summary in modules.items()}
     covered: set[str] = set()
     programs = []
     for root in roots + sorted(modules):
@@ -82,8 +90,9 @@ def build_programs(
             continue
         closure = _closure(root, edges)
         covered |= closure
+        used = frozenset().union(*(per_file[k] for k in closure))
         members = [modules[k] for k in sorted(closure)]
-        programs.append(Program(root, members, frameworks_used(members) | global_frameworks))
+        programs.append(Program(root, members, used | global_frameworks, used))
     return programs
 
 
