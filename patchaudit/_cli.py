@@ -118,6 +118,13 @@ def _build_parser(selected: str | None = None) -> argparse.ArgumentParser:
         "doctor", help="check this machine's limits and TCP settings for load testing"
     )
     demo = sub.add_parser("demo", help="serve each broken demo app next to its fix, same load")
+    bench = sub.add_parser(
+        "bench", help="serve one page patched and unpatched and load it (the seed's experiment)"
+    )
+    if selected in (None, "bench"):
+        from .harness import add_bench_arguments
+
+        add_bench_arguments(bench)
     if selected in (None, "doctor"):
         from .doctor import add_doctor_arguments
 
@@ -205,6 +212,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _rules_command(args, sys.stdout)
         if args.command == "matrix":
             return _matrix_command(args)
+        if args.command == "bench":
+            from .harness import run_bench
+
+            return run_bench(args)
         if args.command == "demo":
             from .harness.demo import run_demo
 

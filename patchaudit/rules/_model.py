@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._findings import Category, Severity
+from .._findings import Category, Finding, Severity
 
 
 class Scope(str, enum.Enum):
@@ -77,6 +77,23 @@ class Rule:
 
     def render(self, hit: Hit) -> str:
         return self.message.format(**hit.args)
+
+    def finding(self, hit: Hit, path: str | None = None, *, test: str | None = None) -> Finding:
+        """The reported form of ``hit``: the one place a rule's data becomes a finding."""
+        return Finding(
+            rule=self.code,
+            category=self.category,
+            severity=hit.severity or self.severity,
+            path=path or hit.path or "<unknown>",
+            line=hit.line,
+            column=hit.column,
+            message=self.render(hit),
+            fix=self.fix,
+            evidence=hit.evidence,
+            end_line=hit.end_line,
+            end_column=hit.end_column,
+            **({"test": test} if test is not None else {}),
+        )
 
 
 REGISTRY: dict[str, Rule] = {}

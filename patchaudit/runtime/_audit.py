@@ -17,7 +17,7 @@ from pathlib import Path
 from .._config import Config
 from .._findings import Finding, Report
 from .._gevent_patches import load_patch_lists
-from ..rules import REGISTRY, Rule  # the package import registers every rule
+from ..rules import REGISTRY  # the package import registers every rule
 from ..static import analyze
 from ..static._known import known_importers
 from ..static._project import simulate
@@ -195,27 +195,13 @@ def runtime_findings(
                 continue
             if project is not None and _suppressed(project, hit.path, rule.code, hit.line):
                 continue
-            findings.append(_to_finding(rule, hit))
+            findings.append(rule.finding(hit))
     return findings
 
 
 def _suppressed(project, path: str | None, code: str, line: int) -> bool:
     summary = project.summaries.get(path or "")
     return summary is not None and summary.suppressions.suppresses(code, line)
-
-
-def _to_finding(rule: Rule, hit) -> Finding:
-    return Finding(
-        rule=rule.code,
-        category=rule.category,
-        severity=hit.severity or rule.severity,
-        path=hit.path or "<unknown>",
-        line=hit.line,
-        column=hit.column,
-        message=rule.render(hit),
-        fix=rule.fix,
-        evidence=hit.evidence,
-    )
 
 
 def merge(static: list[Finding], runtime: list[Finding]) -> list[Finding]:

@@ -227,16 +227,4 @@ def _relative_to_root(relpath: str, config: Config, cwd: Path) -> str:
 
 
 def _finding(rule: Rule, hit: Hit, relpath: str) -> Finding:
-    return Finding(
-        rule=rule.code,
-        category=rule.category,
-        severity=hit.severity or rule.severity,
-        path=relpath,
-        line=hit.line,
-        column=hit.column,
-        message=rule.render(hit),
-        fix=rule.fix,
-        evidence=hit.evidence,
-        end_line=hit.end_line,
-        end_column=hit.end_column,
-    )
+    return rule.finding(hit, relpath)
