@@ -51,13 +51,14 @@ class Finding:
     evidence: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     end_line: int | None = field(default=None, compare=False)
     end_column: int | None = field(default=None, compare=False)
+    test: str | None = None  # pytest node id, for findings the pytest plugin ties to one test
 
     @property
     def sort_key(self) -> tuple[str, int, int, str]:
         return (self.path, self.line, self.column, self.rule)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "rule": self.rule,
             "category": self.category.value,
             "severity": self.severity.value,
@@ -68,6 +69,9 @@ class Finding:
             "fix": self.fix,
             "evidence": self.evidence,
         }
+        if self.test is not None:
+            data["test"] = self.test
+        return data
 
 
 @dataclass

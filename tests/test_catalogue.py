@@ -13,8 +13,11 @@ from patchaudit.rules import REGISTRY, all_rules
 from .conftest import FIXTURES, REPO
 
 FLAKE8_CODE = re.compile(r"^[A-Z]{1,3}[0-9]{0,3}$")  # flake8's VALID_CODE_PREFIX
-FM_IDS = set(re.findall(r"### (FM-\d\d)", (REPO.parent / "shared/knowledge/failure-modes.md").read_text())
-             if (REPO.parent / "shared/knowledge/failure-modes.md").exists() else [])
+FM_IDS = set(
+    re.findall(r"### (FM-\d\d)", (REPO.parent / "shared/knowledge/failure-modes.md").read_text())
+    if (REPO.parent / "shared/knowledge/failure-modes.md").exists()
+    else []
+)
 
 
 def test_every_code_is_three_letters_three_digits_and_flake8_accepts_it() -> None:
@@ -49,9 +52,17 @@ def test_names_are_unique_kebab_case() -> None:
 def test_every_category_of_the_fixed_vocabulary_is_used() -> None:
     assert {r.category for r in all_rules()} == set(Category)
     assert [c.value for c in Category] == [
-        "patch-order", "stale-reference", "eventlet-coexistence", "unpatched-signal",
-        "unpatched-queue", "blocking-call", "incompatible-library", "fork-after-patch",
-        "partial-patch", "library-patches", "parse-error",
+        "patch-order",
+        "stale-reference",
+        "eventlet-coexistence",
+        "unpatched-signal",
+        "unpatched-queue",
+        "blocking-call",
+        "incompatible-library",
+        "fork-after-patch",
+        "partial-patch",
+        "library-patches",
+        "parse-error",
     ]
 
 
@@ -63,7 +74,9 @@ def test_rule_has_complete_metadata(rule) -> None:
     assert rule.bad != rule.good
     if rule.category is not Category.PARSE_ERROR:
         assert rule.failure_modes, f"{rule.code} cites no FM-xx"
-        assert any(fm in rule.why for fm in rule.failure_modes), f"{rule.code}: why must cite its FM"
+        assert any(fm in rule.why for fm in rule.failure_modes), (
+            f"{rule.code}: why must cite its FM"
+        )
     if FM_IDS:
         assert set(rule.failure_modes) <= FM_IDS, rule.code
 
@@ -85,8 +98,12 @@ def test_every_rule_has_a_fixture_folder() -> None:
     static = {code for code, rule in REGISTRY.items() if rule.kind != "runtime"}
     runtime = set(REGISTRY) - static
     assert {p.name for p in (FIXTURES / "rules").iterdir() if p.is_dir()} == static
+    # A runtime rule shows in an app (`patchaudit TARGET`) or in a test suite (the pytest plugin).
     apps = {p.name for p in (FIXTURES / "apps").iterdir() if p.is_dir()}
-    assert apps == runtime
-    for code in runtime:  # an app that shows the problem and the same app fixed
-        assert (FIXTURES / "apps" / code / "bad" / "audit.toml").is_file(), code
-        assert (FIXTURES / "apps" / code / "fixed" / "audit.toml").is_file(), code
+    suites = {p.name for p in (FIXTURES / "suites").iterdir() if p.is_dir()}
+    assert apps | suites == runtime
+    assert not (apps | suites) - runtime
+    for code in runtime:  # one that shows the problem and the same one fixed
+        kind, marker = ("apps", "audit.toml") if code in apps else ("suites", "suite.toml")
+        assert (FIXTURES / kind / code / "bad" / marker).is_file(), code
+        assert (FIXTURES / kind / code / "fixed" / marker).is_file(), code

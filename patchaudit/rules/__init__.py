@@ -13,6 +13,7 @@ from . import (  # noqa: F401  (imported for their @rule registrations)
     libraries,
     patch_calls,
     patch_order,
+    plugin,
     queues,
     runtime_order,
     runtime_process,

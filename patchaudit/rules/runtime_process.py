@@ -159,7 +159,7 @@ def check_fork_after_patch(ctx) -> Iterator[Hit]:
 
 def _library_hits(ctx, library: str) -> Iterator[Hit]:
     for event in ctx.facts.all("libraries"):
-        if event.get("library", "").split(".")[0] != library or event.get("ok", True):
+        if event.get("library", "").split(".")[0] != library or event.get("ok") is not False:
             continue
         module = event.get("library", library)
         chain = ctx.facts.shortest_chain(module)

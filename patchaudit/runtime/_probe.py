@@ -16,6 +16,11 @@ Constraints (keep them when editing):
 * never raise out: every step runs guarded and reports an ``error`` event instead;
 * a forked child of the application never writes results and never leaves the process group.
 
+The pytest plugin also loads this file by path into the test process and calls
+:func:`install_in_process`: the same import recorder and patch-call hooks then hand their event
+dicts to a callback instead of the events file (see that function), and
+:func:`stale_references` returns the stale-reference scan as a list.
+
 Spec (JSON object read from ``--spec-file``)
 --------------------------------------------
 
@@ -219,6 +224,7 @@ class _S:
     """Mutable probe state (a namespace, so functions need no ``global`` statements)."""
 
     fd = None  # events file descriptor; None once unusable
+    sink = None  # in-process use (the pytest plugin): a callable taking each event dict
     lock = _thread.allocate_lock()  # a native lock: taken before anything can patch threading
     spec = {}
     mode = "as-is"
@@ -270,13 +276,25 @@ def _jsonable(value, depth=0):
 
 
 def _emit(event, **fields):
-    """Append one event line, written with a single os.write so a crash keeps what came before."""
+    """Append one event line, written with a single os.write so a crash keeps what came before.
+
+    In-process (:func:`install_in_process`) the event dict goes to the sink instead; a forked
+    child's events are dropped there, since its memory is not the auditing process's.
+    """
+    sink = _S.sink
     fd = _S.fd
-    if fd is None:
+    if sink is None and fd is None:
         return
     record = {"event": event, "t": round(perf_counter() - _T0, 6)}
     record.update(fields)
     child = _in_forked_child()
+    if sink is not None:
+        if not child:
+            try:
+                sink(record)
+            except Exception:
+                pass
+        return
     if child:
         record["pid"] = _real_getpid()
         record["forked_child"] = True
@@ -607,12 +625,22 @@ def _warning_dicts(caught, fields, category=None):
     return out
 
 
-def _reemit(caught, category):
-    """Warnings that are not gevent's go on as if the probe were not there."""
+def _reemit(caught, category, fields=None):
+    """Warnings that are not gevent's go on as if the probe were not there.
+
+    In-process every warning goes on (the user's filters, e.g. ``-W error``, still apply),
+    pointed at the patch call rather than at this wrapper.
+    """
     for w in caught:
-        if category is None or not issubclass(w.category, category):
+        if category is None or not issubclass(w.category, category) or _S.sink is not None:
+            file, line = w.filename, w.lineno
+            if fields is not None and file in _PROBE_FILES and fields.get("file"):
+                file, line = fields["file"], fields.get("line") or 0
+            if _S.sink is not None:  # `-W error` raises at the patch call, as without us
+                warnings.warn_explicit(w.message, w.category, file, line)
+                continue
             try:
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+                warnings.warn_explicit(w.message, w.category, file, line)
             except Exception:
                 pass
 
@@ -640,7 +668,7 @@ def _wrap_gevent_patch(name, func, monkey):
                     fields["warnings"] = _warning_dicts(caught, fields, category)
                     _emit("patch", **fields)
                     _maybe_emit_settings()
-            _reemit(caught, category)
+            _reemit(caught, category, fields)
             return result
         finally:
             _S.patch_depth -= 1
@@ -1061,6 +1089,8 @@ def _failing_module(exc):
 
 def _emit_error(exc, phase):
     if _in_forked_child():
+        if _S.sink is not None:
+            return  # in-process: a fork of the test process is not ours to end
         _real_exit(0)
     if isinstance(exc, SystemExit):
         kind = "system-exit"
@@ -1256,10 +1286,24 @@ def _module_file(name):
 
 
 def _stale_scan():
+    scanned = stale_references()
+    if scanned is None:
+        return
+    found, originals = scanned
+    for fields in found:
+        _emit("stale", **fields)
+    _emit("stale_scan", originals=originals, holders=len(found))
+
+
+def stale_references():
+    """``(holders, number of originals scanned)``, or None when gevent never patched.
+
+    Each holder is a dict with the fields of the ``stale`` event. Public for in-process use.
+    """
     monkey = sys.modules.get("gevent.monkey")
     saved = getattr(monkey, "saved", None)
     if not saved:
-        return
+        return None
     # id(original) -> [original, "module.attr" it was saved as, {modules it was saved from}]
     originals = {}
     for mod_name, items in list(saved.items()):
@@ -1271,7 +1315,7 @@ def _stale_scan():
             entry = originals.setdefault(id(orig), [orig, f"{mod_name}.{attr}", set()])
             entry[2].add(mod_name)
     if not originals:
-        return
+        return None
 
     module_dicts = {}
     for name, module in list(sys.modules.items()):
@@ -1348,10 +1392,7 @@ def _stale_scan():
             holder_module = getattr(sub, "__module__", None)
             add(f"{holder_module}.{sub.__qualname__}", "subclass", holder_module, how, entry)
             stack.extend((s, "__mro__") for s in _subclasses(sub))
-
-    for fields in found:
-        _emit("stale", **fields)
-    _emit("stale_scan", originals=len(originals), holders=len(found))
+    return found, len(originals)
 
 
 def _subclasses(cls):
@@ -1778,6 +1819,52 @@ def _install_hooks():
     except (ValueError, OSError):
         pass
     _apply_loaded_hooks()
+
+
+# ---------------------------------------------------------------------------------------------
+# In-process use (the pytest plugin loads this file by path; it never imports patchaudit either)
+# ---------------------------------------------------------------------------------------------
+
+
+def install_in_process(sink, app_roots=()):
+    """Record imports and patch calls of the running process into ``sink`` (a callable).
+
+    Only the import recorder and the post-import hooks (gevent.monkey, eventlet, zope.event)
+    are installed: no fork/exit wrappers, no SIGTERM handler, no target. Events are the same
+    dicts the probe writes as lines; a forked child's are dropped. ``step`` is "in-process",
+    so blocking reports are recorded as ``block`` events whenever the monitor sends them.
+    """
+    _S.sink = sink
+    _S.step = "in-process"
+    _S.app_roots = tuple(os.path.join(os.path.abspath(r), "") for r in app_roots)
+    monkey = sys.modules.get("gevent.monkey")
+    if getattr(monkey, "saved", None):
+        _S.patched = True  # patched before we were installed (a launcher)
+        _S.first_patch_seen = True
+    patcher = sys.modules.get("eventlet.patcher")
+    if getattr(patcher, "already_patched", None):
+        _S.patched = True
+        _S.first_patch_seen = True
+    if not any(isinstance(f, _ImportRecorder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _ImportRecorder())
+    _apply_loaded_hooks()
+    _maybe_emit_settings()
+
+
+def uninstall_in_process():
+    """Stop recording: the finder leaves ``sys.meta_path``; the wrappers stay but go quiet."""
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _ImportRecorder)]
+    _S.sink = None
+
+
+def emit_owners():
+    """The ``owners`` event (public for in-process use)."""
+    _owners()
+
+
+def emit_libraries():
+    """The ``libraries`` events for the libraries loaded so far (public for in-process use)."""
+    _libraries()
 
 
 # ---------------------------------------------------------------------------------------------
