@@ -35,7 +35,7 @@ def test_generated_programs(source: str) -> None:
     _assert_clean(GEVENT_HEADER + source.encode("utf-8", "surrogatepass"))
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 @given(hypothesmith.from_node())
 def test_generated_syntax_trees(source: str) -> None:
     _assert_clean(GEVENT_HEADER + source.encode("utf-8", "surrogatepass"))
