@@ -199,82 +199,46 @@ class FullReporter:
 
 def render_timeline(console: Console, timeline: Mapping[str, Any]) -> None:
     """The runtime audit's opening section: how the app was loaded and when it was patched."""
+
+    def line(label: str, text: str, style: str = "bold") -> None:
+        console.print(Text.assemble((f"  {label}: ", style), printable(text)))
+
     console.print(Text("Patch timeline", style="bold underline"))
-    console.print(
-        Text.assemble(
-            ("  mode: ", "bold"),
-            printable(f"{timeline.get('mode')} ({timeline.get('mode_reason')})"),
-        )
-    )
-    console.print(
-        Text.assemble(
-            ("  interpreter: ", "bold"),
-            printable(
-                f"{timeline.get('python')}, gevent {timeline.get('gevent') or 'not installed'}"
-            ),
-        )
-    )
+    line("mode", f"{timeline.get('mode')} ({timeline.get('mode_reason')})")
+    line("interpreter", f"{timeline.get('python')}, gevent {timeline.get('gevent') or 'missing'}")
     early = timeline.get("patched_modules_loaded_before_patch") or []
-    console.print(
-        Text.assemble(
-            ("  before patching: ", "bold"),
-            printable(
-                f"{timeline.get('loaded_before_patch', 0)} modules loaded, {len(early)} that gevent "
-                "patches"
-            ),
-        )
-    )
+    loaded = timeline.get("loaded_before_patch", 0)
+    line("before patching", f"{loaded} modules loaded, {len(early)} that gevent patches")
     for item in early[:12]:
         chain = " -> ".join(item.get("chain") or [])
         console.print(Text(printable(f"    {item.get('module'):<12} {chain}")))
     patches = timeline.get("patches") or []
     if not patches:
-        console.print(Text.assemble(("  patched: ", "bold"), ("never", "bold red")))
+        line("patched", "never", "bold red")
     for patch in patches:
         args = ", ".join(f"{k}={v}" for k, v in (patch.get("arguments") or {}).items())
         thread = "main thread" if patch.get("main_thread") is not False else "NOT the main thread"
-        console.print(
-            Text.assemble(
-                ("  patched: ", "bold"),
-                printable(
-                    f"{patch.get('framework')} {patch.get('function')}({args}) at {patch.get('location')}"
-                    f" on the {thread}, {len(patch.get('threads') or [])} thread(s) alive"
-                ),
-            )
-        )
+        alive = len(patch.get("threads") or [])
+        call = f"{patch.get('framework')} {patch.get('function')}({args})"
+        line("patched", f"{call} at {patch.get('location')} on the {thread}, {alive} thread(s)")
     replaced = timeline.get("replaced") or {}
     if replaced:
-        summary = ", ".join(f"{m} ({len(n)})" for m, n in sorted(replaced.items()))
-        console.print(Text.assemble(("  replaced: ", "bold"), printable(summary)))
+        line("replaced", ", ".join(f"{m} ({len(n)})" for m, n in sorted(replaced.items())))
     for run in timeline.get("requests") or []:
         statuses = ", ".join(f"{code} x{n}" for code, n in (run.get("statuses") or {}).items())
-        console.print(
-            Text.assemble(
-                ("  requests: ", "bold"),
-                printable(
-                    f"{run.get('path')}: one alone {float(run.get('single') or 0):.3f}s, all together "
-                    f"{float(run.get('wall') or 0):.3f}s; {statuses or 'no responses'}"
-                ),
-            )
+        single, wall = float(run.get("single") or 0), float(run.get("wall") or 0)
+        line(
+            "requests",
+            f"{run.get('path')}: one alone {single:.3f}s, all together {wall:.3f}s; "
+            f"{statuses or 'no responses'}",
         )
     for error in timeline.get("app_errors") or []:
-        console.print(
-            Text.assemble(
-                ("  app error: ", "bold red"),
-                printable(f"{error.get('path')}: {error.get('type')}: {error.get('message')}"),
-            )
-        )
+        text = f"{error.get('path')}: {error.get('type')}: {error.get('message')}"
+        line("app error", text, "bold red")
     output = timeline.get("app_output") or {}
     for stream in ("stdout", "stderr"):
         info = output.get(stream) or {}
         if info.get("bytes"):
             last = (info.get("tail") or info.get("head") or [""])[-1]
-            console.print(
-                Text.assemble(
-                    (f"  app {stream}: ", "bold"),
-                    printable(
-                        f"{info.get('bytes')} bytes, {info.get('lines')} lines; last: {last}"
-                    ),
-                )
-            )
+            line(f"app {stream}", f"{info['bytes']} bytes, {info.get('lines')} lines; last: {last}")
     console.print()
