@@ -90,18 +90,7 @@ def _build_context(session: AuditSession) -> RuntimeContext:
 
 def _finding(rule: Rule, hit: Hit) -> Finding:
     test = hit.evidence.get("test") if isinstance(hit.evidence, dict) else None
-    return Finding(
-        rule=rule.code,
-        category=rule.category,
-        severity=hit.severity or rule.severity,
-        path=hit.path or "<unknown>",
-        line=hit.line,
-        column=hit.column,
-        message=rule.render(hit),
-        fix=rule.fix,
-        evidence=hit.evidence,
-        test=str(test) if test else None,
-    )
+    return rule.finding(hit, test=str(test) if test else None)
 
 
 def _select(findings: list[Finding], session: AuditSession) -> list[Finding]:
