@@ -11,7 +11,6 @@ whether it is up to date.
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ._gevent_patches import PatchListError, PatchLists, load_patch_lists
+from .reporters._common import buffered_console
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -412,41 +412,12 @@ def _markdown(matrix: Mapping[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
-class _Buffer(io.StringIO):
-    """Collects rich's output and reports the target stream's encoding to rich, which then draws
-    ASCII boxes for a non-UTF stream."""
-
-    def __init__(self, encoding: str) -> None:
-        super().__init__()
-        self._encoding = encoding
-
-    @property
-    def encoding(self) -> str:  # type: ignore[override]
-        return self._encoding
-
-
 def _table(matrix: Mapping[str, Any], *, color: bool, width: int, encoding: str) -> str:
     from rich import box
-    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
-    buffer = _Buffer(encoding)
-    # Explicit force_terminal/no_color: FORCE_COLOR/NO_COLOR in the environment must not
-    # override the caller; markup/emoji off so names such as `[x]` print literally.
-    console = Console(
-        file=buffer,
-        width=width,
-        force_terminal=color,
-        no_color=not color,
-        color_system="auto" if color else None,
-        highlight=False,
-        markup=False,
-        emoji=False,
-        force_jupyter=False,
-        force_interactive=False,
-        legacy_windows=False,
-    )
+    console, buffer = buffered_console(color=color, width=width, encoding=encoding)
 
     def table(title: str, *columns: tuple[str, int | None]) -> Table:
         """Columns are (header, ratio); a ratio of None means "never wrap"."""

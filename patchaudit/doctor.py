@@ -661,24 +661,12 @@ def render_table(
 ) -> str:
     """The terminal report: a table of statuses and values, then why and how to change each."""
     from rich import box
-    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
-    buffer = io.StringIO()
-    console = Console(
-        file=buffer,
-        width=width,
-        force_terminal=color,
-        no_color=not color,
-        color_system="auto" if color else None,
-        highlight=False,
-        markup=False,
-        emoji=False,
-        force_jupyter=False,
-        force_interactive=False,
-        legacy_windows=False,
-    )
+    from .reporters._common import buffered_console
+
+    console, buffer = buffered_console(color=color, width=width)
     info = machine if machine is not None else machine_info()
     plan = f"{concurrency:,} connections, listen backlog {backlog:,}"
     plan += f", {rate:,.0f} new connections/s" if rate is not None else ""

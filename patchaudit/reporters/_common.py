@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import re
 import tokenize
@@ -125,3 +126,42 @@ class SourceCache:
         if lines[-1] == "":  # the split after a final newline is not a line of the file
             lines.pop()
         return lines
+
+
+class TextBuffer(io.StringIO):
+    """Collects rich's output; reports the real stream's encoding so rich picks ASCII boxes
+    for a non-UTF-8 stream instead of writing characters the stream cannot encode."""
+
+    def __init__(self, encoding: str = "utf-8") -> None:
+        super().__init__()
+        self._encoding = encoding
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return self._encoding
+
+
+def buffered_console(*, color: bool, width: int, encoding: str = "utf-8") -> tuple[Any, TextBuffer]:
+    """A rich Console that renders into a string, coloured exactly when the caller says so.
+
+    force_terminal/no_color are explicit so FORCE_COLOR, NO_COLOR or TTY_COMPATIBLE in the
+    environment cannot override the caller's decision; markup/emoji are off because the text
+    comes from user code and must be shown literally.
+    """
+    from rich.console import Console
+
+    buffer = TextBuffer(encoding)
+    console = Console(
+        file=buffer,
+        width=width,
+        force_terminal=color,
+        no_color=not color,
+        color_system="auto" if color else None,
+        highlight=False,
+        markup=False,
+        emoji=False,
+        force_jupyter=False,
+        force_interactive=False,
+        legacy_windows=False,
+    )
+    return console, buffer

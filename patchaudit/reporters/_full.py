@@ -20,25 +20,12 @@ from rich.text import Text
 
 from .._findings import Finding, Report, Severity
 from ..rules._model import Rule
-from ._common import SourceCache, isatty, printable, summary_line, write_text
+from ._common import SourceCache, buffered_console, isatty, printable, summary_line, write_text
 
 _STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "bold yellow", Severity.INFO: "bold cyan"}
 _TAB = 4
 _CONTEXT = 1  # lines shown above and below the flagged line
 _WIDTH = 100  # used whenever the stream is not a terminal, so output is reproducible
-
-
-class _Buffer(io.StringIO):
-    """Collects rich's output; reports the real stream's encoding so rich picks ASCII boxes
-    for a non-UTF-8 stream instead of writing characters the stream cannot encode."""
-
-    def __init__(self, encoding: str) -> None:
-        super().__init__()
-        self._encoding = encoding
-
-    @property
-    def encoding(self) -> str:  # type: ignore[override]
-        return self._encoding
 
 
 def _display(text: str) -> str:
@@ -76,28 +63,10 @@ class FullReporter:
         self.rules = rules
         self.sources = SourceCache(cwd)
 
-    def _console(self, buffer: _Buffer) -> Console:
-        width = _terminal_width(self.stream) if isatty(self.stream) else _WIDTH
-        # force_terminal/no_color are explicit so FORCE_COLOR, NO_COLOR or TTY_COMPATIBLE in the
-        # environment cannot override the caller's decision; markup/emoji off because all
-        # text comes from user code and must be shown literally.
-        return Console(
-            file=buffer,
-            width=width,
-            force_terminal=self.color,
-            no_color=not self.color,
-            color_system="auto" if self.color else None,
-            highlight=False,
-            markup=False,
-            emoji=False,
-            force_jupyter=False,
-            force_interactive=False,
-            legacy_windows=False,
-        )
-
     def report(self, report: Report) -> None:
-        buffer = _Buffer(getattr(self.stream, "encoding", None) or "utf-8")
-        console = self._console(buffer)
+        width = _terminal_width(self.stream) if isatty(self.stream) else _WIDTH
+        encoding = getattr(self.stream, "encoding", None) or "utf-8"
+        console, buffer = buffered_console(color=self.color, width=width, encoding=encoding)
         if report.timeline is not None:
             render_timeline(console, report.timeline)
         by_file: dict[str, list[Finding]] = {}
