@@ -925,6 +925,19 @@ def _record_fork(what, frame, contained=False):
     )
 
 
+def _contained_detach(what, real):
+    """Wrap a call that leaves the process group: recorded always, refused in forked children."""
+
+    def detach(*args):
+        child = _in_forked_child()
+        _record_fork(what, sys._getframe(1), contained=child)
+        if child:
+            return None
+        return real(*args)
+
+    return detach
+
+
 def _install_process_wrappers():
     """Wrap os functions before the app runs (gevent.os later captures these as the raw ones)."""
     real_fork = getattr(os, "fork", None)
@@ -951,38 +964,13 @@ def _install_process_wrappers():
         os.forkpty = forkpty
 
     # A forked child that detaches would escape the launcher's killpg: keep it in the group.
-    if real_setsid is not None:
-
-        def setsid():
-            child = _in_forked_child()
-            _record_fork("os.setsid", sys._getframe(1), contained=child)
-            if child:
-                return None
-            return real_setsid()
-
-        os.setsid = setsid
-
-    if real_setpgrp is not None:
-
-        def setpgrp():
-            child = _in_forked_child()
-            _record_fork("os.setpgrp", sys._getframe(1), contained=child)
-            if child:
-                return None
-            return real_setpgrp()
-
-        os.setpgrp = setpgrp
-
-    if real_setpgid is not None:
-
-        def setpgid(pid, pgrp):
-            child = _in_forked_child()
-            _record_fork("os.setpgid", sys._getframe(1), contained=child)
-            if child:
-                return None
-            return real_setpgid(pid, pgrp)
-
-        os.setpgid = setpgid
+    for name, real in (
+        ("setsid", real_setsid),
+        ("setpgrp", real_setpgrp),
+        ("setpgid", real_setpgid),
+    ):
+        if real is not None:
+            setattr(os, name, _contained_detach("os." + name, real))
 
     if real_closerange is not None:
 
