@@ -145,7 +145,7 @@ def test_registry_is_a_catalogue() -> None:
     assert len(ids) == len(set(ids)) == 8
     for entry in CHECKS:
         assert entry.title and entry.why.count(".") >= 1
-    assert "seed" in " ".join(c.why for c in CHECKS)
+    assert "post" in " ".join(c.why for c in CHECKS)
 
 
 # --- every branch on a fake /proc --------------------------------------------------------------

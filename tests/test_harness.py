@@ -25,6 +25,7 @@ import pytest
 
 pytest.importorskip("hdrh", reason="the harness extra is not installed")
 
+from patchaudit._system import FD_MARGIN  # noqa: E402
 from patchaudit.harness import (  # noqa: E402
     ERROR_KINDS,
     SERVERS,
@@ -36,7 +37,7 @@ from patchaudit.harness import (  # noqa: E402
 )
 from patchaudit.harness._worker import _Failure, read_response  # noqa: E402
 from patchaudit.harness.engines import parse_ab, parse_wrk, run_ab, run_wrk  # noqa: E402
-from patchaudit.harness.limits import FD_MARGIN, fd_problem  # noqa: E402
+from patchaudit.harness.limits import fd_problem  # noqa: E402
 from patchaudit.harness.results import to_document  # noqa: E402
 
 HOST = "127.0.0.1"

@@ -10,25 +10,26 @@ which would be measured as the server's fault.
 from __future__ import annotations
 
 import resource
-from pathlib import Path
 
-# Listening socket, epoll, pipes, log files, imported extension modules... with room to spare.
-FD_MARGIN = 128
+from .._system import descriptors_needed, ephemeral_ports, nofile_limits, read_sysctl
 
+__all__ = ["SYSCTLS", "ephemeral_ports", "fd_budget", "fd_problem", "raise_nofile", "sysctls"]
+
+# The kernel settings recorded with every result, by the names the JSON document uses.
 SYSCTLS = {
-    "somaxconn": "/proc/sys/net/core/somaxconn",
-    "tcp_max_syn_backlog": "/proc/sys/net/ipv4/tcp_max_syn_backlog",
-    "ip_local_port_range": "/proc/sys/net/ipv4/ip_local_port_range",
-    "tcp_tw_reuse": "/proc/sys/net/ipv4/tcp_tw_reuse",
-    "tcp_syncookies": "/proc/sys/net/ipv4/tcp_syncookies",
-    "file_max": "/proc/sys/fs/file-max",
+    "somaxconn": "net.core.somaxconn",
+    "tcp_max_syn_backlog": "net.ipv4.tcp_max_syn_backlog",
+    "ip_local_port_range": "net.ipv4.ip_local_port_range",
+    "tcp_tw_reuse": "net.ipv4.tcp_tw_reuse",
+    "tcp_syncookies": "net.ipv4.tcp_syncookies",
+    "file_max": "fs.file-max",
 }
 
 
 def fd_budget(concurrency: int) -> tuple[int, int, int]:
     """(descriptors one process needs for ``concurrency`` connections, soft limit, hard limit)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return concurrency + FD_MARGIN, _finite(soft), _finite(hard)
+    soft, hard = nofile_limits()
+    return descriptors_needed(concurrency), _finite(soft), _finite(hard)
 
 
 def _finite(limit: int) -> int:
@@ -37,13 +38,13 @@ def _finite(limit: int) -> int:
 
 def raise_nofile() -> tuple[int, int]:
     """Raise the soft RLIMIT_NOFILE to the hard limit (children inherit it); return both."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    soft, hard = nofile_limits()
     if soft != hard:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         except (ValueError, OSError):
             pass
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    soft, hard = nofile_limits()
     return _finite(soft), _finite(hard)
 
 
@@ -63,18 +64,9 @@ def fd_problem(concurrency: int) -> str | None:
 def sysctls() -> dict[str, str | None]:
     """The kernel settings that matter for a loopback benchmark (None where unreadable)."""
     values: dict[str, str | None] = {}
-    for name, path in SYSCTLS.items():
+    for name, key in SYSCTLS.items():
         try:
-            values[name] = " ".join(Path(path).read_text().split())
+            values[name] = read_sysctl(key)
         except OSError:
             values[name] = None
     return values
-
-
-def ephemeral_ports() -> int | None:
-    """How many local ports a client can connect from (None if unknown)."""
-    value = sysctls()["ip_local_port_range"]
-    if not value:
-        return None
-    low, high = (int(part) for part in value.split())
-    return high - low + 1
