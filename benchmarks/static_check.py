@@ -215,7 +215,7 @@ def tool_versions() -> dict:
 
 
 def _cache_files(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.glob("files-*.pickle"))
+    return sorted(p.name for p in folder.glob("files-*.json"))
 
 
 def _short(cmd: list[str]) -> list[str]:

@@ -1,8 +1,8 @@
 """Command line: `patchaudit check [PATH ...]` and `patchaudit rules [CODE]`.
 
 Exit codes follow ruff/flake8/bandit: 0 nothing at or above ``--fail-on``, 1 findings, 2 usage or
-configuration errors or nothing could be analysed. Every failure is one line on stderr;
-``--debug`` adds the traceback.
+configuration errors or nothing could be analysed; 130/143 when Ctrl-C/SIGTERM stopped it. Every
+failure is one line on stderr; ``--debug`` adds the traceback.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -52,6 +52,11 @@ def _build_parser(selected: str | None = None) -> argparse.ArgumentParser:
         help="treat the code as running under this framework",
     )
     check.add_argument("--jobs", "-j", type=int, help="worker processes (default: all cores)")
+    check.add_argument(
+        "--max-file-size",
+        metavar="SIZE",
+        help='skip files bigger than this, e.g. 4194304 or "8MiB" (default: 4MiB)',
+    )
 
     audit = sub.add_parser(
         "audit",
@@ -210,6 +215,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if args.command == "rules":
             return _rules_command(args, sys.stdout)
+        from . import _process
+
+        # Every command from here on starts children: what they detach is re-parented to us.
+        _process.become_subreaper()
         if args.command == "matrix":
             return _matrix_command(args)
         if args.command == "bench":
@@ -225,8 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_doctor(args)
         if args.command == "audit":
-            return _audit_command(args)
-        return _check_command(args)
+            return _interruptible(_audit_command, args)
+        return _interruptible(_check_command, args)
     except BrokenPipeError:
         # The reader went away (`| head`); silence the final flush as well.
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -258,6 +267,50 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
         return EXIT_USAGE
+    except BaseException as exc:  # SIGINT/SIGTERM of a command that reports them itself
+        from ._process import Interrupted
+
+        if not isinstance(exc, Interrupted):
+            raise
+        print(f"patchaudit: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+def _interruptible(command: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run ``command`` so that SIGINT/SIGTERM end it with 130/143 and one line, no traceback.
+
+    The audit handles the interrupt itself (it reports what it gathered); anywhere else the
+    command just stops. Either way no child, pool worker or scratch folder is left behind, and
+    the process then exits at once, without the interpreter's shutdown (a second signal during
+    that shutdown would kill it by the signal). A second signal before that also exits at once
+    (see :func:`patchaudit._process.interruptible`).
+    """
+    from . import _process
+
+    with _process.interruptible(stop_workers=True):
+        try:
+            code = command(args)
+        except BaseException as exc:
+            interrupted = _process.interruption(exc)
+            if interrupted is None:
+                raise
+            print(f"patchaudit: {interrupted}", file=sys.stderr)
+            code = interrupted.exit_code
+        finally:
+            _process.kill_all()
+            _process.remove_scratch_dirs()
+        if _process.interruption() is not None:
+            _exit_now(code)
+    return code
+
+
+def _exit_now(code: int) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more to say
+            pass
+    os._exit(code)
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -274,6 +327,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
         "fail-on": args.fail_on,
         "entry-points": getattr(args, "entry_points", None),
         "framework": getattr(args, "framework", None),
+        "max-file-size": getattr(args, "max_file_size", None),
     }
 
 
@@ -284,6 +338,8 @@ def _check_command(args: argparse.Namespace) -> int:
 
     if args.jobs is not None and args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
+    if args.debug:  # also the cache's "ignoring a damaged file" lines, workers included
+        os.environ.setdefault("PATCHAUDIT_DEBUG", "1")
     cwd = Path.cwd()
     paths = args.paths or [Path(".")]
     config = load_config(paths, REGISTRY.keys(), _overrides(args), config_file=args.config)
@@ -331,6 +387,8 @@ def _audit_command(args: argparse.Namespace) -> int:
     config = load_config([chdir], REGISTRY.keys(), _overrides(args), config_file=args.config)
     result = audit(options, config, cwd=cwd, use_cache=not args.no_cache)
     _write_report(args, result.report, cwd)
+    if result.interrupted is not None:  # the report says so and what it is missing
+        return result.interrupted.exit_code
     if result.target_failed:
         for problem in result.report.errors:
             print(f"patchaudit: error: {problem}", file=sys.stderr)
@@ -350,8 +408,16 @@ def _write_report(args: argparse.Namespace, report, cwd: Path) -> None:
 
     stream: TextIO
     if args.output is not None:
+        from ._safeio import NotRegularFileError, open_output
+
         try:
-            stream = open(args.output, "w", encoding="utf-8")
+            # Never through a symlink, never into a FIFO or device (it may sit in the tree).
+            stream = open(open_output(args.output), "w", encoding="utf-8")
+        except NotRegularFileError as exc:
+            raise UsageError(
+                f"refusing to write {args.output}: it {exc.strerror}; name a regular file "
+                "(or redirect standard output)"
+            ) from None
         except OSError as exc:
             raise UsageError(f"cannot write {args.output}: {exc.strerror}") from None
     else:
@@ -359,6 +425,10 @@ def _write_report(args: argparse.Namespace, report, cwd: Path) -> None:
     is_tty = args.output is None and sys.stdout.isatty()
     color = is_tty and not args.no_color and not os.environ.get("NO_COLOR")
     fmt = args.format or ("full" if is_tty else "concise")
+    for warning in report.warnings:
+        print(f"patchaudit: warning: {warning}", file=sys.stderr)
+    if report.interrupted:
+        print(f"patchaudit: {report.interrupted}", file=sys.stderr)
     try:
         make_reporter(fmt, stream, color=color, rules=REGISTRY, cwd=cwd).report(report)
     finally:

@@ -28,12 +28,25 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-__all__ = ["DEFAULT_FAIL_ON", "FRAMEWORKS", "Config", "ConfigError", "load_config"]
+__all__ = [
+    "DEFAULT_FAIL_ON",
+    "DEFAULT_MAX_FILE_SIZE",
+    "FRAMEWORKS",
+    "Config",
+    "ConfigError",
+    "load_config",
+]
 
 FRAMEWORKS = ("auto", "gevent", "eventlet")
 # Fail on warnings and errors but not on informational findings (mypy-style: notes never fail).
 DEFAULT_FAIL_ON: Severity | None = Severity.WARNING
 _FAIL_ON_VALUES = {"error": Severity.ERROR, "warning": Severity.WARNING, "info": Severity.INFO}
+# Bigger files are not read (MPA003): parsing a generated 20 MB module takes about a minute and
+# over 4 GB of memory, and real source files are far smaller.
+DEFAULT_MAX_FILE_SIZE = 4 * 1024 * 1024
+_SIZE_RE = re.compile(r"\s*(\d+)\s*(|b|kb|kib|mb|mib|gb|gib)\s*", re.I)
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3}
+_SIZE_UNITS.update({"kib": 1024, "mib": 1024**2, "gib": 1024**3})
 _LIST_KEYS = ("select", "extend-select", "ignore", "exclude", "extend-exclude", "entry-points")
 _KEYS = (
     *_LIST_KEYS,
@@ -41,6 +54,7 @@ _KEYS = (
     "fail-on",
     "framework",
     "respect-gitignore",
+    "max-file-size",
 )
 _SELECTOR_RE = re.compile(r"[A-Z]{1,3}[0-9]{0,3}")
 _TOML_POS_RE = re.compile(r"\s*\(at line (\d+), column (\d+)\)")
@@ -75,6 +89,7 @@ class Config:
     entry_points: tuple[str, ...] = ()  # module names ("app.wsgi") or paths/globs ("scripts/*.py")
     framework: str = "auto"  # "auto" | "gevent" | "eventlet"
     respect_gitignore: bool = True
+    max_file_size: int = DEFAULT_MAX_FILE_SIZE  # bytes; bigger files are not read
     _globs: tuple[tuple[_PathGlob, frozenset[str]], ...] = field(
         init=False, repr=False, compare=False, hash=False
     )
@@ -104,6 +119,7 @@ class Config:
             "entry_points": list(self.entry_points),
             "framework": self.framework,
             "respect_gitignore": self.respect_gitignore,
+            "max_file_size": self.max_file_size,
         }
         blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()
@@ -166,6 +182,7 @@ def load_config(
         entry_points=tuple(pick("entry-points", ())),
         framework=pick("framework", "auto"),
         respect_gitignore=pick("respect-gitignore", True),
+        max_file_size=pick("max-file-size", DEFAULT_MAX_FILE_SIZE),
     )
 
 
@@ -315,7 +332,26 @@ def _validate(table: Mapping[str, Any], where: str, known: frozenset[str]) -> di
             if not isinstance(value, bool):
                 raise ConfigError(f"{prefix}'{key}' must be true or false, got {_type_name(value)}")
             opts[key] = value
+        elif key == "max-file-size":
+            opts[key] = _file_size(value, key, prefix)
     return opts
+
+
+def _file_size(value: object, key: str, prefix: str) -> int:
+    """A positive number of bytes: an integer, or a string such as "4MiB" or "500 kB"."""
+    match = _SIZE_RE.fullmatch(value) if isinstance(value, str) else None
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    elif match:
+        size = int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+    else:
+        shown = repr(value) if isinstance(value, str) else _type_name(value)
+        raise ConfigError(
+            f"{prefix}'{key}' must be a number of bytes such as 4194304 or \"4MiB\", got {shown}"
+        )
+    if size < 1:
+        raise ConfigError(f"{prefix}'{key}' must be at least 1 byte, got {value!r}")
+    return size
 
 
 def _str_list(value: object, key: str, prefix: str) -> list[str]:

@@ -85,7 +85,15 @@ class Report:
     files_analyzed: int = 0
     files_failed: int = 0  # discovered but unreadable
     notes: list[str] = field(default_factory=list)
+    # About the run itself, not the code (a cache that can't be used): one stderr line each, in
+    # every output format, so a machine-readable report never hides them.
+    warnings: list[str] = field(default_factory=list)
+    # Set when SIGINT/SIGTERM cut the run short ("interrupted by Ctrl-C: results are partial").
+    interrupted: str | None = None
     timeline: dict[str, Any] | None = None  # the runtime audit's patch timeline
+    # Files analysed through a symlink within the checked tree: shown path -> the real file.
+    # Reporters read source lines from here or the shown path, never through a final symlink.
+    source_files: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> dict[str, int]:
         counts = {s.value: 0 for s in Severity}

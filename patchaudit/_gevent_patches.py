@@ -15,14 +15,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from . import _process, _safeio
 
 __all__ = ["PROBE_SCRIPT", "PatchListError", "PatchLists", "clear_memo", "load_patch_lists"]
 
@@ -226,52 +226,41 @@ def _cache_key(python: str) -> str:
         raise PatchListError(f"patchaudit is damaged: cannot read {PROBE_SCRIPT}") from exc
     env = sorted((k, v) for k, v in os.environ.items() if k.startswith("GEVENT_"))
     material = json.dumps([_SCHEMA, python, mtime, _gevent_fingerprint(python), env, probe_digest])
-    return hashlib.sha256(material.encode()).hexdigest()[:24]
+    # Keyed with this user's secret: a cache folder shipped inside a checked tree is never read.
+    secret = _safeio.local_secret().encode()
+    return hashlib.blake2b(material.encode(), key=secret, digest_size=12).hexdigest()
 
 
 def _read_cache(path: Path) -> PatchLists | None:
-    """The cached lists, or None if missing or unusable (corrupt files are just re-probed)."""
+    """The cached lists, or None if missing or unusable (corrupt files are just re-probed).
+
+    Read without following a symlink and only from a regular file (the cache folder may be in
+    the checked tree); the JSON is data, checked field by field by ``from_json``.
+    """
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(_safeio.read_regular(path, 16 * 1024 * 1024))  # a few KB in practice
         if data.get("schema") != _SCHEMA:
-            return None
+            raise ValueError(f"schema {data.get('schema')!r}")
         return PatchLists.from_json(data)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        _safeio.debug(f"ignoring cache file {path}: {type(exc).__name__}: {exc}"[:300])
         return None
 
 
 def _write_cache(path: Path, lists: PatchLists) -> None:
-    """Write atomically (temp file + ``os.replace``) so readers never see a partial file.
+    """Write atomically (temp file + ``os.replace``) so readers never see a partial file and a
+    symlink planted at ``path`` is replaced, never written through.
 
     A cache that cannot be written is not an error: the lists are still correct, just slower
     to get next time.
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(lists.to_json(), fh, sort_keys=True)
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-    except OSError:
-        pass
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """Kill the probe and anything it started (it runs in its own session/process group)."""
-    try:
-        if os.name == "posix":
-            os.killpg(proc.pid, signal.SIGKILL)
-        else:
-            proc.kill()
-    except (ProcessLookupError, PermissionError):
-        pass
+        _safeio.write_atomic(path, json.dumps(lists.to_json(), sort_keys=True).encode())
+    except OSError as exc:
+        _safeio.debug(f"cannot write cache file {path}: {_safeio.reason(exc)}")
 
 
 def _last_line(text: str) -> str:
@@ -280,15 +269,16 @@ def _last_line(text: str) -> str:
 
 
 def _run_probe(python: str, timeout: float) -> dict[str, Any]:
-    """Run the probe in ``python`` and return its JSON, or raise :class:`PatchListError`."""
+    """Run the probe in ``python`` and return its JSON, or raise :class:`PatchListError`.
+
+    The probe runs supervised (:func:`patchaudit._process.spawn`): its group, and anything
+    gevent started in it, is killed at the end, on timeout, on an interrupt, and if this
+    process dies.
+    """
     cmd = [python, str(PROBE_SCRIPT)]
     try:
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=(os.name == "posix"),
+        child = _process.spawn(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, deadline=timeout
         )
     except FileNotFoundError:
         raise PatchListError(f"Python interpreter not found: {python}") from None
@@ -297,18 +287,18 @@ def _run_probe(python: str, timeout: float) -> dict[str, Any]:
     except OSError as exc:
         raise PatchListError(f"cannot run Python interpreter {python}: {exc.strerror}") from None
     try:
-        out, err = proc.communicate(timeout=timeout)
+        out, err = child.process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        _kill_group(proc)
-        proc.communicate()
         raise PatchListError(
             f"gevent patch probe timed out after {timeout:g}s in {python}; "
             "check that importing gevent there does not hang, or raise the timeout"
         ) from None
-    except BaseException:
-        _kill_group(proc)
-        proc.communicate()
-        raise
+    finally:
+        child.kill()
+        for stream in (child.process.stdout, child.process.stderr):
+            if stream is not None:
+                stream.close()
+    proc = child.process
     stdout = out.decode("utf-8", "replace")
     stderr = err.decode("utf-8", "replace")
 

@@ -33,6 +33,31 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 if sys.path and sys.path[0] and os.path.abspath(sys.path[0]) == _HERE:
     del sys.path[0]
 
+
+def _supervise_first():
+    """Started by patchaudit (``_process.spawn``): fork its supervisor, go on as its child.
+
+    The supervisor kills this process (and anything gevent started) if patchaudit dies. It is
+    loaded by path under a private name and not registered in ``sys.modules``; ``importlib.util``
+    is only imported when patchaudit started us, after the ``startup_modules`` snapshot.
+    """
+    path = os.environ.get("PATCHAUDIT_SUPERVISE_SCRIPT")
+    if not path or __name__ != "__main__":
+        return
+    try:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("_patchaudit_supervise", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    except Exception as exc:  # still contained by patchaudit's process-group kill
+        sys.stderr.write(f"patchaudit patch probe: cannot load the supervisor: {exc}\n")
+        return
+    module.supervise()
+
+
+_supervise_first()
+
 # Stdlib modules that gevent patches more completely when they are already imported (e.g.
 # ``logging._lock`` is only replaced if logging was imported first). A typical application has
 # imported all of these before it (too late) patches, so importing them makes the lists complete.

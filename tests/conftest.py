@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,33 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: f
         timeout=timeout,
         env=full_env,
     )
+
+
+def processes_with(marker: str) -> list[int]:
+    """Live pids (not zombies, not this one) whose environment contains ``marker``.
+
+    Every descendant inherits the environment, so this finds children that detached with
+    setsid() or a double fork too, wherever they were re-parented.
+    """
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as handle:
+                environ = handle.read()
+            with open(f"/proc/{entry}/stat") as handle:
+                state = handle.read().rpartition(")")[2].split()[0]
+        except OSError:
+            continue
+        if marker.encode() in environ and state != "Z":
+            found.append(int(entry))
+    return found
+
+
+def assert_nothing_left(marker: str, within: float = 5.0) -> None:
+    """No process carries ``marker`` (SIGKILL is asynchronous: give it ``within`` seconds)."""
+    deadline = time.monotonic() + within
+    while processes_with(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert processes_with(marker) == []

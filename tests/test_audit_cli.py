@@ -8,7 +8,6 @@ descendant, including ones that detached with setsid().
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import run_cli
+from .conftest import assert_nothing_left, run_cli
 
 WSGI = (
     "\n\ndef application(environ, start_response):\n"
@@ -35,23 +34,6 @@ def _app(tmp_path: Path, files: dict[str, str]) -> Path:
     return tmp_path
 
 
-def _processes_with(marker: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as handle:
-                environ = handle.read()
-            with open(f"/proc/{entry}/stat") as handle:
-                state = handle.read().rpartition(")")[2].split()[0]
-        except OSError:
-            continue
-        if marker.encode() in environ and state != "Z":
-            found.append(int(entry))
-    return found
-
-
 def _audit(
     project: Path, *args: str, timeout: float = 120
 ) -> tuple[subprocess.CompletedProcess[str], str]:
@@ -59,13 +41,6 @@ def _audit(
     result = run_cli(*args, cwd=project, env={"PATCHAUDIT_TEST_MARKER": marker}, timeout=timeout)
     assert "Traceback" not in result.stderr, result.stderr
     return result, marker
-
-
-def _assert_nothing_left(marker: str) -> None:
-    deadline = time.monotonic() + 5
-    while _processes_with(marker) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _processes_with(marker) == []
 
 
 def test_missing_module_exits_2_with_the_chain(tmp_path: Path) -> None:
@@ -84,7 +59,7 @@ def test_missing_module_exits_2_with_the_chain(tmp_path: Path) -> None:
     error = report["errors"][0]
     assert "ModuleNotFoundError" in error and "does_not_exist_anywhere" in error
     assert "app.wsgi -> app.helpers -> does_not_exist_anywhere" in error
-    _assert_nothing_left(marker)
+    assert_nothing_left(marker)
 
 
 def test_target_file_not_found_is_one_line(tmp_path: Path) -> None:
@@ -119,7 +94,7 @@ def test_sys_exit_at_import(tmp_path: Path) -> None:
     result, marker = _audit(project, "app", "--format", "json", "--no-cache", "--no-static")
     assert result.returncode == 2
     assert json.loads(result.stdout)["errors"] == ["the target called sys.exit(3) while importing"]
-    _assert_nothing_left(marker)
+    assert_nothing_left(marker)
 
 
 def test_os_exit_at_import(tmp_path: Path) -> None:
@@ -128,7 +103,7 @@ def test_os_exit_at_import(tmp_path: Path) -> None:
     assert result.returncode == 2
     errors = json.loads(result.stdout)["errors"]
     assert errors == ["the target called os._exit(7) at app.py:2 during import"], errors
-    _assert_nothing_left(marker)
+    assert_nothing_left(marker)
 
 
 def test_hang_is_killed_with_its_group(tmp_path: Path) -> None:
@@ -142,7 +117,7 @@ def test_hang_is_killed_with_its_group(tmp_path: Path) -> None:
     errors = json.loads(result.stdout)["errors"]
     assert len(errors) == 1 and "did not finish within the timeout" in errors[0], errors
     assert "app.py:3" in errors[0]  # where it was stuck
-    _assert_nothing_left(marker)
+    assert_nothing_left(marker)
 
 
 def test_forking_and_detaching_child_is_not_left_behind(tmp_path: Path) -> None:
@@ -160,7 +135,7 @@ def test_forking_and_detaching_child_is_not_left_behind(tmp_path: Path) -> None:
     )
     result, marker = _audit(project, "app", "--format", "json", "--no-cache", "--no-static")
     assert result.returncode in (0, 1), result.stderr
-    _assert_nothing_left(marker)
+    assert_nothing_left(marker)
 
 
 def test_closing_all_descriptors_is_reported(tmp_path: Path) -> None:
@@ -169,7 +144,7 @@ def test_closing_all_descriptors_is_reported(tmp_path: Path) -> None:
     report = json.loads(result.stdout)
     rules = {(f["rule"], f["line"]) for f in report["findings"]}
     assert ("MPA651", 2) in rules, report
-    _assert_nothing_left(marker)
+    assert_nothing_left(marker)
 
 
 def test_megabytes_of_output_are_summarised(tmp_path: Path) -> None:
@@ -194,7 +169,7 @@ def test_interpreter_crash_is_reported_with_the_signal(tmp_path: Path) -> None:
     assert result.returncode == 2
     errors = json.loads(result.stdout)["errors"]
     assert errors == ["the target ended the interpreter during the audit (signal 6)"], errors
-    _assert_nothing_left(marker)
+    assert_nothing_left(marker)
 
 
 def test_no_wsgi_callable_audits_without_requests_and_says_why(tmp_path: Path) -> None:

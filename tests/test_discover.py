@@ -209,14 +209,18 @@ def test_symlink_loop_is_a_problem_not_a_crash(tmp_path: Path) -> None:
 def test_symlinked_folders(tmp_path: Path) -> None:
     touch(tmp_path, "proj/zpkg/mod.py", "outside/ext.py")
     # A link sorting before the real folder must not steal its files; a link to a folder
-    # outside the tree is followed once.
+    # outside the tree (the project root) is never followed.
     os.symlink(tmp_path / "proj" / "zpkg", tmp_path / "proj" / "alias")
     os.symlink(tmp_path / "outside", tmp_path / "proj" / "linked")
     os.symlink(tmp_path / "outside", tmp_path / "proj" / "linked_again")
     os.symlink(tmp_path / "missing.py", tmp_path / "proj" / "dangling.py")
     files, problems = discover([Path("proj")], exclude=(), root=tmp_path / "proj", cwd=tmp_path)
-    assert [f.relpath for f in files] == ["proj/linked/ext.py", "proj/zpkg/mod.py"]
-    assert problems == ["skipped proj/dangling.py: broken symlink"]
+    assert [f.relpath for f in files] == ["proj/zpkg/mod.py"]
+    assert problems == [
+        "skipped proj/dangling.py: broken symlink",
+        "skipped proj/linked/: symlink to outside the project root, not followed",
+        "skipped proj/linked_again/: symlink to outside the project root, not followed",
+    ]
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX permissions")
@@ -302,10 +306,12 @@ def test_module_names_namespace_packages(tmp_path: Path) -> None:
     }
 
 
-def test_module_names_outside_root_use_the_package_chain(tmp_path: Path) -> None:
+def test_paths_outside_root_are_skipped_with_a_problem(tmp_path: Path) -> None:
     touch(tmp_path, "other/pkg/__init__.py", "other/pkg/m.py", "proj/a.py")
-    files, _ = discover([Path("other/pkg/m.py")], exclude=(), root=tmp_path / "proj", cwd=tmp_path)
-    assert [(f.relpath, f.module) for f in files] == [("other/pkg/m.py", "pkg.m")]
+    root = tmp_path / "proj"
+    files, problems = discover([Path("other/pkg/m.py")], exclude=(), root=root, cwd=tmp_path)
+    assert files == []
+    assert problems == [f"skipped other/pkg/m.py: outside the project root {root}"]
 
 
 def test_many_files_is_fast_enough(tmp_path: Path) -> None:

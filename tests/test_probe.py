@@ -514,15 +514,32 @@ def test_hang_at_import_times_out_and_group_is_gone(tmp_path: Path) -> None:
     run = probe(tmp_path, make_spec(project, "hangs"), timeout=3)
     assert run.timed_out and run.duration < 10
     assert run.signal in (signal.SIGTERM, signal.SIGKILL)
+    # run.pid is the probe's supervisor, the leader of the group the probe runs in.
     pid = only(run, "start")["pid"]
-    assert pid == run.pid
-    with pytest.raises(ProcessLookupError):
-        os.killpg(pid, 0)
+    assert pid != run.pid
+    for gone in (lambda: os.killpg(run.pid, 0), lambda: os.kill(pid, 0)):
+        with pytest.raises(ProcessLookupError):
+            gone()
     terminated = only(run, "terminated")
     assert terminated["phase"] == "import"
     assert terminated["stack"][-1]["file"] == str(project / "hangs.py")
     assert terminated["stack"][-1]["line"] == 3
     assert only(run, "done")["reason"] == "SIGTERM"
+
+
+def test_app_that_leaves_the_group_still_gets_the_timeout(tmp_path: Path) -> None:
+    """The probe runs below its supervisor, so the app's own os.setsid() succeeds (as in a
+    gunicorn worker); the timeout's SIGTERM still finds the probe by the run's marker."""
+    project = write_app(
+        tmp_path / "proj",
+        {"leaves.py": "import os, time\nos.setsid()\nwhile True:\n    time.sleep(60)\n"},
+    )
+    run = probe(tmp_path, make_spec(project, "leaves"), timeout=2)
+    assert run.timed_out and run.signal in (signal.SIGTERM, signal.SIGKILL)
+    assert only(run, "fork")["what"] == "os.setsid" and only(run, "fork")["contained"] is False
+    assert only(run, "terminated")["stack"][-1]["line"] == 4
+    with pytest.raises(ProcessLookupError):
+        os.kill(only(run, "start")["pid"], 0)
 
 
 def _processes_with(marker: str) -> list[int]:

@@ -1,17 +1,41 @@
-"""Server child for `patchaudit bench`: ``python _serve.py '<json config>'``.
+"""Server child for `patchaudit bench`: ``python -P _serve.py '<json config>'``.
 
 Run as a script, never imported from the package: the patched kinds must call ``patch_all()``
 before anything else is imported, and importing ``patchaudit`` first would load ``ssl``,
-``threading`` and friends unpatched (the very mistake patchaudit reports).
+``threading`` and friends unpatched (the very mistake patchaudit reports). Safe-path mode (``-P``,
+or its stand-in on Python 3.10, see ``_children.python_command``) keeps both the current
+directory and this script's folder off ``sys.path``: the only module imported by name from a
+folder of the user's is the app, from the folder its spec names (``load_app``).
+
+The first thing it does is :func:`patchaudit._supervise.supervise` (loaded by the path
+``patchaudit._process.spawn`` puts in ``PATCHAUDIT_SUPERVISE_SCRIPT``; standard library only):
+from then on a supervisor process ends the server and everything it started when bench ends,
+however bench ends, so the server never watches its parent itself.
 
 The child binds its own socket (port 0 = ephemeral, so there is no race between choosing a port
 and binding it), writes the port number to the file descriptor ``ready_fd`` and serves until it
 is signalled. Failures print one line to stderr and exit with status 3.
 """
 
-import json
 import os
 import sys
+
+
+def _supervise():
+    path = os.environ.get("PATCHAUDIT_SUPERVISE_SCRIPT")
+    if path:  # absent when run by hand: then there is no supervisor
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("_patchaudit_supervise", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        module.supervise()
+
+
+if __name__ == "__main__":
+    _supervise()
+
+import json  # noqa: E402 - after the fork: the supervisor needs none of this
 
 EXIT_START_FAILED = 3
 
@@ -135,23 +159,12 @@ def report_ready(config, port):
     os.close(config["ready_fd"])
 
 
-def parent_gone(config):
-    return os.getppid() != config["parent"]
-
-
-def die_with_group():
-    import signal
-
-    os.killpg(0, signal.SIGKILL)
-
-
 def serve_gevent(config):
     from gevent import monkey
 
     monkey.patch_all()
     import socket
 
-    import gevent
     from gevent.pywsgi import WSGIServer
 
     app = load_app(config["app"], config["cwd"])
@@ -159,13 +172,6 @@ def serve_gevent(config):
     server = WSGIServer(sock, app, spawn=config["concurrency"], log=None)
     server.start()
     report_ready(config, sock.getsockname()[1])
-
-    def watch():  # a greenlet, not a thread: a thread here would be the bug we report
-        while not parent_gone(config):
-            gevent.sleep(0.5)
-        die_with_group()
-
-    gevent.spawn(watch)
     server.serve_forever()
 
 
@@ -183,28 +189,9 @@ def serve_eventlet(config):
             fail(f"port {config['port']} on {config['host']} is already in use")
         raise
     report_ready(config, sock.getsockname()[1])
-
-    def watch():
-        while not parent_gone(config):
-            eventlet.sleep(0.5)
-        die_with_group()
-
-    eventlet.spawn(watch)
     eventlet.wsgi.server(
         sock, app, max_size=config["concurrency"], log_output=False, log=sys.stderr
     )
-
-
-def _watch_thread(config):
-    import threading
-    import time
-
-    def watch():
-        while not parent_gone(config):
-            time.sleep(0.5)
-        die_with_group()
-
-    threading.Thread(target=watch, daemon=True, name="patchaudit-watch").start()
 
 
 def serve_threaded(config):
@@ -228,7 +215,6 @@ def serve_threaded(config):
             fail(f"port {config['port']} on {config['host']} is already in use")
         raise
     report_ready(config, server.server_port)
-    _watch_thread(config)
     server.serve_forever()
 
 
@@ -264,7 +250,6 @@ def serve_gunicorn(config, worker_class):
             return load_app(config["app"], config["cwd"])
 
     report_ready(config, sock.getsockname()[1])
-    _watch_thread(config)
     Bench().run()
 
 
@@ -272,7 +257,6 @@ def serve_gevent_multi(config):
     """Pre-forked gevent workers sharing one listening socket: the seed's "Ugly", no nginx."""
     import signal
     import socket
-    import time
 
     sock = listen(socket, config["host"], config["port"], config["backlog"] or 128)
     children = []
@@ -300,9 +284,8 @@ def serve_gevent_multi(config):
 
     signal.signal(signal.SIGTERM, stop)
     report_ready(config, sock.getsockname()[1])
-    while not parent_gone(config):
-        time.sleep(0.5)
-    die_with_group()
+    while True:  # until SIGTERM; if bench dies, our supervisor ends the whole group
+        signal.pause()
 
 
 def _gevent_worker(config, listener):
@@ -310,21 +293,13 @@ def _gevent_worker(config, listener):
     from gevent import monkey
 
     monkey.patch_all()
-    import gevent
     import gevent.socket
     from gevent.pywsgi import WSGIServer
 
     sock = gevent.socket.socket(fileno=listener.detach())
     app = load_app(config["app"], config["cwd"])
     server = WSGIServer(sock, app, spawn=config["concurrency"], log=None)
-    master = os.getppid()
-
-    def watch():
-        while os.getppid() == master:
-            gevent.sleep(0.5)
-        os._exit(0)
-
-    gevent.spawn(watch)
+    # No watch on the master: if it dies, our supervisor sees it exit and ends the group.
     server.serve_forever()
 
 

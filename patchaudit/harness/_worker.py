@@ -1,9 +1,13 @@
-"""A client process of the built-in load client: ``python -m patchaudit.harness._worker CONFIG``.
+"""A client process of the built-in load client: ``python -P -m patchaudit.harness._worker CONFIG``.
 
 It drives its share of the connections with gevent: one greenlet per connection, each sending
 its requests one after the other, all on gevent's hub. It writes its counters into its slot of
-the shared block as it goes (the parent reads them live), and prints its encoded latency
-histogram as one JSON line when it is done.
+the shared block (inherited as the descriptor ``counters_fd``) as it goes (the parent reads them
+live), and prints its encoded latency histogram as one JSON line when it is done.
+
+It runs under :func:`patchaudit._supervise.supervise`, which ends it when the parent ends; it
+never watches the parent itself. Safe-path mode (``-P``, see ``_children.python_command``) keeps
+the directory bench was started from off ``sys.path``.
 
 The hot loop uses the hub and io watchers on plain non-blocking sockets instead of
 gevent.socket: the same event loop, at about half the CPU per request (measured against nginx:
@@ -165,7 +169,9 @@ def worker_main(config: dict) -> int:
 
     hub = gevent.get_hub()
     io, wait = hub.loop.io, hub.wait
-    counters = SharedCounters(config["processes"], name=config["shm"])
+    if config.get("cpus"):
+        os.sched_setaffinity(0, config["cpus"])
+    counters = SharedCounters(config["processes"], fd=config["counters_fd"])
     words = counters.words
     base = counters.base(config["index"])
     histogram = new_histogram()
@@ -294,12 +300,11 @@ def worker_main(config: dict) -> int:
     words[base + START_NS] = now()
     deadline = words[GO] + int(config["max_time"] * 1e9)
     greenlets = [gevent.spawn(connection, slot) for slot in range(concurrency)]
-    parent = config["parent"]
     tick = min(0.1, config["timeout"] / 4)
     # One monitor instead of a timer per request: it enforces --timeout, --max-time and stop.
     while not finished.wait(timeout=tick):
         moment = now()
-        if words[STOP] or moment > deadline or os.getppid() != parent:
+        if words[STOP] or moment > deadline:
             gevent.killall(greenlets, timeout=2.0)
             break
         for slot, began in enumerate(started):
@@ -333,5 +338,8 @@ def _send(sock, data: bytes, io, wait) -> None:
 
 
 if __name__ == "__main__":
+    from patchaudit._supervise import supervise
+
+    supervise()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
     sys.exit(worker_main(json.loads(sys.argv[1])))

@@ -1,8 +1,8 @@
 """Arguments and the command itself: ``add_bench_arguments(parser)``, ``run_bench(args)``.
 
 Exit codes: 0 all runs completed, 1 a run failed entirely (its server did not start, or no
-request succeeded), 2 a usage error (one line on stderr), 130 Ctrl-C (after the partial
-results). Nothing raises a traceback at the user; ``--debug`` on the namespace adds it.
+request succeeded), 2 a usage error (one line on stderr), 130 Ctrl-C and 143 SIGTERM (after the
+partial results). Nothing raises a traceback at the user; ``--debug`` on the namespace adds it.
 """
 
 from __future__ import annotations
@@ -11,18 +11,18 @@ import argparse
 import importlib.util
 import json
 import os
-import signal
 import sys
-import threading
-from contextlib import contextmanager
 from pathlib import Path
 
+from .._process import Interrupted, interruptible, kill_all
+from ._children import scratch_folder
 from .engines import EngineMissing, find_engine
 from .limits import ephemeral_ports, fd_problem, raise_nofile
 from .servers import SERVER_MODES, SERVER_PACKAGES
 from .stats import LiveStats, RunResult
 from .sweep import SweepOptions, SweepReporter, run_sweep
 
+# Interrupted: 128 + the signal, so 130 for Ctrl-C (EXIT_INTERRUPTED) and 143 for SIGTERM.
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 ENGINES = ("builtin", "ab", "wrk")
 DEFAULT_SERVERS = "gevent,threaded"
@@ -41,7 +41,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         "app",
         nargs="?",
         help="WSGI app to serve: pkg.module[:callable], module:factory() or file.py[:callable] "
-        "(default: the seed's static demo page)",
+        "(default: the static demo page of the 2010 Mixpanel post)",
     )
     parser.add_argument(
         "--servers",
@@ -60,7 +60,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         "-k",
         "--keep-alive",
         action="store_true",
-        help="reuse connections (default: a new connection per request, like the seed's ab)",
+        help="reuse connections (default: a new connection per request, like ab without -k)",
     )
     parser.add_argument(
         "--timeout", type=float, default=30.0, help="seconds one request may take (default 30)"
@@ -296,21 +296,27 @@ class _Reporter(SweepReporter):
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    try:
-        return _run_bench(args)
-    except BenchUsageError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except Exception as exc:  # never a traceback at the user
-        if getattr(args, "debug", False):
-            import traceback
+    """The command: SIGINT and SIGTERM stop it in order (exit 130 and 143, partial results
+    printed); a second one kills every child and exits at once. No child outlives it."""
+    with interruptible():
+        try:
+            return _run_bench(args)
+        except BenchUsageError as exc:
+            print(f"{PROG}: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except Interrupted as exc:  # before the sweep started or while printing its results
+            print(f"{PROG}: {exc}", file=sys.stderr)
+            return exc.exit_code
+        except Exception as exc:  # never a traceback at the user
+            if getattr(args, "debug", False):
+                import traceback
 
-            traceback.print_exc()
-        print(f"{PROG}: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+                traceback.print_exc()
+            print(f"{PROG}: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        finally:
+            # Whatever an exception cut short (a signal inside a cleanup, say) is ended here.
+            kill_all()
 
 
 def _run_bench(args: argparse.Namespace) -> int:
@@ -321,8 +327,8 @@ def _run_bench(args: argparse.Namespace) -> int:
         print(f"{PROG}: warning: {warning}", file=sys.stderr)
     no_color = getattr(args, "no_color", False) or bool(os.environ.get("NO_COLOR"))
     err_console = Console(stderr=True, no_color=no_color, highlight=False)
-    reporter = _Reporter(err_console, options)
-    with _sigterm_as_interrupt():
+    with scratch_folder("bench"):
+        reporter = _Reporter(err_console, options)
         try:
             sweep = run_sweep(options, reporter)
         finally:
@@ -342,9 +348,10 @@ def _run_bench(args: argparse.Namespace) -> int:
         except OSError as exc:
             print(f"{PROG}: error: cannot write {args.plot}: {exc.strerror}", file=sys.stderr)
             return EXIT_USAGE
-    if sweep.interrupted:
-        print(f"{PROG}: interrupted: partial results above", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    if sweep.interrupted_by is not None:
+        reason = Interrupted(sweep.interrupted_by)
+        print(f"{PROG}: {reason}: partial results above", file=sys.stderr)
+        return reason.exit_code
     if any(run.failed_entirely or run.completed == 0 for run in sweep.runs):
         return EXIT_FAILED
     return EXIT_OK
@@ -378,20 +385,3 @@ def _write_results(args: argparse.Namespace, runs: list[RunResult], no_color: bo
     finally:
         if stream is not sys.stdout:
             stream.close()
-
-
-@contextmanager
-def _sigterm_as_interrupt():
-    """SIGTERM (a CI timeout, `kill`) cleans up like Ctrl-C: no server left behind."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

@@ -6,20 +6,24 @@ bounds each whole request (connect, send, full response). A response counts only
 is 2xx/3xx and its whole body arrived (Content-Length, chunked, or until close).
 
 ``run_load`` starts the processes (``_worker.py``), releases them together, reads their shared
-counters live for the progress bar, and merges their histograms when they are done.
+counters live for the progress bar, and merges their histograms when they are done. Each process
+runs under a supervisor (:func:`patchaudit._process.spawn`) in its own process group, so it dies
+with us however we die; Ctrl-C or SIGTERM here stops them in order and keeps what they measured.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
+from typing import IO
 
+from .._process import Child, Interrupted, spawn
+from ._children import python_command
 from .stats import (
     DONE,
     END_NS,
@@ -39,6 +43,13 @@ from .stats import (
 )
 
 Progress = Callable[[LiveStats], None]
+Worker = tuple[Child, IO[bytes], IO[bytes]]  # the process, its stdout and its stderr
+
+# Seconds the client processes get to report after being told to stop when the user is waiting
+# (Ctrl-C, SIGTERM): they stop at their next monitor tick (0.1 s), so this is ample.
+INTERRUPT_GRACE = 1.0
+START_TIMEOUT = 60.0  # for every client process to be ready
+STOP_SLACK = 15.0  # after --max-time, before the parent stops a process that did not stop itself
 
 
 class ClientError(Exception):
@@ -46,11 +57,18 @@ class ClientError(Exception):
 
 
 class LoadInterrupted(Exception):
-    """Ctrl-C during a run; ``result`` holds what was measured until then."""
+    """Ctrl-C or SIGTERM during a run; ``result`` holds what was measured until then and
+    ``signum`` which signal it was (SIGINT for a plain ``KeyboardInterrupt``)."""
 
-    def __init__(self, result: RunResult) -> None:
+    def __init__(self, result: RunResult, signum: int = signal.SIGINT) -> None:
         super().__init__("interrupted")
         self.result = result
+        self.signum = signum
+
+
+def signal_of(exc: BaseException) -> int:
+    """The signal behind an interruption: :class:`Interrupted` knows, Ctrl-C is SIGINT."""
+    return exc.signum if isinstance(exc, Interrupted | LoadInterrupted) else signal.SIGINT
 
 
 def default_processes() -> int:
@@ -79,7 +97,7 @@ def run_load(
 ) -> RunResult:
     """Send ``n`` GET requests with ``c`` connections in flight; stop after ``max_time`` s.
 
-    Raises LoadInterrupted (carrying the partial result) on KeyboardInterrupt.
+    Raises LoadInterrupted (carrying the partial result) on Ctrl-C or SIGTERM.
     """
     from .servers import check_loopback
 
@@ -87,93 +105,118 @@ def run_load(
     processes = max(1, min(processes or default_processes(), c, n))
     counters = SharedCounters(processes)
     result = RunResult(server, mode, "builtin", c, n, keep_alive, port=port)
-    workers: list[tuple[subprocess.Popen, Path, Path]] = []
-    interrupted = False
+    workers: list[Worker] = []
+    interrupted: BaseException | None = None
     try:
-        for index, (share_n, share_c) in enumerate(
-            zip(_split(n, processes), _split(c, processes), strict=True)
-        ):
-            config = {
-                "shm": counters.name,
-                "processes": processes,
-                "index": index,
-                "host": host,
-                "port": port,
-                "path": path,
-                "n": share_n,
-                "c": share_c,
-                "keep_alive": keep_alive,
-                "timeout": timeout,
-                "max_time": max_time,
-                "parent": os.getpid(),
-            }
-            workers.append(_spawn_worker(config, cpus))
-        _wait_state(counters, workers, STATE_READY, timeout=60.0)
-        counters.set_control(GO, time.monotonic_ns())
         try:
+            for index, (share_n, share_c) in enumerate(
+                zip(_split(n, processes), _split(c, processes), strict=True)
+            ):
+                config = {
+                    "counters_fd": counters.fd,
+                    "processes": processes,
+                    "index": index,
+                    "host": host,
+                    "port": port,
+                    "path": path,
+                    "n": share_n,
+                    "c": share_c,
+                    "keep_alive": keep_alive,
+                    "timeout": timeout,
+                    "max_time": max_time,
+                    "cpus": sorted(cpus) if cpus else None,
+                }
+                workers.append(_spawn_worker(config, counters.fd, max_time))
+            _wait_state(counters, workers, STATE_READY, timeout=START_TIMEOUT)
+            counters.set_control(GO, time.monotonic_ns())
             _watch(counters, workers, n, max_time, progress)
-        except KeyboardInterrupt:
-            interrupted = True
-            counters.set_control(STOP, 1)  # workers abandon in-flight requests and report
-        problems = _finish(workers)
-        _collect(counters, workers, result)
-        if problems:
-            result.error = problems
+        except (KeyboardInterrupt, Interrupted) as exc:
+            interrupted = exc
+        try:
+            _stop_and_collect(counters, workers, result, hurry=interrupted is not None)
+        except (KeyboardInterrupt, Interrupted) as exc:  # while collecting: again, quickly
+            interrupted = exc
+            _stop_and_collect(counters, workers, result, hurry=True)
     except ClientError as exc:
         result.error = str(exc)
-    except KeyboardInterrupt:
-        interrupted = True
     finally:
-        for process, out, err in workers:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-            out.unlink(missing_ok=True)
-            err.unlink(missing_ok=True)
+        for child, out, err in workers:
+            _end(child)
+            out.close()
+            err.close()
         counters.close()
-    if interrupted:
+    if interrupted is not None:
         result.error = "interrupted"
-        raise LoadInterrupted(result)
+        raise LoadInterrupted(result, signal_of(interrupted)) from None
     if result.error is None and result.completed + result.failed < n:
         result.error = f"stopped by --max-time ({max_time:g}s) after {result.completed:,} requests"
     return result
 
 
-def _spawn_worker(config: dict, cpus: set[int] | None) -> tuple[subprocess.Popen, Path, Path]:
-    # Files, not pipes: nothing can block if a worker writes more than a pipe holds.
-    fd_out, out = tempfile.mkstemp(prefix="patchaudit-client-", suffix=".out")
-    fd_err, err = tempfile.mkstemp(prefix="patchaudit-client-", suffix=".err")
+def _stop_and_collect(
+    counters: SharedCounters, workers: list[Worker], result: RunResult, hurry: bool
+) -> None:
+    """Let the workers finish (told to stop at once if ``hurry``) and fill ``result``."""
+    if hurry:
+        counters.set_control(STOP, 1)  # workers abandon in-flight requests and report
+    problems = _finish(workers, INTERRUPT_GRACE if hurry else 10.0)
+    _collect(counters, workers, result)
+    if problems:
+        result.error = problems
+
+
+def _spawn_worker(config: dict, counters_fd: int, max_time: float) -> Worker:
+    # Anonymous files, not pipes: nothing can block if a worker writes more than a pipe holds,
+    # and nothing is left on disk however we end.
+    out = tempfile.TemporaryFile()
+    err = tempfile.TemporaryFile()
     try:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "patchaudit.harness._worker", json.dumps(config)],
-            stdin=subprocess.DEVNULL,
-            stdout=fd_out,
-            stderr=fd_err,
-            start_new_session=True,  # Ctrl-C goes to the parent, which stops us in order
+        child = spawn(
+            [*python_command(module="patchaudit.harness._worker"), json.dumps(config)],
+            stdout=out,
+            stderr=err,
+            pass_fds=(counters_fd,),
+            # Its own bound: ready, --max-time, the parent's slack, and the report.
+            deadline=START_TIMEOUT + max_time + STOP_SLACK + 10.0,
         )
-    finally:
-        os.close(fd_out)
-        os.close(fd_err)
-    if cpus:
-        os.sched_setaffinity(process.pid, cpus)
-    return process, Path(out), Path(err)
+    except BaseException:
+        out.close()
+        err.close()
+        raise
+    return child, out, err
 
 
-def _wait_state(counters: SharedCounters, workers, state: int, timeout: float) -> None:
+def _end(child: Child) -> None:
+    """Kill a worker still running; forget one that exited (its supervisor cleaned up)."""
+    if child.poll() is None:
+        child.kill()
+    else:
+        child.close()
+
+
+def _wait_state(
+    counters: SharedCounters, workers: list[Worker], state: int, timeout: float
+) -> None:
     deadline = time.monotonic() + timeout
     while any(counters.slot(i, STATE) < state for i in range(len(workers))):
-        for process, _out, err in workers:
-            if process.poll() is not None:
+        for child, _out, err in workers:
+            if child.poll() is not None:
                 raise ClientError(f"client process failed to start: {_tail(err)}")
         if time.monotonic() > deadline:
             raise ClientError(f"client processes did not start within {timeout:g}s")
         time.sleep(0.01)
 
 
-def _watch(counters: SharedCounters, workers, n: int, max_time: float, progress) -> None:
+def _watch(
+    counters: SharedCounters,
+    workers: list[Worker],
+    n: int,
+    max_time: float,
+    progress: Progress | None,
+) -> None:
     started = time.monotonic()
-    hard_deadline = started + max_time + 15.0  # workers stop themselves at max_time
-    while any(process.poll() is None for process, _o, _e in workers):
+    hard_deadline = started + max_time + STOP_SLACK  # workers stop themselves at max_time
+    while any(child.poll() is None for child, _o, _e in workers):
         if progress is not None:
             progress(_live(counters, n, started))
         if time.monotonic() > hard_deadline:
@@ -194,14 +237,15 @@ def _live(counters: SharedCounters, n: int, started: float) -> LiveStats:
     )
 
 
-def _finish(workers) -> str | None:
+def _finish(workers: list[Worker], grace: float) -> str | None:
+    """Wait up to ``grace`` seconds in all for the workers to exit; kill the ones that do not."""
+    deadline = time.monotonic() + grace
     problems = []
-    for process, _out, err in workers:
+    for child, _out, err in workers:
         try:
-            code = process.wait(timeout=10.0)
+            code = child.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            child.kill()
             problems.append("a client process did not stop and was killed")
             continue
         if code != 0:
@@ -209,10 +253,11 @@ def _finish(workers) -> str | None:
     return "; ".join(problems) or None
 
 
-def _collect(counters: SharedCounters, workers, result: RunResult) -> None:
+def _collect(counters: SharedCounters, workers: list[Worker], result: RunResult) -> None:
     histogram = new_histogram()
-    for _process, out, _err in workers:
-        for line in out.read_text().splitlines():
+    for _child, out, _err in workers:
+        out.seek(0)
+        for line in out.read().decode(errors="replace").splitlines():
             if line.startswith("{"):
                 histogram.decode_and_add(json.loads(line)["histogram"])
     result.completed = counters.total(OK)
@@ -227,9 +272,10 @@ def _collect(counters: SharedCounters, workers, result: RunResult) -> None:
     result.client_peak_rss_kb = counters.total(PEAK_RSS_KB)
 
 
-def _tail(path: Path, lines: int = 5) -> str:
+def _tail(stream: IO[bytes], lines: int = 5) -> str:
     try:
-        text = path.read_text(errors="replace").strip()
-    except OSError:
+        stream.seek(0)
+        text = stream.read().decode(errors="replace").strip()
+    except (OSError, ValueError):  # ValueError: already closed
         return ""
     return " | ".join(text.splitlines()[-lines:]) or "(no output)"

@@ -4,6 +4,10 @@ Each shape in ``fixtures/demo/<shape>/{bad,fixed}`` is served the way the runtim
 an app (the same probe: gevent's pywsgi on 127.0.0.1, real client threads, gevent's monitor
 thread), under the same bounded load, and the table shows requests per second, p99 latency,
 errors and hub blocks for both, plus the runtime findings that explain the difference.
+
+SIGINT and SIGTERM stop it in order: the app being served is killed, the apps that finished are
+shown, and it exits 130 or 143; a second signal kills every child and exits at once. Its
+temporary files live in one folder that is removed however it ends.
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .._process import Interrupted, interruptible, kill_all
+from ._children import scratch_folder
 
 SHAPES = {
     "stale-sleep": "`from time import sleep` bound before patching (MPA251)",
@@ -74,24 +81,32 @@ def run_demo(args: argparse.Namespace) -> int:
         return 2
     runs: list[DemoRun] = []
     started = time.monotonic()
-    try:
-        for shape in shapes:
-            for variant in ("bad", "fixed"):
-                _progress(args, f"{shape} ({variant})")
-                runs.append(serve_once(apps / shape / variant, shape, variant, args))
-    except KeyboardInterrupt:
-        print("patchaudit: interrupted; showing what finished", file=sys.stderr)
-    elapsed = time.monotonic() - started
-    if args.format == "json":
-        json.dump(
-            {"version": 1, "duration_s": round(elapsed, 1), "runs": [r.to_json() for r in runs]},
-            sys.stdout,
-            indent=2,
-        )
-        sys.stdout.write("\n")
-    else:
-        _table(runs, elapsed, color=sys.stdout.isatty() and not args.no_color)
-    return 0 if runs else 130
+    interrupted: Interrupted | None = None
+    with interruptible():
+        try:
+            with scratch_folder("demo"):
+                for shape in shapes:
+                    for variant in ("bad", "fixed"):
+                        _progress(args, f"{shape} ({variant})")
+                        runs.append(serve_once(apps / shape / variant, shape, variant, args))
+        except Interrupted as exc:
+            interrupted = exc
+            print(f"patchaudit: {exc}; showing what finished", file=sys.stderr)
+        finally:
+            kill_all()  # the probe of the app being served, if an exception cut its cleanup
+        elapsed = time.monotonic() - started
+        if args.format == "json":
+            document = {
+                "version": 1,
+                "duration_s": round(elapsed, 1),
+                "interrupted": interrupted is not None,
+                "runs": [r.to_json() for r in runs],
+            }
+            json.dump(document, sys.stdout, indent=2)
+            sys.stdout.write("\n")
+        else:
+            _table(runs, elapsed, color=sys.stdout.isatty() and not args.no_color)
+    return 0 if interrupted is None else interrupted.exit_code
 
 
 def _apps_folder(given: Path | None) -> Path:
@@ -121,7 +136,7 @@ def serve_once(app_dir: Path, shape: str, variant: str, args: argparse.Namespace
     from ..runtime._launcher import run_probe
 
     run_result = DemoRun(shape, variant, args.requests)
-    with tempfile.TemporaryDirectory(prefix="patchaudit-demo-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"{shape}-{variant}-") as tmp:
         spec = {
             "target": {
                 "kind": "module",

@@ -3,6 +3,9 @@
 ab is the seed's client (``ab -n N -c C -r``). wrk runs for a duration, so a Lua script counts
 responses per thread, prints a marker when its share is done, and we stop wrk with SIGINT once
 every thread has (wrk then prints its summary through the script's ``done`` hook).
+
+Both run under a supervisor like every child of bench (``_exec.py`` calls ``supervise()`` and then
+execs the tool), so they die with bench however bench dies.
 """
 
 from __future__ import annotations
@@ -17,9 +20,13 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
-from .client import LoadInterrupted
+from .._process import Interrupted, spawn
+from ._children import external_command
+from .client import INTERRUPT_GRACE, STOP_SLACK, LoadInterrupted, signal_of
 from .stats import ERROR_KINDS, RunResult
 
 INSTALL_HINT = {
@@ -134,9 +141,9 @@ def run_ab(
             result.error = f"stopped by --max-time ({max_time:g}s)"
         else:  # e.g. "apr_pollset_poll: The timeout specified has expired (70007)"
             result.error = _last_line(stderr) or f"ab stopped after {result.completed} requests"
-    if interrupted:
+    if interrupted is not None:
         result.error = "interrupted"
-        raise LoadInterrupted(result)
+        raise LoadInterrupted(result, interrupted)
     return result
 
 
@@ -245,9 +252,9 @@ def run_wrk(
     )
     if result.error and stderr.strip():
         result.error = f"wrk: {_last_line(stderr)}"
-    if interrupted:
+    if interrupted is not None:
         result.error = "interrupted"
-        raise LoadInterrupted(result)
+        raise LoadInterrupted(result, interrupted)
     return result
 
 
@@ -271,57 +278,75 @@ def _announces_close(host: str, port: int, path: str) -> bool:
 # ------------------------------------------------------------------------------- common
 
 
-def _run(command: list[str], cpus, max_time: float, stop_when) -> tuple[str, str, bool]:
+def _run(
+    command: list[str],
+    cpus: set[int] | None,
+    max_time: float,
+    stop_when: Callable[[str], bool],
+) -> tuple[str, str, int | None]:
     """Run an engine, reading stdout as it comes; SIGINT it when ``stop_when(line)`` says so,
-    when Ctrl-C arrives, or after ``max_time``. Both tools print their report on SIGINT."""
+    when Ctrl-C or SIGTERM arrives, or after ``max_time``. Both tools print their report on
+    SIGINT. Returns (stdout, stderr, the signal that interrupted us or None)."""
     with tempfile.TemporaryFile() as err:
-        process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
+        child = spawn(
+            external_command(command, cpus),
             stdout=subprocess.PIPE,
             stderr=err,
-            start_new_session=True,  # Ctrl-C is delivered to us; we forward it
+            deadline=max_time + STOP_SLACK + 20.0,
         )
-        if cpus:
-            os.sched_setaffinity(process.pid, cpus)
+        stdout = child.process.stdout
+        assert stdout is not None
         chunks: list[bytes] = []
         pending = b""
-        interrupted = False
-        deadline = time.monotonic() + max_time + 15.0
+        interrupted: int | None = None
+        deadline = time.monotonic() + max_time + STOP_SLACK
         try:
             while True:
-                ready, _, _ = select.select([process.stdout], [], [], 0.1)
+                ready, _, _ = select.select([stdout], [], [], 0.1)
                 if ready:
-                    chunk = os.read(process.stdout.fileno(), 65536)
+                    chunk = os.read(stdout.fileno(), 65536)
                     if not chunk:
                         break
                     chunks.append(chunk)
                     pending += chunk
                     *lines, pending = pending.split(b"\n")
                     if any(stop_when(line.decode(errors="replace")) for line in lines):
-                        process.send_signal(signal.SIGINT)
+                        # The group, not the pid: the pid is the supervisor's, which ignores it.
+                        child.signal_group(signal.SIGINT)
                 elif time.monotonic() > deadline:
-                    process.send_signal(signal.SIGINT)
+                    child.signal_group(signal.SIGINT)
                     deadline += 10.0
-        except KeyboardInterrupt:
-            interrupted = True
-            process.send_signal(signal.SIGINT)
-            try:
-                rest, _ = process.communicate(timeout=5.0)
-                chunks.append(rest or b"")
-            except (subprocess.TimeoutExpired, ValueError):
-                pass
+        except (KeyboardInterrupt, Interrupted) as exc:
+            interrupted = signal_of(exc)
+            child.signal_group(signal.SIGINT)  # it prints what it measured
+            chunks.append(_read_until_eof(stdout, INTERRUPT_GRACE))
         finally:
-            if process.poll() is None:
-                try:
-                    process.wait(timeout=5.0)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-            process.stdout.close()
+            try:
+                if interrupted is None and child.poll() is None:
+                    child.wait(timeout=5.0)  # its stdout ended: it is exiting
+            except subprocess.TimeoutExpired:
+                pass
+            finally:
+                child.kill()  # whatever is left of the group (nothing, when it exited)
+                stdout.close()
         err.seek(0)
         stderr = err.read().decode(errors="replace")
     return b"".join(chunks).decode(errors="replace"), stderr, interrupted
+
+
+def _read_until_eof(stream: IO[bytes], seconds: float) -> bytes:
+    """What ``stream`` still delivers within ``seconds`` (a tool printing its report)."""
+    data = b""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select([stream], [], [], left)
+        if not ready:
+            break
+        chunk = os.read(stream.fileno(), 65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def _last_line(text: str) -> str:

@@ -1,8 +1,10 @@
 """Start and stop the servers that `patchaudit bench` measures, each in its own process group.
 
-The child (``_serve.py``) binds the socket itself and reports the port through a pipe; the
-server is ready when an HTTP request to it gets a status line. Stopping sends SIGTERM to the
-whole group (gunicorn and gevent-multi have worker processes), then SIGKILL after a grace period.
+The child (``_serve.py``, run in safe-path mode) runs under a supervisor
+(:func:`patchaudit._process.spawn`): it binds the socket itself and reports the port through a
+pipe; the server is ready when an HTTP request to it gets a status line. Stopping sends SIGTERM
+to the whole group (gunicorn and gevent-multi have worker processes; the supervisor ignores it),
+then kills the group after a grace period. If bench dies, the supervisor ends the group.
 """
 
 from __future__ import annotations
@@ -13,13 +15,16 @@ import select
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
+
+from .._process import Child, spawn
+from ._children import python_command
 
 SERVE_SCRIPT = Path(__file__).with_name("_serve.py")
 
@@ -67,51 +72,38 @@ class ServerProcess:
     kind: str
     host: str
     port: int
-    process: subprocess.Popen
-    stderr_path: Path
+    child: Child
+    stderr: IO[bytes]  # an anonymous temporary file: nothing to remove however we end
 
     @property
     def pid(self) -> int:
-        return self.process.pid
+        """The supervisor's pid, which is also the server's process-group id."""
+        return self.child.pid
 
     def stderr_tail(self, lines: int = 12) -> str:
         try:
-            text = self.stderr_path.read_text(errors="replace")
-        except OSError:
+            fd = self.stderr.fileno()
+            size = os.fstat(fd).st_size
+            tail = min(size, 64 * 1024)  # several processes may each have written 256 KB
+            text = os.pread(fd, tail, size - tail).decode(errors="replace")
+        except (OSError, ValueError):  # ValueError: already closed
             return ""
         return "\n".join(text.strip().splitlines()[-lines:])
 
     def stop(self, grace: float = 5.0) -> None:
-        """SIGTERM to the group, then SIGKILL to whatever is left after ``grace`` seconds."""
-        _signal_group(self.pid, signal.SIGTERM)
+        """SIGTERM to the group, then kill whatever is left after ``grace`` seconds."""
+        self.child.signal_group(signal.SIGTERM)
         try:
-            self.process.wait(timeout=grace)
+            self.child.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             pass
-        # Always: the leader may be gone while its workers (gunicorn, gevent-multi) linger.
-        _signal_group(self.pid, signal.SIGKILL)
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:  # pragma: no cover - the kernel did not deliver SIGKILL
-            pass
-        _wait_group_gone(self.pid, timeout=5.0)
+        # Always: the supervisor kills leftovers when the server exits, but a server that
+        # ignored SIGTERM is still running, and kill() also waits until the group is gone.
+        self.child.kill()
 
-
-def _signal_group(pgid: int, signum: int) -> None:
-    try:
-        os.killpg(pgid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _wait_group_gone(pgid: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except (ProcessLookupError, PermissionError):
-            return
-        time.sleep(0.02)
+    def close(self) -> None:
+        """Release the stderr file (after :meth:`stop`)."""
+        self.stderr.close()
 
 
 def spawn_server(
@@ -127,15 +119,18 @@ def spawn_server(
     cwd: str | os.PathLike[str] | None = None,
     start_timeout: float = 60.0,
     path: str = "/",
+    deadline: float | None = None,
 ) -> ServerProcess:
-    """Start a server and wait until it answers HTTP; raise ServerError if it does not."""
+    """Start a server and wait until it answers HTTP; raise ServerError if it does not.
+
+    ``deadline``: the most seconds it may live (its supervisor ends it after that, even if
+    nobody asks); None for as long as this process lives.
+    """
     if kind not in SERVER_MODES:
         raise ServerError(f"unknown server {kind!r} (choose from {', '.join(SERVER_MODES)})")
     check_loopback(host)
     read_fd, write_fd = os.pipe()
-    stderr_file = tempfile.NamedTemporaryFile(
-        prefix=f"patchaudit-{kind}-", suffix=".stderr", delete=False
-    )
+    stderr_file = tempfile.TemporaryFile(prefix=f"patchaudit-{kind}-", suffix=".stderr")
     config = {
         "kind": kind,
         "app": app_spec,
@@ -147,47 +142,41 @@ def spawn_server(
         "cpus": sorted(cpus) if cpus else None,
         "cwd": str(Path(cwd or os.getcwd()).resolve()),
         "ready_fd": write_fd,
-        "parent": os.getpid(),
     }
     try:
-        process = subprocess.Popen(
-            [sys.executable, str(SERVE_SCRIPT), json.dumps(config)],
-            stdin=subprocess.DEVNULL,
+        child = spawn(
+            [*python_command(script=SERVE_SCRIPT), json.dumps(config)],
             stdout=subprocess.DEVNULL,
             stderr=stderr_file,
             pass_fds=(write_fd,),
-            start_new_session=True,  # its own process group: Ctrl-C is ours to handle
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            deadline=deadline,
         )
+    except BaseException:
+        os.close(read_fd)
+        stderr_file.close()
+        raise
     finally:
         os.close(write_fd)
-        stderr_file.close()
-    server = ServerProcess(kind, host, 0, process, Path(stderr_file.name))
+    server = ServerProcess(kind, host, 0, child, stderr_file)
     try:
-        server.port = _read_port(read_fd, process, start_timeout)
-        _wait_http(host, server.port, path, process, start_timeout)
+        server.port = _read_port(read_fd, child, start_timeout)
+        _wait_http(host, server.port, path, child, start_timeout)
     except ServerError as exc:
         server.stop(grace=1.0)
         tail = server.stderr_tail()
-        cleanup(server)
+        server.close()
         raise ServerError(f"{exc}" + (f"; its stderr:\n{tail}" if tail else "")) from None
     except BaseException:
         server.stop(grace=1.0)
-        cleanup(server)
+        server.close()
         raise
     finally:
         os.close(read_fd)
     return server
 
 
-def cleanup(server: ServerProcess) -> None:
-    try:
-        server.stderr_path.unlink()
-    except OSError:
-        pass
-
-
-def _read_port(read_fd: int, process: subprocess.Popen, timeout: float) -> int:
+def _read_port(read_fd: int, process: Child, timeout: float) -> int:
     deadline = time.monotonic() + timeout
     data = b""
     while time.monotonic() < deadline:
@@ -207,7 +196,7 @@ def _read_port(read_fd: int, process: subprocess.Popen, timeout: float) -> int:
     raise ServerError(f"server did not start listening within {timeout:g}s")
 
 
-def _wait_http(host: str, port: int, path: str, process: subprocess.Popen, timeout: float) -> None:
+def _wait_http(host: str, port: int, path: str, process: Child, timeout: float) -> None:
     """Ready = a status line came back (gunicorn listens before its workers have booted)."""
     deadline = time.monotonic() + timeout
     request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode()
@@ -232,15 +221,16 @@ def start_server(
     concurrency: int = 100,
     *,
     grace: float = 5.0,
-    **options,
+    **options: Any,
 ) -> Iterator[tuple[str, int]]:
     """``with start_server("gevent") as (host, port): ...``; stopped on exit, whatever happens.
 
-    Options: host, port (0 = ephemeral), workers, backlog, cpus, cwd, start_timeout, path.
+    Options: host, port (0 = ephemeral), workers, backlog, cpus, cwd, start_timeout, path,
+    deadline.
     """
     server = spawn_server(kind, app_spec, concurrency, **options)
     try:
         yield server.host, server.port
     finally:
         server.stop(grace)
-        cleanup(server)
+        server.close()

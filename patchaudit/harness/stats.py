@@ -1,15 +1,23 @@
 """Statistics shared by the client processes: live counters in shared memory, HDR histograms.
 
-Each client process owns one slot of int64 counters in a ``multiprocessing.shared_memory`` block
-and is its only writer, so no lock is needed; the parent sums the slots for the live progress
-bar. Latencies go into a per-process HdrHistogram (bounded relative error: 3 significant
-digits), which each process encodes when it finishes and the parent merges.
+Each client process owns one slot of int64 counters in a shared block of memory and is its only
+writer, so no lock is needed; the parent sums the slots for the live progress bar. Latencies go
+into a per-process HdrHistogram (bounded relative error: 3 significant digits), which each
+process encodes when it finishes and the parent merges.
+
+The block is an anonymous file (``memfd_create``; an unlinked temporary file where that does not
+exist) that the client processes inherit as a file descriptor and map. It has no name, so nothing
+can be left behind in ``/dev/shm`` however the parent dies (``multiprocessing.shared_memory``
+blocks are named, and leak on ``kill -9`` unless a resource-tracker process outlives us to
+unlink them), and no resource tracker is needed.
 """
 
 from __future__ import annotations
 
+import mmap
+import os
+import tempfile
 from dataclasses import asdict, dataclass, field
-from multiprocessing import shared_memory
 
 # How a request can fail, in the order of the counters (and of the JSON "errors" object).
 ERROR_KINDS = (
@@ -41,25 +49,19 @@ def new_histogram():
 
 
 class SharedCounters:
-    """The shared block: a control slot plus one counter slot per client process."""
+    """The shared block: a control slot plus one counter slot per client process.
 
-    def __init__(self, processes: int, name: str | None = None) -> None:
+    ``SharedCounters(n)`` creates it; a client process attaches with
+    ``SharedCounters(n, fd=inherited_fd)``. Pass :attr:`fd` to the children with ``pass_fds``.
+    """
+
+    def __init__(self, processes: int, fd: int | None = None) -> None:
         size = (processes + 1) * SLOT_WORDS * 8
-        if name is None:
-            self.shm = shared_memory.SharedMemory(create=True, size=size)
-            self.owner = True
-        else:
-            self.shm = _attach(name)
-            self.owner = False
+        self.owner = fd is None
+        self.fd = _anonymous_memory(size) if fd is None else fd
         self.processes = processes
-        self.words = self.shm.buf.cast("q")
-        if self.owner:
-            for i in range(len(self.words)):
-                self.words[i] = 0
-
-    @property
-    def name(self) -> str:
-        return self.shm.name
+        self._map = mmap.mmap(self.fd, size)  # a new file is all zeros
+        self.words = memoryview(self._map).cast("q")
 
     def base(self, index: int) -> int:
         """First word of client process ``index`` (0-based)."""
@@ -82,30 +84,19 @@ class SharedCounters:
 
     def close(self) -> None:
         self.words.release()
-        self.shm.close()
-        if self.owner:
-            try:
-                self.shm.unlink()
-            except FileNotFoundError:
-                pass
+        self._map.close()
+        os.close(self.fd)
 
 
-def _attach(name: str) -> shared_memory.SharedMemory:
-    try:
-        return shared_memory.SharedMemory(name=name, track=False)  # Python >= 3.13
-    except TypeError:
-        pass
-    # Before 3.13 attaching registers the block with a resource tracker (a process started
-    # for the purpose), which unlinks it when this client process exits, under the parent's
-    # feet. The parent owns the block: skip the registration.
-    from multiprocessing import resource_tracker
-
-    register = resource_tracker.register
-    resource_tracker.register = lambda *args, **kwargs: None
-    try:
-        return shared_memory.SharedMemory(name=name)
-    finally:
-        resource_tracker.register = register
+def _anonymous_memory(size: int) -> int:
+    """A descriptor of a new, nameless, ``size``-byte file that lives only while it is open."""
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("patchaudit-bench-counters", os.MFD_CLOEXEC)
+    else:  # unlinked at once (O_TMPFILE on Linux: never named at all)
+        with tempfile.TemporaryFile() as handle:
+            fd = os.dup(handle.fileno())
+    os.ftruncate(fd, size)
+    return fd
 
 
 @dataclass

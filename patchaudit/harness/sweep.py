@@ -1,22 +1,22 @@
 """The sweep: every server x every concurrency x every engine, each run on a fresh server.
 
 A fresh server per run, with its pool sized to the run's concurrency, is what the seed did
-(``server.py gevent|threaded CONCURRENCY``). Ctrl-C stops the current run, keeps what it
-measured, and still stops the server before returning.
+(``server.py gevent|threaded CONCURRENCY``). Ctrl-C or SIGTERM stops the current run, keeps what
+it measured, and still stops the server (with a short grace: the user is waiting) before
+returning. A second signal is :func:`patchaudit._process.interruptible`'s: it kills every child
+at once.
 """
 
 from __future__ import annotations
 
 import os
-import signal
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .client import LoadInterrupted, run_load
+from .._process import Interrupted
+from .client import INTERRUPT_GRACE, START_TIMEOUT, STOP_SLACK, LoadInterrupted, run_load, signal_of
 from .engines import run_ab, run_wrk
-from .servers import SERVER_MODES, ServerError, cleanup, spawn_server
+from .servers import SERVER_MODES, ServerError, ServerProcess, spawn_server
 from .stats import LiveStats, RunResult
 
 
@@ -44,7 +44,12 @@ class SweepOptions:
 @dataclass
 class Sweep:
     runs: list[RunResult]
-    interrupted: bool = False
+    #: The signal (SIGINT, SIGTERM) that stopped the sweep early, or None.
+    interrupted_by: int | None = None
+
+    @property
+    def interrupted(self) -> bool:
+        return self.interrupted_by is not None
 
 
 class SweepReporter:
@@ -82,11 +87,12 @@ def run_sweep(options: SweepOptions, reporter: SweepReporter | None = None) -> S
                     )
                     sweep.runs.append(result)
                     reporter.run_finished(result)
-                    if result.error == "interrupted":
-                        sweep.interrupted = True
-                        return sweep
-    except KeyboardInterrupt:
-        sweep.interrupted = True
+    except LoadInterrupted as exc:  # the current run, with what it measured
+        sweep.runs.append(exc.result)
+        reporter.run_finished(exc.result)
+        sweep.interrupted_by = exc.signum
+    except (KeyboardInterrupt, Interrupted) as exc:  # between runs, or while reporting one
+        sweep.interrupted_by = signal_of(exc)
     return sweep
 
 
@@ -99,7 +105,17 @@ def _one_run(
     client_cpus: set[int] | None,
     reporter: SweepReporter,
 ) -> RunResult:
+    """One run on a fresh server; raises LoadInterrupted (with its partial result) if stopped."""
     mode = SERVER_MODES[kind]
+
+    def interrupted(exc: BaseException) -> LoadInterrupted:
+        result = RunResult(kind, mode, engine, concurrency, options.requests, options.keep_alive)
+        result.error = "interrupted"
+        return LoadInterrupted(result, signal_of(exc))
+
+    # A fresh server per run: it never needs to outlive starting, the client's own bounds and
+    # stopping. Its supervisor ends it after that, even if this process is stuck.
+    lifetime = options.start_timeout + START_TIMEOUT + options.max_time + STOP_SLACK + 10.0
     try:
         server = spawn_server(
             kind,
@@ -112,14 +128,19 @@ def _one_run(
             cwd=options.cwd,
             start_timeout=options.start_timeout,
             path=options.path,
+            deadline=lifetime + options.grace,
         )
     except ServerError as exc:
         failed = RunResult(kind, mode, engine, concurrency, options.requests, options.keep_alive)
         failed.error = f"{kind} server failed to start: {exc}"
         return failed
+    except (KeyboardInterrupt, Interrupted) as exc:  # spawn_server stopped what it started
+        raise interrupted(exc) from None
+    grace = options.grace
+    result: RunResult | None = None
     try:
         reporter.run_started(kind, engine, concurrency, server.port)
-        return _drive(
+        result = _drive(
             options,
             engine,
             server.host,
@@ -130,28 +151,29 @@ def _one_run(
             client_cpus,
             reporter.progress,
         )
-    except LoadInterrupted as exc:
-        return exc.result
-    except KeyboardInterrupt:
-        result = RunResult(kind, mode, engine, concurrency, options.requests, options.keep_alive)
-        result.error = "interrupted"
-        return result
+    except LoadInterrupted:
+        grace = min(grace, INTERRUPT_GRACE)
+        raise
+    except (KeyboardInterrupt, Interrupted) as exc:
+        grace = min(grace, INTERRUPT_GRACE)
+        raise interrupted(exc) from None
     finally:
-        with _no_sigint():  # a second Ctrl-C must not leave the server running
-            server.stop(options.grace)
-            cleanup(server)
+        _stop(server, grace, result)
+    return result
 
 
-@contextmanager
-def _no_sigint() -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread():
-        yield  # only the main thread receives signals (and may change handlers)
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _stop(server: ServerProcess, grace: float, finished: RunResult | None) -> None:
+    """Stop the run's server. A signal while it stops kills it at once instead, and the run,
+    if it had finished, is still kept (as the sweep's last)."""
     try:
-        yield
+        server.stop(grace)
+    except (KeyboardInterrupt, Interrupted) as exc:
+        server.child.kill()
+        if finished is not None:
+            raise LoadInterrupted(finished, signal_of(exc)) from None
+        raise
     finally:
-        signal.signal(signal.SIGINT, previous)
+        server.close()
 
 
 def _drive(

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .._findings import Report, Severity
+from .._safeio import read_regular
 
 # C0 controls (tab excepted), DEL and C1 controls: printing them raw would let a file name or a
 # message move the cursor or inject escape sequences into the user's terminal.
@@ -68,6 +69,14 @@ def plural(count: int, word: str) -> str:
 
 def summary_line(report: Report) -> str:
     """The closing line shared by the human formats, in ruff's plain wording style."""
+    line = _counts_line(report)
+    if report.interrupted:  # never "All checks passed" for a run that did not finish
+        line = line.replace("All checks passed", "No problems found so far")
+        line = f"{report.interrupted[0].upper()}{report.interrupted[1:]}. {line}"
+    return line
+
+
+def _counts_line(report: Report) -> str:
     counts = report.summary()
     total = len(report.findings)
     unanalysed = plural(len(report.errors), "file")
@@ -87,10 +96,16 @@ def summary_line(report: Report) -> str:
 
 
 class SourceCache:
-    """Reads source files relative to ``cwd`` once; ``None`` when a file cannot be read."""
+    """Reads source files relative to ``cwd`` once; ``None`` when a file cannot be read.
 
-    def __init__(self, cwd: Path) -> None:
+    A final symlink is never followed and only regular files are opened, so a report cannot
+    print lines of a file outside the checked tree; files the analysis reached through a link
+    within the tree are read from their real path (``Report.source_files``).
+    """
+
+    def __init__(self, cwd: Path, source_files: dict[str, str] | None = None) -> None:
         self.cwd = cwd
+        self.source_files = source_files or {}
         self._cache: dict[str, list[str] | None] = {}
 
     def lines(self, path: str) -> list[str] | None:
@@ -106,10 +121,7 @@ class SourceCache:
 
     def _read(self, path: str) -> list[str] | None:
         try:
-            file = self.cwd / path
-            if file.stat().st_size > _MAX_SOURCE_BYTES:
-                return None
-            data = file.read_bytes()
+            data = read_regular(self.source_files.get(path) or self.cwd / path, _MAX_SOURCE_BYTES)
         except (OSError, ValueError):  # ValueError: NUL or unencodable char in the path
             return None
         try:

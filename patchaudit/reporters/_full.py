@@ -61,9 +61,11 @@ class FullReporter:
         self.stream = stream
         self.color = color
         self.rules = rules
+        self.cwd = cwd
         self.sources = SourceCache(cwd)
 
     def report(self, report: Report) -> None:
+        self.sources = SourceCache(self.cwd, report.source_files)
         width = _terminal_width(self.stream) if isatty(self.stream) else _WIDTH
         encoding = getattr(self.stream, "encoding", None) or "utf-8"
         console, buffer = buffered_console(color=self.color, width=width, encoding=encoding)

@@ -44,5 +44,7 @@ class GithubReporter:
     def report(self, report: Report) -> None:
         lines = [format_finding(f) for f in report.findings]
         lines += [f"::error::{escape_data(error)}" for error in report.errors]
+        notices = [*report.warnings, *filter(None, [report.interrupted])]
+        lines += [f"::warning::{escape_data(text)}" for text in notices]
         if lines:
             write_text(self.stream, "\n".join(lines) + "\n")

@@ -21,6 +21,8 @@ def build_document(report: Report) -> dict[str, Any]:
         "errors": list(report.errors),
         "summary": report.summary(),
     }
+    if report.interrupted is not None:  # present only when the run was cut short
+        document["interrupted"] = report.interrupted
     if report.timeline is not None:  # the runtime audit's extension of version 1
         document["timeline"] = report.timeline
     return document

@@ -94,7 +94,7 @@ def region(f: Finding) -> dict[str, int]:
 
 
 def build_log(report: Report, rules: Mapping[str, Rule], cwd: Path) -> dict[str, Any]:
-    sources = SourceCache(cwd)
+    sources = SourceCache(cwd, report.source_files)
     codes = sorted({f.rule for f in report.findings})
     index = {code: i for i, code in enumerate(codes)}
     first = {f.rule: f for f in reversed(report.findings)}  # for codes missing from `rules`
@@ -130,6 +130,10 @@ def build_log(report: Report, rules: Mapping[str, Rule], cwd: Path) -> dict[str,
         results.append(result)
 
     notifications = [{"level": "error", "message": {"text": e}} for e in report.errors]
+    notifications += [
+        {"level": "warning", "message": {"text": w}}
+        for w in [*report.warnings, *filter(None, [report.interrupted])]
+    ]
     notifications += [{"level": "note", "message": {"text": n}} for n in report.notes]
     return {
         "$schema": SCHEMA_URI,

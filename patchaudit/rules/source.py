@@ -78,3 +78,39 @@ def check_unused_noqa(project) -> Iterator[Hit]:
                 yield Hit(
                     path=relpath, line=sup.file_line, column=1, args={"codes": ", ".join(unused)}
                 )
+
+
+@rule(
+    code="MPA003",
+    name="file-too-large",
+    category=Category.PARSE_ERROR,
+    severity=Severity.INFO,
+    summary="The file is bigger than `max-file-size`, so it was not read",
+    message="not analysed: {size} bytes is over max-file-size ({limit} bytes)",
+    why="""
+Real source files are small; a module of several megabytes is generated (protocol buffers,
+tables, minified data) or planted, and parsing it costs far more than it can tell: a generated
+20 MB module takes about a minute and over 4 GB of memory. Files over `max-file-size` (default
+4 MiB) are not read at all, so nothing in them is analysed and imports through them are
+invisible to the ordering rules.
+""",
+    fix="""
+Exclude the file (`[tool.patchaudit] extend-exclude`) if it is generated, or raise the limit
+(`max-file-size = "16MiB"`, `--max-file-size 16MiB`) to analyse it.
+""",
+    bad="""
+# api_pb2.py: 12 MB written by protoc, over the 4 MiB default
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b"...")
+""",
+    good="""
+# pyproject.toml: [tool.patchaudit] extend-exclude = ["*_pb2.py"]
+""",
+    references=("max-file-size",),
+    kind="project",
+)
+def check_too_large(project) -> Iterator[Hit]:
+    limit = project.config.max_file_size
+    for summary in project.summaries.values():
+        if summary.too_large is not None:
+            args = {"size": summary.too_large, "limit": limit}
+            yield Hit(path=summary.relpath, line=1, column=1, args=args)

@@ -1,22 +1,28 @@
 """`patchaudit TARGET`: import the app in a child process the way its server would, then report.
 
-Two probe runs go in parallel: the requested mode, and a patch-first baseline whose stale
-references are the noise floor every correct program has. The static analyzer runs over the
-project folder at the same time; both views are merged into one report.
+The static analyzer runs over the project folder first, in this process. Then two probe runs go
+in parallel: the requested mode, and a patch-first baseline whose stale references are the
+noise floor every correct program has. Both views are merged into one report. SIGINT/SIGTERM
+(inside :func:`patchaudit._process.interruptible`) stop the audit at any point with a partial
+report.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
-import tempfile
-from concurrent.futures import ThreadPoolExecutor
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from .. import _process
 from .._config import Config
 from .._findings import Finding, Report
-from .._gevent_patches import load_patch_lists
+from .._gevent_patches import PatchListError, PatchLists, load_patch_lists
+from .._process import Interrupted
 from ..rules import REGISTRY  # the package import registers every rule
 from ..static import analyze
 from ..static._known import known_importers
@@ -53,67 +59,171 @@ class AuditOptions:
 class AuditResult:
     report: Report
     target_failed: bool  # the target could not be imported: exit 2
+    #: Set when SIGINT/SIGTERM stopped the audit: the report is partial, exit 130/143.
+    interrupted: Interrupted | None = None
 
 
 def audit(
     options: AuditOptions, config: Config, *, cwd: Path, use_cache: bool = True
 ) -> AuditResult:
+    """Run the audit. Inside :func:`patchaudit._process.interruptible`, SIGINT/SIGTERM stop it
+    early: the probes are killed and the result is built from what was gathered so far (the
+    static findings if they were done, the events the probes wrote), with ``interrupted`` set.
+    """
     chdir = options.chdir.resolve()
     pythonpath = [p.resolve() for p in options.pythonpath]
     target = parse_target(options.target, chdir, pythonpath)
-    python = options.python or sys.executable
-    report = Report(target=options.target)
+    got = _Gathered(python=options.python or sys.executable)
+    try:
+        _gather(options, config, cwd, use_cache, target, chdir, pythonpath, got)
+    except BaseException as exc:
+        # Also what the interrupt turned into on its way out of the static check's pool.
+        got.interrupted = _process.interruption(exc)
+        if got.interrupted is None:
+            raise
+    try:
+        return _result(options, config, cwd, target, chdir, pythonpath, got)
+    except Interrupted as exc:  # the signal landed while the report was being put together
+        got.interrupted = exc  # a second one exits at once, so this cannot recur
+        return _result(options, config, cwd, target, chdir, pythonpath, got)
 
-    static_report, project = (
-        analyze([chdir], config, cwd=cwd, use_cache=use_cache) if options.static else (None, None)
-    )
+
+@dataclass
+class _Gathered:
+    """What the audit has so far; an interrupted audit reports exactly this."""
+
+    python: str
+    static_report: Report | None = None
+    project: Any = None
+    mode: str | None = None
+    reason: str = ""
+    run: ProbeRun | None = None
+    baseline_run: ProbeRun | None = None
+    lists: PatchLists | None = None
+    interrupted: Interrupted | None = None
+
+
+#: Seconds an interrupted audit waits for the killed probes' events to be read back.
+_COLLECT_WAIT = 1.0
+
+
+def _gather(
+    options: AuditOptions,
+    config: Config,
+    cwd: Path,
+    use_cache: bool,
+    target: Target,
+    chdir: Path,
+    pythonpath: list[Path],
+    got: _Gathered,
+) -> None:
+    if options.static:
+        got.static_report, got.project = analyze([chdir], config, cwd=cwd, use_cache=use_cache)
     gunicorn = _gunicorn_config(options, chdir)
-    mode, reason = resolve_mode(options.mode, _target_patches(project, target), gunicorn)
-
-    with tempfile.TemporaryDirectory(prefix="patchaudit-") as work:
-        workdir = Path(work)
-        spec = _spec(target, mode, chdir, pythonpath, options, workdir / "events.jsonl")
+    got.mode, got.reason = resolve_mode(
+        options.mode, _target_patches(got.project, target), gunicorn
+    )
+    env = _probe_env()
+    # A scratch folder, not a TemporaryDirectory: it is also removed on a second Ctrl-C, and by
+    # the probes' supervisors when patchaudit is killed (see patchaudit._process.scratch_dir).
+    with _process.scratch_dir("audit") as workdir:
+        spec = _spec(target, got.mode, chdir, pythonpath, options, workdir / "events.jsonl")
         baseline_spec = _spec(
             target, "patch-first", chdir, pythonpath, options, workdir / "baseline.jsonl"
         )
-        with ThreadPoolExecutor(2) as pool:
-            main_future = pool.submit(
-                run_probe,
-                spec,
-                python=python,
-                timeout=options.timeout,
-                env=_probe_env(options),
-                workdir=workdir,
-            )
-            base_future = pool.submit(
-                run_probe,
-                baseline_spec,
-                python=python,
-                timeout=options.timeout,
-                env=None,
-                workdir=workdir,
-            )
-            run = main_future.result()
+        # Not `with`: its exit joins the workers, which an interrupt must not wait for.
+        pool = ThreadPoolExecutor(3, thread_name_prefix="patchaudit-audit")
+        futures: list[Future] = []
+        try:
+            for run_spec in (spec, baseline_spec):
+                futures.append(
+                    pool.submit(
+                        run_probe,
+                        run_spec,
+                        python=got.python,
+                        timeout=options.timeout,
+                        env=env,
+                        workdir=workdir,
+                    )
+                )
+            # Needed for the report either way; it runs while the probes do.
+            futures.append(pool.submit(load_patch_lists, python=got.python))
+            main_future, base_future, lists_future = futures
+            got.run = main_future.result()
             try:
-                baseline_run: ProbeRun | None = base_future.result()
+                got.baseline_run = base_future.result()
             except ProbeError:
-                baseline_run = None
+                got.baseline_run = None
+            got.lists = lists_future.result()
+        except BaseException as exc:
+            # Interrupted, or the main run could not start: nothing of ours may keep running.
+            _process.kill_all()
+            if _process.interruption(exc) is not None:
+                _collect(got, futures)
+            raise
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
 
+
+def _collect(got: _Gathered, futures: list[Future]) -> None:
+    """After kill_all(): take what the killed runs left (their events files are still read)."""
+    deadline = time.monotonic() + _COLLECT_WAIT
+    done = [_finished(f, deadline) for f in futures]
+    while len(done) < 3:
+        done.append(None)
+    if got.run is None:
+        got.run = done[0]
+    if got.baseline_run is None:
+        got.baseline_run = done[1]
+    if got.lists is None:
+        got.lists = done[2] or _memoised_lists(got.python)
+
+
+def _finished(future: Future, deadline: float) -> Any:
+    try:
+        return future.result(timeout=max(0.0, deadline - time.monotonic()))
+    except BaseException:  # refused to start (Interrupted), killed mid-way or still running
+        return None
+
+
+def _memoised_lists(python: str) -> PatchLists | None:
+    """The patch lists if this process already has them; an interrupt starts no probe."""
+    try:
+        return load_patch_lists(python=python, timeout=_COLLECT_WAIT)
+    except (PatchListError, Interrupted):
+        return None
+
+
+def _result(
+    options: AuditOptions,
+    config: Config,
+    cwd: Path,
+    target: Target,
+    chdir: Path,
+    pythonpath: list[Path],
+    got: _Gathered,
+) -> AuditResult:
+    report = Report(target=options.target)
+    static_report, run = got.static_report, got.run
     app_roots = [chdir, *pythonpath]
-    facts = Facts.from_events(run.events, app_roots, cwd)
-    baseline = Facts.from_events(baseline_run.events, app_roots, cwd) if baseline_run else None
-    lists = load_patch_lists(python=python)
-    start = facts.first("start") or {}
-    ctx = RuntimeContext(
-        facts=facts,
-        baseline=baseline if baseline is not None and baseline.first("done") else None,
-        patched_modules=lists.patched_modules(),
-        startup_modules=frozenset(start.get("startup_modules") or lists.startup_modules),
-        mode=mode,
-        max_blocking=options.max_blocking,
-        concurrency=options.concurrency,
-    )
-    found_at_runtime = runtime_findings(ctx, config, project)
+    facts = ctx = None
+    if run is not None and got.mode is not None:
+        facts = Facts.from_events(run.events, app_roots, cwd)
+        base = got.baseline_run
+        baseline = Facts.from_events(base.events, app_roots, cwd) if base else None
+        lists = got.lists
+        start = facts.first("start") or {}
+        startup = start.get("startup_modules") or (lists.startup_modules if lists else ())
+        ctx = RuntimeContext(
+            facts=facts,
+            baseline=baseline if baseline is not None and baseline.first("done") else None,
+            patched_modules=lists.patched_modules() if lists else frozenset(),
+            startup_modules=frozenset(startup),
+            mode=got.mode,
+            max_blocking=options.max_blocking,
+            concurrency=options.concurrency,
+        )
+    found_at_runtime = runtime_findings(ctx, config, got.project) if ctx is not None else []
     static_findings = static_report.findings if static_report else []
     report.findings = merge(static_findings, found_at_runtime)
     if static_report is not None:
@@ -122,15 +232,21 @@ def audit(
             static_report.files_seen,
             static_report.files_analyzed,
         )
-    failed = _record_failure(run, facts, report)
-    target_event = facts.first("target")
-    if target_event is not None and not target_event.get("wsgi"):
-        report.notes.append(
-            f"requests were not probed: {target_event.get('reason') or 'no WSGI callable'}"
-        )
-    report.timeline = build_timeline(ctx, run, target, mode, reason, python)
+    failed = False
+    if run is not None and facts is not None and ctx is not None and got.mode is not None:
+        # A run cut short by the interrupt did not fail: only a finished one is judged.
+        if got.interrupted is None or facts.first("done") is not None:
+            failed = _record_failure(run, facts, report)
+        target_event = facts.first("target")
+        if target_event is not None and not target_event.get("wsgi"):
+            report.notes.append(
+                f"requests were not probed: {target_event.get('reason') or 'no WSGI callable'}"
+            )
+        report.timeline = build_timeline(ctx, run, target, got.mode, got.reason, got.python)
+    if got.interrupted is not None:
+        report.interrupted = f"{got.interrupted}: results are partial"
     report.findings.sort(key=lambda f: f.sort_key)
-    return AuditResult(report=report, target_failed=failed)
+    return AuditResult(report=report, target_failed=failed, interrupted=got.interrupted)
 
 
 def _gunicorn_config(options: AuditOptions, chdir: Path) -> GunicornConfig | None:
@@ -174,12 +290,14 @@ def _spec(
     }
 
 
-def _probe_env(options: AuditOptions) -> dict[str, str]:
-    return {
-        "GEVENT_MONITOR_THREAD_ENABLE": "1",
-        "GEVENT_MAX_BLOCKING_TIME": str(options.max_blocking),
-        "GEVENT_MONITOR_PRINT_BLOCKING_REPORTS": "0",
-    }
+def _probe_env() -> dict[str, str]:
+    """The one base environment of both probe runs: the user's, all of it.
+
+    The app runs as it would in production, so it sees ``PATH``, ``DATABASE_URL`` and the rest;
+    the launcher adds the probe's own settings (gevent's monitor thread, ``PYTHONPATH``) on
+    top, from each run's spec.
+    """
+    return dict(os.environ)
 
 
 def runtime_findings(

@@ -4,9 +4,11 @@ The probe imports and serves the application under audit, so it runs the app's o
 hang, fork, daemonize, print megabytes or crash the interpreter. The launcher therefore
 
 * runs it with the application's interpreter, by path (the probe never imports patchaudit);
-* puts it in its own session/process group, so that everything it or the app forks can be
-  killed with one ``killpg`` -- on timeout (SIGTERM, a short grace, then SIGKILL) and *always*
-  at the end, even after a clean exit, for forked leftovers;
+* starts it with :func:`patchaudit._process.spawn`: its own session/process group under a
+  supervisor that kills the whole tree if patchaudit dies (even by SIGKILL) or the deadline
+  passes, and that takes the app's signals to its parent; the launcher kills the group on
+  timeout (SIGTERM, a short grace, then SIGKILL) and *always* at the end, even after a clean
+  exit, with everything that still carries the run's marker (forked or detached leftovers);
 * sends stdout/stderr to files, never pipes, so a chatty app cannot block on a full pipe and
   a leftover child holding the write end cannot make us wait;
 * reads the events file the probe appends to, tolerating a truncated last line (the probe
@@ -28,6 +30,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .. import _process
 
 __all__ = ["PROBE_SCRIPT", "OutputSummary", "ProbeError", "ProbeRun", "run_probe"]
 
@@ -90,7 +94,8 @@ class ProbeRun:
     duration: float
     stdout_summary: OutputSummary
     stderr_summary: OutputSummary
-    #: Process id of the probe, which is also its process-group id.
+    #: Process id of the probe's supervisor, which is also the run's process-group id (the
+    #: probe itself is the supervisor's child; its own pid is in the ``start`` event).
     pid: int | None = None
     #: Event lines that could not be parsed (a truncated last line after a kill, ...).
     bad_lines: int = 0
@@ -132,24 +137,36 @@ def _check_gevent(python: str, env: Mapping[str, str], cwd: str) -> None:
         "sys.exit(3 if importlib.util.find_spec('gevent') is None else 0)"
     )
     try:
-        proc = subprocess.run(
+        # spawn, not subprocess.run: an interrupt's kill_all() must reach this child too.
+        child = _process.spawn(
             [python, "-c", code],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            env=dict(env),
+            env=env,
             cwd=cwd,
-            timeout=60,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            deadline=60,
         )
-    except subprocess.TimeoutExpired:
-        raise ProbeError(f"{python} did not start within 60s; check the interpreter") from None
     except OSError as exc:
         raise ProbeError(f"cannot run Python interpreter {python}: {exc.strerror}") from None
-    if proc.returncode == 3:
+    try:
+        _out, stderr = child.process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        raise ProbeError(f"{python} did not start within 60s; check the interpreter") from None
+    finally:
+        child.kill()
+        _close_pipes(child.process)
+    if child.returncode == 3:
         raise ProbeError(f"gevent is not installed in {python}; install it there")
-    if proc.returncode != 0:
-        detail = _last_line(proc.stderr) or f"exit status {proc.returncode}"
+    if child.returncode != 0:
+        detail = _last_line(stderr or b"") or f"exit status {child.returncode}"
         raise ProbeError(f"Python interpreter {python} does not work: {detail}")
     _gevent_checked[key] = True
+
+
+def _close_pipes(process: subprocess.Popen) -> None:
+    for stream in (process.stdout, process.stderr):
+        if stream is not None:
+            stream.close()
 
 
 def _last_line(data: bytes) -> str:
@@ -222,56 +239,6 @@ def parse_events(data: bytes) -> tuple[list[dict[str, Any]], int]:
     return events, bad
 
 
-def _killpg(pgid: int, sig: int) -> bool:
-    """Signal the whole group; False if it no longer exists."""
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # pgid reused by someone else's group: not ours to kill
-        return False
-    return True
-
-
-def _live_group_members(pgid: int) -> list[int] | None:
-    """Pids in process group ``pgid`` that are not zombies; None where /proc is unavailable."""
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return None
-    members = []
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        # "pid (comm) state ppid pgrp ...": comm may contain spaces and parentheses.
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) >= 3 and int(fields[2]) == pgid and fields[0] != b"Z":
-            members.append(int(entry))
-    return members
-
-
-def _reap_group(pgid: int, wait: float = 2.0) -> None:
-    """SIGKILL the group and wait (briefly) until none of its members is still running.
-
-    SIGKILL is asynchronous: without the wait a leftover could still be alive when the caller
-    looks. Orphaned members are reaped by init (or stay zombies where init does not reap), so
-    "dead" means "zombie or gone".
-    """
-    deadline = time.monotonic() + wait
-    while _killpg(pgid, signal.SIGKILL):
-        members = _live_group_members(pgid)
-        if members is not None and not members:
-            return
-        if time.monotonic() >= deadline:
-            return
-        time.sleep(0.01)
-
-
 def _child_env(spec: Mapping[str, Any], env: Mapping[str, str] | None) -> dict[str, str]:
     child = dict(os.environ if env is None else env)
     serve = spec.get("serve") or {}
@@ -339,37 +306,33 @@ def run_probe(
     start = time.monotonic()
     with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
         try:
-            proc = subprocess.Popen(
+            child = _process.spawn(
                 [interpreter, str(PROBE_SCRIPT), "--spec-file", str(spec_file)],
                 cwd=chdir,
                 env=child_env,
-                stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
-                start_new_session=True,
+                deadline=timeout + TERM_GRACE,
             )
         except OSError as exc:
             raise ProbeError(f"cannot run Python interpreter {interpreter}: {exc}") from None
-    pgid = proc.pid  # start_new_session: the probe leads its own process group
     try:
         try:
-            proc.wait(timeout=timeout)
+            child.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             timed_out = True
-            # SIGTERM first: the probe writes a ``terminated`` event with the stuck stack.
-            _killpg(pgid, signal.SIGTERM)
+            # SIGTERM first: the probe writes a ``terminated`` event with the stuck stack (its
+            # supervisor ignores it and mirrors how the probe ended). Not just the group: an app
+            # that called os.setsid() in the probe itself has left it.
+            child.signal_all(signal.SIGTERM)
             try:
-                proc.wait(timeout=TERM_GRACE)
+                child.wait(timeout=TERM_GRACE)
             except subprocess.TimeoutExpired:
-                _killpg(pgid, signal.SIGKILL)
-                proc.wait()
-    except BaseException:
-        _killpg(pgid, signal.SIGKILL)
-        proc.wait()
-        raise
+                pass
     finally:
-        # Always: the app may have forked children that outlive the probe.
-        _reap_group(pgid)
+        # Always, also after a clean exit or an interrupt's kill_all(): the app may have forked
+        # or detached children that outlive the probe.
+        child.kill()
     duration = time.monotonic() - start
 
     try:
@@ -377,7 +340,7 @@ def run_probe(
     except OSError:
         data = b""
     events, bad = parse_events(data)
-    rc = proc.returncode
+    rc = child.returncode
     return ProbeRun(
         events=events,
         returncode=rc if rc is not None and rc >= 0 else None,
@@ -386,7 +349,7 @@ def run_probe(
         duration=duration,
         stdout_summary=summarize_output(stdout_path),
         stderr_summary=summarize_output(stderr_path),
-        pid=pgid,
+        pid=child.pid,
         bad_lines=bad,
         stdout_path=stdout_path,
         stderr_path=stderr_path,

@@ -14,7 +14,10 @@ Constraints (keep them when editing):
   ``importlib.metadata`` is off limits at start-up (it imports ``zipfile``, which imports
   ``threading``), so package versions are read from ``*.dist-info/METADATA`` by hand;
 * never raise out: every step runs guarded and reports an ``error`` event instead;
-* a forked child of the application never writes results and never leaves the process group.
+* a forked child of the application never writes results and never leaves the process group;
+* started by patchaudit, it first forks its supervisor (``_supervise_first``, right after the
+  ``sys.modules`` snapshot): the probe then runs as the supervisor's child, so ``os.getppid()``
+  of the app is the supervisor, and the launcher's ``ProbeRun.pid`` is the supervisor's pid.
 
 The pytest plugin also loads this file by path into the test process and calls
 :func:`install_in_process`: the same import recorder and patch-call hooks then hand their event
@@ -188,6 +191,30 @@ _T0 = perf_counter()
 _HERE = os.path.dirname(os.path.abspath(__file__))
 if sys.path and sys.path[0] and os.path.abspath(sys.path[0]) == _HERE:
     del sys.path[0]
+
+
+def _supervise_first():
+    """Started by patchaudit (``_process.spawn``): fork its supervisor, go on as its child.
+
+    The supervisor kills this process and everything the app starts (even detached) if
+    patchaudit dies, and takes the app's signals to its parent. It is loaded by path under a
+    private name, not registered in ``sys.modules``, and imports nothing the app could notice.
+    Only when run as a script: the pytest plugin loads this file into the test process.
+    """
+    path = os.environ.get("PATCHAUDIT_SUPERVISE_SCRIPT")
+    if not path or __name__ != "__main__":
+        return
+    try:
+        spec = importlib.util.spec_from_file_location("_patchaudit_supervise", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    except Exception as exc:  # still contained by the launcher's process-group kill
+        sys.stderr.write(f"patchaudit probe: cannot load the supervisor {path}: {exc}\n")
+        return
+    module.supervise()
+
+
+_supervise_first()
 
 # ---------------------------------------------------------------------------------------------
 # Process-wide state

@@ -1,43 +1,133 @@
-"""The on-disk cache: per-file summaries keyed by content hash, tool version and configuration.
+"""The on-disk cache: plain JSON data, keyed by content, in a folder a checked tree cannot redirect.
 
 Layout of ``.patchaudit_cache/`` (or ``$PATCHAUDIT_CACHE_DIR``):
 
-* ``files-<key>.pickle``: ``{relpath: (size, mtime_ns, content_hash, summary-or-None)}`` where
-  ``<key>`` hashes the tool version, the Python version and the configuration. The stat fields let
-  a warm run skip reading unchanged files; the content hash is what decides validity.
-* ``modules-<python>.pickle``: summaries of installed modules, keyed by path, size and mtime.
+* ``files-<key>.json``: ``{relpath: FileEntry}``, ``<key>`` hashing the tool version, its source
+  files, the Python version and the configuration. An entry is valid for a file whose content
+  hash, module name and package flag are the entry's; the stat fields (size, mtime, ctime,
+  inode: ``os.utime`` cannot set ctime back, as git's index relies on) only decide whether the
+  file must be read and hashed again.
+* ``modules-<python>-<key>.json``: summaries of installed modules, keyed by path and the same
+  stat fields.
 
-Everything is best effort: a corrupt or unreadable cache is ignored and rebuilt.
+Every ``<key>`` is keyed with a secret kept in the user's own cache folder
+(:func:`patchaudit._safeio.local_secret`): a cache folder committed to a checked tree holds no
+name this machine would open, so crafted entries cannot claim a file is clean.
+* ``gevent-patches-<key>.json``: written by :mod:`patchaudit._gevent_patches`.
+
+The cache is data only, never pickle: loading is ``json.loads`` plus a strict, type-driven check
+(:mod:`._plain`), so a crafted file can at worst be ignored. Any file that is not exactly what
+this version writes (another format version, wrong shape or types, truncated, not JSON, not a
+regular file) is ignored with a debug line and rebuilt. Files are read and written through
+:mod:`patchaudit._safeio`. An in-tree cache folder that is a symlink or not a folder is not used.
 """
 
 from __future__ import annotations
 
 import functools
+import gc
 import hashlib
+import json
 import os
-import pickle
+import stat
 import sys
-import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .. import _safeio
 from .._version import __version__
+from ._plain import decoder, encoder
+from ._summary import FileSummary
 
+if TYPE_CHECKING:
+    from ._modules import ModuleNode
+
+FORMAT = 1  # bump when the layout or any cached dataclass changes
+FOLDER_NAME = ".patchaudit_cache"
 CACHEDIR_TAG = "Signature: 8a477f597d28d172789f06886806bc55\n# patchaudit cache\n"
+_MARKERS = (("CACHEDIR.TAG", CACHEDIR_TAG), (".gitignore", "*\n"))
+StatKey = tuple[int, int, int, int]  # (size, mtime_ns, ctime_ns, inode)
+RACY_NS = 2_000_000_000  # coarser than any file system's timestamps but FAT's
+MAX_FILE_BYTES = 256 * 1024 * 1024  # a cache file planted to exhaust memory is not read
 
 
-def cache_dir(root: Path, override: str | None = None) -> Path:
-    env = override or os.environ.get("PATCHAUDIT_CACHE_DIR")
-    return Path(env) if env else root / ".patchaudit_cache"
+@dataclass(frozen=True)
+class FileEntry:
+    stat: StatKey | None  # None: changed too recently to trust (see stat_key), hash it again
+    digest: str
+    module: str | None
+    is_package: bool
+    mentions: frozenset[str]
+    relevant: bool
+    summary: FileSummary | None
+
+
+FileEntries = dict[str, FileEntry]
+ModuleEntries = dict[str, tuple[StatKey, "ModuleNode"]]
+
+
+@dataclass(frozen=True)
+class Folder:
+    path: Path
+    in_tree: bool  # .patchaudit_cache in the checked tree, not $PATCHAUDIT_CACHE_DIR
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+
+def cache_folder(root: Path) -> tuple[Folder | None, str | None]:
+    """The folder to use, or None and a one-line reason when it must not be used.
+
+    ``$PATCHAUDIT_CACHE_DIR`` is the user's own choice and may be a symlink; the in-tree
+    ``.patchaudit_cache`` comes with the checked tree, so it is used only if it is a real folder
+    (or absent: it is created on the first write).
+    """
+    env = os.environ.get("PATCHAUDIT_CACHE_DIR")
+    folder = Folder(Path(env), False) if env else Folder(root / FOLDER_NAME, True)
+    try:
+        st = os.lstat(folder.path) if folder.in_tree else os.stat(folder.path)
+    except FileNotFoundError:
+        return folder, None
+    except OSError as exc:
+        return None, _safeio.reason(exc)
+    if stat.S_ISLNK(st.st_mode):
+        return None, "is a symbolic link; delete it"
+    if not stat.S_ISDIR(st.st_mode):
+        return None, "is not a folder; delete it" if folder.in_tree else "is not a folder"
+    return folder, None
 
 
 def content_hash(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
-def files_key(config_fingerprint: str) -> str:
+def stat_key(st: os.stat_result, started_ns: int) -> StatKey | None:
+    """What says "unchanged" next time, or None for a file changed less than 2 s before
+    ``started_ns``: an edit later in the same timestamp tick would look unchanged (like git's
+    "racy" index entries, these are hashed again next time)."""
+    if st.st_ctime_ns >= started_ns - RACY_NS:
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+def same_stat(st: os.stat_result, key: StatKey | None) -> bool:
+    return key is not None and key == (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+def files_name(config_fingerprint: str) -> str:
     text = f"{__version__}|{_code_fingerprint()}|{sys.version}|{config_fingerprint}"
-    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+    return f"files-{_keyed(text)}.json"
+
+
+def modules_name() -> str:
+    return f"modules-{sys.version_info[0]}{sys.version_info[1]}-{_keyed(sys.version)}.json"
+
+
+def _keyed(text: str) -> str:
+    """A name part no checked tree can predict (see :func:`patchaudit._safeio.local_secret`)."""
+    key = _safeio.local_secret().encode()
+    return hashlib.blake2b(text.encode(), key=key, digest_size=8).hexdigest()
 
 
 @functools.cache
@@ -49,29 +139,100 @@ def _code_fingerprint() -> str:
     for folder, _dirs, names in sorted(os.walk(package)):
         for name in sorted(names):
             if name.endswith((".py", ".toml")):
-                stat = os.stat(os.path.join(folder, name))
-                parts.append(f"{name}:{stat.st_size}:{stat.st_mtime_ns}")
+                st = os.stat(os.path.join(folder, name))
+                parts.append(f"{name}:{st.st_size}:{st.st_mtime_ns}")
     return hashlib.blake2b("|".join(parts).encode(), digest_size=8).hexdigest()
 
 
-def load(path: Path) -> Any:
+def load_files(folder: Folder, name: str) -> FileEntries:
+    return _load(folder.file(name), "files", FileEntries) or {}
+
+
+def store_files(folder: Folder, name: str, entries: FileEntries) -> None:
+    _store(folder, name, "files", FileEntries, entries)
+
+
+def load_modules(folder: Folder) -> ModuleEntries:
+    return _load(folder.file(modules_name()), "modules", _module_entries()) or {}
+
+
+def store_modules(folder: Folder, entries: ModuleEntries) -> None:
+    _store(folder, modules_name(), "modules", _module_entries(), entries)
+
+
+def _module_entries() -> Any:
+    from ._modules import ModuleNode  # _modules uses stat_key from here
+
+    return dict[str, tuple[StatKey, ModuleNode]]
+
+
+def _load(path: Path, kind: str, tp: Any) -> Any:
     try:
-        with open(path, "rb") as handle:
-            return pickle.load(handle)
-    except Exception:  # any damage means "no cache"
+        data = _safeio.read_regular(path, MAX_FILE_BYTES)
+    except FileNotFoundError:
         return None
-
-
-def store(path: Path, value: Any) -> None:
+    except OSError as exc:
+        _safeio.debug(f"ignoring cache file {path}: {_safeio.reason(exc)}")
+        return None
+    # Tens of thousands of small objects and no cycles: without the collector running over
+    # them as they are made, loading takes about half the time.
+    collecting = gc.isenabled()
+    gc.disable()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tag = path.parent / "CACHEDIR.TAG"
-        if not tag.exists():
-            tag.write_text(CACHEDIR_TAG)
-            (path.parent / ".gitignore").write_text("*\n")
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        with os.fdopen(fd, "wb") as handle:
-            pickle.dump(value, handle, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, path)
-    except OSError:
-        pass  # a read-only tree still gets checked, just without a cache
+        document = json.loads(data)
+        if type(document) is not dict or set(document) != {"format", "kind", "entries"}:
+            raise ValueError("not a patchaudit cache document")
+        if document["format"] != FORMAT or document["kind"] != kind:
+            raise ValueError(f"format {document['format']!r} {document['kind']!r}")
+        return decoder(tp)(document["entries"])
+    except (ValueError, TypeError, RecursionError, MemoryError) as exc:
+        _safeio.debug(f"ignoring cache file {path}: {_describe(exc)}")
+        return None
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _store(folder: Folder, name: str, kind: str, tp: Any, value: Any) -> None:
+    try:
+        document = {"format": FORMAT, "kind": kind, "entries": encoder(tp)(value)}
+        data = json.dumps(document, separators=(",", ":")).encode()  # ASCII: lone surrogates too
+    except (TypeError, ValueError, RecursionError) as exc:  # a value with no plain form
+        _safeio.debug(f"not caching {name}: {_describe(exc)}")
+        return
+    try:
+        prepare_folder(folder)
+        _safeio.write_atomic(folder.file(name), data)
+    except OSError as exc:  # a read-only tree still gets checked, just without a cache
+        _safeio.debug(f"cannot write cache file {folder.file(name)}: {_describe(exc)}")
+
+
+def prepare_folder(folder: Folder) -> None:
+    """Create the folder if needed and mark it (CACHEDIR.TAG, .gitignore) without writing
+    through links: raises OSError when the folder is not a real folder after all."""
+    if folder.in_tree:
+        try:
+            os.mkdir(folder.path)
+        except FileExistsError:
+            pass
+        if not stat.S_ISDIR(os.lstat(folder.path).st_mode):  # a link planted since the check
+            raise NotADirectoryError(f"{folder.path} is not a folder")
+    else:
+        folder.path.mkdir(parents=True, exist_ok=True)
+    for marker, text in _MARKERS:
+        path = folder.file(marker)
+        try:
+            if stat.S_ISREG(os.lstat(path).st_mode):
+                continue
+        except FileNotFoundError:
+            pass
+        try:
+            _safeio.write_atomic(path, text.encode())  # replaces a planted link, if any
+        except OSError:
+            continue  # e.g. a folder of that name: the cache works without the marker
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError):
+        return _safeio.reason(exc)
+    return f"{type(exc).__name__}: {exc}"[:200]

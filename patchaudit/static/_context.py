@@ -9,8 +9,12 @@ statement with the execution context it runs in: at import (``module``), only wh
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 MODULE = "module"  # runs when the module is imported (top level, class bodies, if/try blocks)
 MAIN = "main"  # runs only under `if __name__ == "__main__":`
@@ -325,3 +329,50 @@ def build_context(
     _collect_aliases(ctx)
     _Walker(ctx).visit(tree)
     return ctx
+
+
+_T = TypeVar("_T")
+DEEP_STACK_BYTES = 256 * 1024 * 1024  # address space only: pages are used as the stack grows
+DEEP_RECURSION_LIMIT = 60_000  # CPython accepts trees about 3000 deep; visitors use ~3 frames
+
+
+def deep_call(function: Callable[..., _T], *args: object) -> _T:
+    """Call ``function`` in a thread with a big stack (for :func:`deep_recursion`).
+
+    For the rare tree that CPython accepts but that is too deep for the recursive visitors at
+    the default recursion limit (``x = 1 + 1 + ...`` with 500 terms): callers retry here after a
+    RecursionError, so the common case pays nothing.
+    """
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(function(*args))
+        except BaseException as exc:  # re-raised in the caller's thread
+            outcome.append(exc)
+
+    try:
+        previous = threading.stack_size(DEEP_STACK_BYTES)
+        try:
+            thread = threading.Thread(target=run, name="patchaudit-deep-tree", daemon=True)
+            thread.start()
+        finally:
+            threading.stack_size(previous)
+    except (ValueError, RuntimeError):  # no such stack here: the tree stays "too deep"
+        raise RecursionError("no thread with a big enough stack") from None
+    thread.join()
+    (result,) = outcome
+    if isinstance(result, BaseException):
+        raise result
+    return result  # type: ignore[return-value]
+
+
+@contextmanager
+def deep_recursion() -> Iterator[None]:
+    """Raise the (process-wide) recursion limit for the block; only inside :func:`deep_call`."""
+    saved = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(saved, DEEP_RECURSION_LIMIT))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(saved)

@@ -5,11 +5,15 @@ because discovery runs on every invocation, including pre-commit runs on big tre
 ``.gitignore`` files (root and nested) and the configured ``exclude`` patterns use git's
 wildmatch syntax; both prune whole folders, so a file below an ignored folder is never
 re-included, exactly as in git.
+
+The checked tree may be hostile, so discovery never leaves the project root: a symlink (to a
+file or a folder) whose target is outside it is not followed, and neither is a path named on the
+command line that resolves outside it; each becomes a problem line. Links within the tree work
+as usual. Only regular files are taken: a FIFO named ``x.py`` would block the reader.
 """
 
 from __future__ import annotations
 
-import errno
 import keyword
 import os
 import re
@@ -19,6 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pathspec
+
+from .._safeio import read_regular, resolve_within
+from .._safeio import reason as _reason
 
 __all__ = ["SKIP_DIRS", "DiscoveryError", "SourceFile", "discover"]
 
@@ -53,6 +60,13 @@ class SourceFile:
     relpath: str  # relative to cwd, forward slashes (what reports show)
     module: str | None  # dotted module name; None when not importable (e.g. "my-script.py")
     is_package: bool  # it's an __init__.py
+    # For a symlink within the tree, the real file it names. Files are read from here (or
+    # ``path``) without following a final symlink, so what was checked here is what is read.
+    target: Path | None = None
+
+    @property
+    def readable(self) -> Path:
+        return self.target or self.path
 
 
 class DiscoveryError(Exception):
@@ -110,8 +124,9 @@ def discover(
     Folders are walked; files named explicitly are taken whatever their extension (pre-commit
     passes extensionless scripts too) and skip ``.gitignore``, but ``exclude`` still applies to
     both. Relative ``paths`` are relative to ``cwd``. A missing path raises
-    :class:`DiscoveryError`; unreadable folders and symlink loops become problem strings.
-    Files are not opened here: an unreadable file is the reader's error to report.
+    :class:`DiscoveryError`; unreadable folders, symlink loops, links out of ``root`` and paths
+    outside it become problem strings. Files are not opened here: an unreadable file is the
+    reader's error to report.
     """
     walker = _Walker(exclude, root, cwd, respect_gitignore)
     resolved = []
@@ -129,12 +144,14 @@ class _Walker:
     def __init__(self, exclude: Sequence[str], root: Path, cwd: Path, gitignore: bool) -> None:
         self.cwd = os.path.abspath(cwd)
         self.root = os.path.normpath(os.path.join(self.cwd, os.fspath(root)))
+        self.real_root = os.path.realpath(self.root)
         self.exclude = _Matcher(exclude) if exclude else None
         self.gitignore = gitignore
         src = os.path.join(self.root, "src")
         # Deepest first, so a file under root/src gets its name relative to root/src.
         self.source_roots = [src, self.root] if os.path.isdir(src) else [self.root]
         self.files: dict[str, tuple[str, str]] = {}  # full path -> (folder, file name)
+        self.targets: dict[str, str] = {}  # full path of a symlink -> the real file in the tree
         self.problems: set[str] = set()
         self.seen: set[_Key] = set()
         self.has_init: dict[str, bool] = {}
@@ -149,14 +166,21 @@ class _Walker:
         except OSError as exc:
             self.problem(full, _reason(exc), is_dir=False)
             return
-        if self.excluded_with_parents(full, is_dir=stat.S_ISDIR(st.st_mode)):
+        is_dir = stat.S_ISDIR(st.st_mode)
+        real = resolve_within(full, self.real_root)
+        if real is None:  # `..` out of the root, or a link out of it
+            self.problem(full, f"outside the project root {self.root}", is_dir=is_dir)
             return
-        if stat.S_ISDIR(st.st_mode):
+        if self.excluded_with_parents(full, is_dir=is_dir):
+            return
+        if is_dir:
             self.walk(full, (st.st_dev, st.st_ino))
         elif not stat.S_ISREG(st.st_mode):
             self.problem(full, "not a regular file or folder", is_dir=False)
         else:
             self.files[full] = os.path.split(full)
+            if os.path.islink(full):
+                self.targets[full] = real
 
     def results(self) -> tuple[list[SourceFile], list[str]]:
         out = []
@@ -166,7 +190,16 @@ class _Walker:
             if parent is None:
                 parent = folders[folder] = Path(folder)
             module, is_package = self.module_name(folder, filename)
-            out.append(SourceFile(parent / filename, self.display(full), module, is_package))
+            target = self.targets.get(full)
+            out.append(
+                SourceFile(
+                    parent / filename,
+                    self.display(full),
+                    module,
+                    is_package,
+                    Path(target) if target is not None else None,
+                )
+            )
         # Compare path component-wise ("a/b.py" before "a-b.py") without splitting every path.
         out.sort(key=lambda f: f.relpath.replace("/", "\0"))
         return out, sorted(self.problems)
@@ -185,6 +218,9 @@ class _Walker:
             if not stack:
                 deferred.sort(key=lambda item: item[0])  # scandir order is arbitrary
                 link, specs, chain = deferred.pop(0)
+                if resolve_within(link, self.real_root) is None:  # never walk out of the tree
+                    self.problem(link, LINK_OUT, is_dir=True)
+                    continue
                 try:
                     st = os.stat(link)
                 except OSError as exc:
@@ -246,12 +282,31 @@ class _Walker:
                     self.seen.add(key)
                     stack.append((full, specs, (*chain, key)))
             elif name.endswith(".py"):
-                if not entry.is_file():
-                    if entry.is_symlink():
-                        self.problem(full, "broken symlink", is_dir=False)
-                    continue
-                if not self.ignored(full, False, specs):
-                    self.files[full] = (folder, name)
+                if entry.is_symlink():
+                    self.add_link(full, folder, name, specs)
+                elif not self.ignored(full, False, specs):
+                    if entry.is_file(follow_symlinks=False):
+                        self.files[full] = (folder, name)
+                    else:  # a FIFO, socket or device: opening it could block
+                        self.problem(full, "not a regular file", is_dir=False)
+
+    def add_link(self, full: str, folder: str, name: str, specs: _Specs) -> None:
+        """A symlink named ``*.py``: taken when it names a regular file inside the root."""
+        try:
+            st = os.stat(full)
+        except OSError:
+            self.problem(full, "broken symlink", is_dir=False)
+            return
+        if self.ignored(full, False, specs):
+            return
+        real = resolve_within(full, self.real_root)
+        if real is None:
+            self.problem(full, LINK_OUT, is_dir=False)
+        elif not stat.S_ISREG(st.st_mode):
+            self.problem(full, "not a regular file", is_dir=False)
+        else:
+            self.files[full] = (folder, name)
+            self.targets[full] = real
 
     def ignored(self, full: str, is_dir: bool, specs: _Specs) -> bool:
         suffix = "/" if is_dir else ""
@@ -379,12 +434,13 @@ class _Walker:
 
 
 _PROJECT_MARKERS = ("pyproject.toml", "setup.py", "setup.cfg")
+LINK_OUT = "symlink to outside the project root, not followed"
 
 
 def _read_gitignore(path: str) -> _Matcher | None:
     try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            lines = fh.read().splitlines()
+        # Like git (2.32+), a symlinked .gitignore is not followed; nor is anything but a file.
+        lines = read_regular(path).decode("utf-8", "replace").splitlines()
     except OSError:
         return None
     try:
@@ -400,11 +456,3 @@ def _is_identifier(name: str) -> bool:
 
 def _posix(path: str) -> str:
     return path if os.sep == "/" else path.replace(os.sep, "/")
-
-
-def _reason(exc: OSError) -> str:
-    if isinstance(exc, PermissionError):
-        return "permission denied"
-    if exc.errno == errno.ELOOP:  # a symlink chain that never ends
-        return "symlink loop"
-    return (exc.strerror or type(exc).__name__).lower()

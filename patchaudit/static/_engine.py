@@ -5,27 +5,33 @@ imports a package known to patch on import (grequests), and is not declared to r
 ``framework``) has nothing to audit, so the byte-level pre-scan is the whole run. In a gevent
 program every file that imports something or contains a rule's trigger is parsed once, in worker
 processes, and its summary cached by content hash.
+
+The checked tree may be hostile: nothing in it is executed, imported or unpickled, files are read
+through :mod:`patchaudit._safeio` (no final symlink followed, nothing but regular files opened),
+files over ``max-file-size`` are not read, and a worker process that dies costs one file.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from concurrent.futures import ProcessPoolExecutor
+import stat
+import time
 from dataclasses import dataclass
 from functools import cache
-from multiprocessing import get_context
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import rules as _rules  # noqa: F401  (registers every rule)
 from .._config import Config
 from .._findings import Report
+from .._safeio import FileTooLargeError, read_regular, resolve_within
 from ..rules._model import REGISTRY
 from . import _cache
 from ._discover import SourceFile, discover
 from ._known import known_patchers
-from ._summary import FileSummary, summarize
+from ._summary import FileSummary
+from ._workers import WORKER_DIED, parse_all
 
 if TYPE_CHECKING:
     from ._project import Project
@@ -33,18 +39,17 @@ if TYPE_CHECKING:
 FRAMEWORK_MENTION = re.compile(rb"\b(?:gevent|eventlet)\b")
 GUNICORN_WORKER = re.compile(rb"""worker_class\s*=\s*["'](gevent|eventlet)""")
 DECLARED_DEPENDENCY = re.compile(r"""(?im)^\s*["']?(gevent|eventlet)\b""")
-PARALLEL_THRESHOLD = 48  # below this, starting worker processes costs more than it saves
 
 
 @dataclass
 class _FileState:
     source: SourceFile
-    size: int = -1
-    mtime_ns: int = -1
+    stat: _cache.StatKey | None = None  # what says "unchanged" next run (None: hash it again)
     digest: str | None = None
     mentions: frozenset[str] = frozenset()  # "gevent" / "eventlet" mentioned in the bytes
     relevant: bool = False  # imports something or contains a trigger: worth parsing
     summary: FileSummary | None = None
+    too_large: int | None = None  # its size, when over max-file-size: never read
 
 
 def check(
@@ -68,6 +73,7 @@ def analyze(
     jobs: int | None = None,
 ) -> tuple[Report, Project | None]:
     """Like :func:`check`, also returning the project model (the runtime audit reuses it)."""
+    started_ns = time.time_ns()
     target = " ".join(str(p) for p in paths)
     report = Report(target=target)
     files, problems = discover(
@@ -79,36 +85,57 @@ def analyze(
     )
     report.errors.extend(problems)
     report.files_seen = len(files)
+    report.source_files.update((f.relpath, str(f.target)) for f in files if f.target is not None)
 
-    cache_path = (
-        _cache.cache_dir(config.root) / f"files-{_cache.files_key(config.fingerprint())}.pickle"
-    )
-    cached = (_cache.load(cache_path) if use_cache else None) or {}
+    folder = _cache_folder(config, cwd, report) if use_cache else None
+    files_name = _cache.files_name(config.fingerprint())
+    cached = _cache.load_files(folder, files_name) if folder is not None else {}
     trigger_rx = _trigger_regex()
     states = [_FileState(f) for f in files]
     changed = False
     for state in states:
-        changed |= _prescan(state, cached.get(state.source.relpath), trigger_rx, report)
+        entry = cached.get(state.source.relpath)
+        changed |= _prescan(state, entry, trigger_rx, report, config.max_file_size, started_ns)
 
     global_frameworks = _global_frameworks(states, config)
     mentions = frozenset().union(*(s.mentions for s in states)) if states else frozenset()
     frameworks = global_frameworks | {m for m in mentions if ":" not in m}
+    too_large = [s for s in states if s.too_large is not None]
     if frameworks:
         to_parse = [s for s in states if s.relevant and s.summary is None and s.digest]
-        _parse_all(to_parse, jobs)
+        _parse_all(to_parse, jobs, config.max_file_size, report)
         changed |= bool(to_parse)
+        for state in too_large:  # reported as MPA003 by the project stage
+            source = state.source
+            state.summary = FileSummary(
+                source.relpath, source.module, source.is_package, too_large=state.too_large
+            )
     else:
         report.notes.append(
             "no gevent or eventlet use found; nothing to audit (set [tool.patchaudit] framework"
             ' = "gevent" when a server such as `gunicorn -k gevent` patches this code)'
         )
-    report.files_analyzed = sum(1 for s in states if s.summary is not None)
+        if too_large:
+            report.notes.append(
+                f"{len(too_large)} file(s) over max-file-size ({config.max_file_size} bytes) "
+                "were not read"
+            )
+    report.files_analyzed = sum(1 for s in states if s.summary is not None and not s.too_large)
 
-    if use_cache and (changed or len(cached) != len(states)):
-        _cache.store(
-            cache_path,
+    if folder is not None and (changed or len(cached) != len(states)):
+        _cache.store_files(
+            folder,
+            files_name,
             {
-                s.source.relpath: (s.size, s.mtime_ns, s.digest, s.mentions, s.relevant, s.summary)
+                s.source.relpath: _cache.FileEntry(
+                    s.stat,
+                    s.digest,
+                    s.source.module,
+                    s.source.is_package,
+                    s.mentions,
+                    s.relevant,
+                    s.summary,
+                )
                 for s in states
                 if s.digest is not None
             },
@@ -124,7 +151,7 @@ def analyze(
             mentions,
             report,
             cwd=cwd,
-            use_cache=use_cache,
+            cache=folder,
         )
     report.findings.sort(key=lambda f: f.sort_key)
     return report, project
@@ -141,32 +168,56 @@ def _trigger_regex() -> re.Pattern[bytes]:
     return re.compile(b"|".join(re.escape(w) for w in sorted(words, key=len, reverse=True)))
 
 
+def _cache_folder(config: Config, cwd: Path, report: Report) -> _cache.Folder | None:
+    folder, problem = _cache.cache_folder(config.root)
+    if problem is not None:
+        path = Path(os.environ.get("PATCHAUDIT_CACHE_DIR") or config.root / _cache.FOLDER_NAME)
+        try:
+            shown = path.relative_to(cwd).as_posix()
+        except ValueError:
+            shown = str(path)
+        report.warnings.append(f"cache not used: {shown} {problem}")
+    return folder
+
+
 def _prescan(
-    state: _FileState, entry: tuple | None, trigger_rx: re.Pattern[bytes], report: Report
+    state: _FileState,
+    entry: _cache.FileEntry | None,
+    trigger_rx: re.Pattern[bytes],
+    report: Report,
+    limit: int,
+    started_ns: int,
 ) -> bool:
     """Fill ``state`` from the cache or from the file's bytes; True when it read the file."""
+    source = state.source
     try:
-        stat = os.stat(state.source.path)
+        st = os.lstat(source.readable)  # discovery resolved links within the tree already
+        if not stat.S_ISREG(st.st_mode):  # replaced since discovery: never open it
+            raise OSError(0, "not a regular file")
+        if st.st_size > limit:
+            state.too_large = st.st_size
+            return False
+        if entry is not None and (entry.module, entry.is_package) != (
+            source.module,
+            source.is_package,
+        ):
+            entry = None  # the summary depends on the module name, not only on the bytes
+        if entry is not None and _cache.same_stat(st, entry.stat):  # unchanged: not even read
+            state.stat, state.digest = entry.stat, entry.digest
+            _take(state, entry)
+            return False
+        data = read_regular(source.readable, limit)
+    except FileTooLargeError:  # grew since the lstat
+        state.too_large = max(st.st_size, limit + 1)
+        return False
     except OSError as exc:
-        report.errors.append(f"{state.source.relpath}: cannot read ({exc.strerror or exc})")
+        report.errors.append(f"{source.relpath}: cannot read ({exc.strerror or exc})")
         report.files_failed += 1
         return False
-    state.size, state.mtime_ns = stat.st_size, stat.st_mtime_ns
-    if entry is not None and (not isinstance(entry, tuple) or len(entry) != 6):
-        entry = None  # written by another version: ignore
-    if entry is not None and entry[0] == stat.st_size and entry[1] == stat.st_mtime_ns:
-        _, _, state.digest, state.mentions, state.relevant, state.summary = entry
-        return False
-    try:
-        with open(state.source.path, "rb") as handle:
-            data = handle.read()
-    except OSError as exc:
-        report.errors.append(f"{state.source.relpath}: cannot read ({exc.strerror or exc})")
-        report.files_failed += 1
-        return False
+    state.stat = _cache.stat_key(st, started_ns)
     state.digest = _cache.content_hash(data)
-    if entry is not None and entry[2] == state.digest:
-        _, _, _, state.mentions, state.relevant, state.summary = entry
+    if entry is not None and entry.digest == state.digest:
+        _take(state, entry)
         return True
     # These regexes have no literal prefix, so searching with them runs at regex speed over the
     # whole file; a substring test first spares almost every file that scan, with the same result.
@@ -178,12 +229,16 @@ def _prescan(
         for rx, framework, names in _patcher_imports()
         if any(name in data for name in names) and rx.search(data)
     )
-    if state.source.path.name.startswith("gunicorn"):
+    if source.path.name.startswith("gunicorn"):
         # a gunicorn config choosing a gevent worker makes the whole project a gevent program
         mentions.update("gunicorn:" + m.decode() for m in GUNICORN_WORKER.findall(data))
     state.mentions = frozenset(mentions)
     state.relevant = bool(mentions) or trigger_rx.search(data) is not None
     return True
+
+
+def _take(state: _FileState, entry: _cache.FileEntry) -> None:
+    state.mentions, state.relevant, state.summary = entry.mentions, entry.relevant, entry.summary
 
 
 @cache
@@ -215,48 +270,38 @@ def _global_frameworks(states: list[_FileState], config: Config) -> frozenset[st
     if config.framework != "auto":
         return frozenset({config.framework})
     found = {m.partition(":")[2] for s in states for m in s.mentions if m.startswith("gunicorn:")}
-    return frozenset(found) | _declared_frameworks(config.root)
+    return frozenset(found) | _declared_frameworks(config.root, config.max_file_size)
 
 
-def _declared_frameworks(root: Path) -> frozenset[str]:
+def _declared_frameworks(root: Path, limit: int) -> frozenset[str]:
     """gevent/eventlet named as a dependency of the project (pre-commit passes single files)."""
     found: set[str] = set()
     for name in ("requirements.txt", "requirements.in", "setup.cfg"):
-        try:
-            text = (root / name).read_text(errors="replace")
-        except OSError:
-            continue
+        text = _read_root_file(root, name, limit)
         found.update(m.lower() for m in DECLARED_DEPENDENCY.findall(text))
-    try:
-        text = (root / "pyproject.toml").read_text(errors="replace")
-    except OSError:
-        text = ""
+    text = _read_root_file(root, "pyproject.toml", limit)
     found.update(m.lower() for m in re.findall(r"""["'](gevent|eventlet)\b""", text))
     return frozenset(found)
 
 
-def _summarize_path(args: tuple[str, str | None, bool, str]) -> FileSummary:
-    relpath, module, is_package, path = args
+def _read_root_file(root: Path, name: str, limit: int) -> str:
+    """A file at the root, through a link only if it stays in the tree; "" when unusable."""
+    path = resolve_within(str(root / name), os.path.realpath(root))
+    if path is None:
+        return ""
     try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except OSError as exc:  # changed or removed since the pre-scan read it
-        summary = FileSummary(relpath, module, is_package)
-        summary.internal_error = f"cannot read ({exc.strerror or exc})"
-        return summary
-    return summarize(relpath, module, is_package, data)
+        return read_regular(path, limit).decode(errors="replace")
+    except OSError:
+        return ""
 
 
-def _parse_all(states: list[_FileState], jobs: int | None) -> None:
+def _parse_all(states: list[_FileState], jobs: int | None, limit: int, report: Report) -> None:
     work = [
-        (s.source.relpath, s.source.module, s.source.is_package, str(s.source.path)) for s in states
+        (s.source.relpath, s.source.module, s.source.is_package, str(s.source.readable), limit)
+        for s in states
     ]
-    workers = jobs or os.cpu_count() or 1
-    if workers > 1 and len(work) >= PARALLEL_THRESHOLD:
-        chunk = max(1, len(work) // (workers * 4))
-        with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
-            results = list(pool.map(_summarize_path, work, chunksize=chunk))
-    else:
-        results = [_summarize_path(item) for item in work]
-    for state, summary in zip(states, results, strict=True):
+    for state, summary in zip(states, parse_all(work, jobs), strict=True):
         state.summary = summary
+        if summary is None:
+            report.errors.append(f"{state.source.relpath}: {WORKER_DIED}")
+            report.files_failed += 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fnmatch
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -31,11 +30,10 @@ def evaluate(
     report: Report,
     *,
     cwd: Path,
-    use_cache: bool,
+    cache: _cache.Folder | None,
 ) -> Project | None:
-    cache_root = _cache.cache_dir(config.root)
     try:
-        patch_lists = load_patch_lists(cache_dir=cache_root if use_cache else None)
+        patch_lists = load_patch_lists(cache_dir=cache.path if cache is not None else None)
     except PatchListError as exc:
         report.errors.append(str(exc))
         return None
@@ -46,8 +44,7 @@ def evaluate(
                 f"{source.relpath}: {INTERNAL_ERROR_PREFIX}: {summary.internal_error}"
             )
 
-    modules_cache_path = cache_root / f"modules-{sys.version_info[0]}{sys.version_info[1]}.pickle"
-    module_cache = (_cache.load(modules_cache_path) if use_cache else None) or {}
+    module_cache = _cache.load_modules(cache) if cache is not None else {}
     parsed = [s for s in summaries.values() if s.parse_error is None]
     _unname_duplicates(parsed, report)
     unparsed = [
@@ -70,8 +67,8 @@ def evaluate(
     project.programs = build_programs(project.modules, global_frameworks)
     _run_simulations(project, parsed)
     _apply_rules(project, report, cwd)
-    if use_cache and index.cache_dirty:
-        _cache.store(modules_cache_path, index.cache)
+    if cache is not None and index.cache_dirty:
+        _cache.store_modules(cache, index.cache)
     return project
 
 

@@ -3,7 +3,9 @@
 Project modules come from the project's own summaries. Standard-library and installed third-party
 modules are found on the interpreter's ``sys.path`` without importing them (importing would run
 their code), and their module-level imports and patch calls are read from their source. Those
-summaries are cached by path, size and modification time.
+summaries are cached by path and stat fields. A file found under a project root but not among
+the project's files (excluded, or a symlink discovery did not follow) is read only if it really
+lies inside that root; nothing but regular files is ever opened.
 """
 
 from __future__ import annotations
@@ -12,11 +14,23 @@ import ast
 import os
 import sys
 import sysconfig
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ._context import MAIN, MODULE, ImportRecord, PatchPoint, build_context
+from .. import _safeio
+from ._cache import StatKey, same_stat, stat_key
+from ._context import (
+    MAIN,
+    MODULE,
+    FileContext,
+    ImportRecord,
+    PatchPoint,
+    build_context,
+    deep_call,
+    deep_recursion,
+)
 
 PROJECT = "project"
 STDLIB = "stdlib"
@@ -53,13 +67,16 @@ class ModuleIndex:
         self,
         project: dict[str, ModuleNode],
         project_roots: Iterable[Path],
-        cache: dict[str, tuple[int, int, ModuleNode]] | None = None,
+        cache: dict[str, tuple[StatKey, ModuleNode]] | None = None,
         search_path: Iterable[str] | None = None,
     ) -> None:
         self.project = project
         self.cache = cache if cache is not None else {}
         self.cache_dirty = False
+        self._started_ns = time.time_ns()
         roots = [str(p) for p in project_roots]
+        # (as spelled, real path): the checked tree, where links out are not followed
+        self._trees = tuple((r.rstrip(os.sep) + os.sep, os.path.realpath(r)) for r in roots)
         entries = list(search_path) if search_path is not None else _default_search_path()
         self._roots = tuple(dict.fromkeys(roots + entries))
         self._listing: dict[str, frozenset[str]] = {}
@@ -148,27 +165,40 @@ class ModuleIndex:
     def _summarize(self, name: str, located: _Located) -> ModuleNode:
         if located.path is None:
             return ModuleNode(name, located.kind, None, located.is_package)
+        path = self._readable(located.path)
+        if path is None:  # a link out of the checked tree: not followed
+            return ModuleNode(name, located.kind, located.path, located.is_package)
         try:
-            stat = os.stat(located.path)
+            stat = os.stat(path)
         except OSError:
             return ModuleNode(name, located.kind, located.path, located.is_package)
         cached = self.cache.get(located.path)
-        if cached is not None and cached[0] == stat.st_mtime_ns and cached[1] == stat.st_size:
-            node = cached[2]
+        if cached is not None and same_stat(stat, cached[0]):
+            node = cached[1]
             if node.name == name:
                 return node
-        node = summarize_external(name, located.kind, located.path, located.is_package)
-        self.cache[located.path] = (stat.st_mtime_ns, stat.st_size, node)
-        self.cache_dirty = True
+        node = summarize_external(name, located.kind, path, located.is_package)
+        node.path = located.path
+        key = stat_key(stat, self._started_ns)
+        if key is not None:
+            self.cache[located.path] = (key, node)
+            self.cache_dirty = True
         return node
+
+    def _readable(self, path: str) -> str | None:
+        """The path to read: as found, or for a file in the checked tree its real path, None
+        when that leaves the tree (installed packages may be symlinked anywhere)."""
+        for spelled, real_root in self._trees:
+            if path.startswith(spelled):
+                return _safeio.resolve_within(path, real_root)
+        return os.path.realpath(path) if os.path.islink(path) else path
 
 
 def summarize_external(name: str, kind: str, path: str, is_package: bool) -> ModuleNode:
     """Read an installed module's source: its import-time imports, patch calls, stale bindings."""
     node = ModuleNode(name, kind, path, is_package)
     try:
-        with open(path, "rb") as handle:
-            data = handle.read()
+        data = _safeio.read_regular(path)  # never a FIFO or device named like a module
         tree = ast.parse(data, filename=path)
     except (OSError, SyntaxError, ValueError, RecursionError, MemoryError):
         return node
@@ -176,7 +206,10 @@ def summarize_external(name: str, kind: str, path: str, is_package: bool) -> Mod
         try:
             ctx = build_context(path, name, is_package, "", tree)
         except RecursionError:
-            return node
+            try:
+                ctx = deep_call(_build_deep, path, name, is_package, tree)
+            except RecursionError:
+                return node
         node.imports = [r for r in ctx.imports if r.context == MODULE]
         node.patch_points = [p for p in ctx.patch_points if p.context == MODULE]
     else:
@@ -185,6 +218,11 @@ def summarize_external(name: str, kind: str, path: str, is_package: bool) -> Mod
         (r.line, n, f"{r.module}.{n}") for r in node.imports for n in r.names if n != "*"
     ]
     return node
+
+
+def _build_deep(path: str, name: str, is_package: bool, tree: ast.Module) -> FileContext:
+    with deep_recursion():
+        return build_context(path, name, is_package, "", tree)
 
 
 def _module_level_imports(tree: ast.Module, module: str, is_package: bool):

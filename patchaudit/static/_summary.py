@@ -1,18 +1,28 @@
-"""Per-file analysis: parse once, run the file checks, keep a small picklable summary.
+"""Per-file analysis: parse once, run the file checks, keep a small plain-data summary.
 
-A :class:`FileSummary` is what the cache stores and what the project stage works from; the AST is
-dropped as soon as the file checks have run.
+A :class:`FileSummary` is what the cache stores (as JSON, see ``_plain``) and what the project
+stage works from; the AST is dropped as soon as the file checks have run.
 """
 
 from __future__ import annotations
 
 import ast
 import re
+import sys
 import warnings
 from dataclasses import dataclass, field
 
 from ..rules._model import REGISTRY, Hit
-from ._context import MAIN, MODULE, FileContext, ImportRecord, PatchPoint, build_context
+from ._context import (
+    MAIN,
+    MODULE,
+    FileContext,
+    ImportRecord,
+    PatchPoint,
+    build_context,
+    deep_call,
+    deep_recursion,
+)
 
 # Codes of any linter (E402, UP006, MPA201): a suppression naming only another linter's codes is
 # not a bare one, so it silences no patchaudit finding on its line.
@@ -56,6 +66,7 @@ class FileSummary:
     module_calls: dict[str, tuple[int, str]] = field(default_factory=dict)  # local fn -> call site
     parse_error: tuple[int, int, str] | None = None  # (line, column, message)
     internal_error: str | None = None  # a check crashed: reported, never raised
+    too_large: int | None = None  # size in bytes when over max-file-size: not read at all
 
     @property
     def imported_modules(self) -> set[str]:
@@ -65,6 +76,7 @@ class FileSummary:
 def summarize(relpath: str, module: str | None, is_package: bool, data: bytes) -> FileSummary:
     """Parse ``data`` and run every file check on it. Never raises for bad input."""
     summary = FileSummary(relpath=relpath, module=module, is_package=is_package)
+    tree: ast.Module | None = None
     try:
         source = _decode(data)
         with warnings.catch_warnings():
@@ -79,14 +91,61 @@ def summarize(relpath: str, module: str | None, is_package: bool, data: bytes) -
     except ValueError as exc:  # NUL bytes
         summary.parse_error = (1, 1, str(exc))
         return summary
-    except (RecursionError, MemoryError):
+    except MemoryError:
         summary.parse_error = (1, 1, MAX_NESTING_ERROR)
         return summary
-    try:
-        ctx = build_context(relpath, module, is_package, source, tree)
     except RecursionError:
+        pass  # decided from a fresh stack below, as CPython running the file would
+    if tree is not None:
+        try:
+            _analyse(summary, source, tree, data)
+            return summary
+        except RecursionError:
+            summary = FileSummary(relpath=relpath, module=module, is_package=is_package)
+    # Too deep for this stack, not necessarily for Python: retry in a thread with a big stack.
+    try:
+        deep_call(_summarize_deep, summary, source, tree, data)
+    except (RecursionError, MemoryError):
+        summary = FileSummary(relpath=relpath, module=module, is_package=is_package)
         summary.parse_error = (1, 1, MAX_NESTING_ERROR)
-        return summary
+    return summary
+
+
+def _summarize_deep(
+    summary: FileSummary, source: str, tree: ast.Module | None, data: bytes
+) -> None:
+    if tree is None:
+        # Whether the file is too deeply nested is for CPython to say: `python file.py` compiles
+        # it with the default recursion limit and no frames below, so give compile() the same
+        # headroom. ast.parse at the caller's depth was stricter than that.
+        saved = sys.getrecursionlimit()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sys.setrecursionlimit(saved + _depth())
+            try:
+                compile(source, summary.relpath, "exec", dont_inherit=True)
+            except (SyntaxError, ValueError):
+                pass  # errors only the compiler checks; the parse below decides
+            finally:
+                sys.setrecursionlimit(saved)
+        with warnings.catch_warnings(), deep_recursion():
+            warnings.simplefilter("ignore")
+            tree = ast.parse(source, filename=summary.relpath)
+    with deep_recursion():
+        _analyse(summary, source, tree, data)
+
+
+def _depth() -> int:
+    frame, depth = sys._getframe(), 0
+    while frame is not None:
+        frame, depth = frame.f_back, depth + 1
+    return depth
+
+
+def _analyse(summary: FileSummary, source: str, tree: ast.Module, data: bytes) -> None:
+    """Fill ``summary`` from the parsed file; a RecursionError propagates (see summarize)."""
+    relpath, module, is_package = summary.relpath, summary.module, summary.is_package
+    ctx = build_context(relpath, module, is_package, source, tree)
     summary.imports = ctx.imports
     summary.patch_points = ctx.patch_points
     summary.references = ctx.references
@@ -97,7 +156,6 @@ def summarize(relpath: str, module: str | None, is_package: bool, data: bytes) -
             if name in ctx.functions:
                 summary.module_calls.setdefault(name, (call.node.lineno, call.context))
     _run_file_checks(ctx, summary, data)
-    return summary
 
 
 def _run_file_checks(ctx: FileContext, summary: FileSummary, data: bytes) -> None:
@@ -109,8 +167,7 @@ def _run_file_checks(ctx: FileContext, summary: FileSummary, data: bytes) -> Non
         try:
             hits = list(rule.check(ctx))
         except RecursionError:
-            summary.parse_error = (1, 1, MAX_NESTING_ERROR)
-            return
+            raise  # retried with a deeper stack by summarize()
         except Exception as exc:  # a bug in a check must not take the run down
             summary.internal_error = f"{rule.code} crashed: {type(exc).__name__}: {exc}"
             continue
