@@ -25,16 +25,22 @@ def rule_as_dict(rule: Rule) -> dict[str, Any]:
     }
 
 
+def _fm_link(code: str) -> str:
+    """``FM-01`` as a link to its section of docs/failure-modes.md (rule pages sit one below)."""
+    return f"[{code}](../{KB}#{code.lower()})"
+
+
 def rule_page(rule: Rule) -> str:
     """One Markdown page per rule; docs/rules/<CODE>.md is exactly this text."""
-    refs = ", ".join(f"`{r}`" if not r.startswith("FM-") else r for r in rule.references)
+    refs = ", ".join(_fm_link(r) if r.startswith("FM-") else f"`{r}`" for r in rule.references)
+    modes = ", ".join(_fm_link(fm) for fm in rule.failure_modes) or "none"
     return f"""# {rule.code} {rule.name}
 
 {rule.summary}.
 
 - Category: `{rule.category.value}`
 - Default severity: `{rule.severity.value}`
-- Failure modes: {", ".join(rule.failure_modes) or "none"} (see the failure-mode catalogue)
+- Failure modes: {modes} (in the [failure-mode catalogue](../{KB}))
 - References: {refs}
 
 ## Why this matters
