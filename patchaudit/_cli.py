@@ -285,7 +285,7 @@ def _interruptible(command: Callable[[argparse.Namespace], int], args: argparse.
     that shutdown would kill it by the signal). A second signal before that also exits at once
     (see :func:`patchaudit._process.interruptible`).
     """
-    from . import _process
+    from . import _process, _scratch
 
     with _process.interruptible(stop_workers=True):
         try:
@@ -298,7 +298,7 @@ def _interruptible(command: Callable[[argparse.Namespace], int], args: argparse.
             code = interrupted.exit_code
         finally:
             _process.kill_all()
-            _process.remove_scratch_dirs()
+            _scratch.remove_all()
         if _process.interruption() is not None:
             _exit_now(code)
     return code

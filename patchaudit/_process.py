@@ -15,28 +15,24 @@ probe, the patch-list probe, bench servers and load workers. Each child runs
   command can print what it gathered and exit 130/143; a second signal during the cleanup kills
   every child at once and exits immediately. While an interrupt is being handled, :func:`spawn`
   refuses to start anything (a worker thread must not start the next probe).
-* :func:`scratch_dir` is a temporary folder that goes away on every path: when the block
-  ends, on the second signal, by the supervisors of children spawned while it exists if this
-  process is killed with SIGKILL, and, should all of that fail, by the next run.
+* The folders of :mod:`patchaudit._scratch` alive at spawn time are handed to the child's
+  supervisor, which removes them if this process is killed with SIGKILL.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import IO, Any
 
-from . import _supervise
+from . import _scratch, _supervise
 
 __all__ = [
     "SUPERVISE_SCRIPT",
@@ -48,8 +44,6 @@ __all__ = [
     "kill_all",
     "live_group_members",
     "processes_with_marker",
-    "remove_scratch_dirs",
-    "scratch_dir",
     "spawn",
 ]
 
@@ -62,8 +56,6 @@ _LIVE: set[Child] = set()
 _LIVE_LOCK = threading.Lock()
 _PR_SET_CHILD_SUBREAPER = 36
 # Scratch folders that still exist: removed on a second signal, handed to supervisors.
-_SCRATCH: set[str] = set()
-_SCRATCH_PREFIX = "patchaudit-run-"
 
 
 class Interrupted(BaseException):
@@ -210,7 +202,7 @@ def spawn(
     child_env[_supervise.PARENT_VAR] = str(os.getpid())
     child_env[_supervise.MARKER_VAR] = marker
     child_env[_supervise.SCRIPT_VAR] = SUPERVISE_SCRIPT
-    scratch = sorted(_SCRATCH)
+    scratch = _scratch.live()
     if scratch:
         child_env[_supervise.CLEANUP_VAR] = os.pathsep.join(scratch)
     else:
@@ -463,8 +455,7 @@ def _die(signum: int) -> None:
             _kill_pid(pid)
     for pid in _forked_workers():
         _kill_pid(pid)
-    for path in list(_SCRATCH):
-        shutil.rmtree(path, ignore_errors=True)
+    _scratch.remove_all()
     os._exit(128 + signum)
 
 
@@ -486,7 +477,7 @@ def _after_fork_in_child() -> None:
                 pass
             child._write_fd = None
     _LIVE.clear()
-    _SCRATCH.clear()
+    _scratch.forget_all()  # the parent's folders: not this child's to remove
     handler = _State.handler
     _reset_state(None, False)
     if handler is not None:
@@ -500,70 +491,3 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-@contextmanager
-def scratch_dir(label: str = "") -> Iterator[Path]:
-    """A temporary folder removed on every way out (see the module docstring).
-
-    Its name (``patchaudit-run-NAMESPACE-PID-[LABEL-]XXXX`` in the temporary folder) carries
-    this process's pid and pid namespace, so the next run can tell a leftover of a dead run
-    from the folder of a live one and remove it.
-    """
-    _sweep_dead_runs()
-    tail = f"{label}-" if label else ""
-    path = tempfile.mkdtemp(prefix=f"{_SCRATCH_PREFIX}{_namespace()}-{os.getpid()}-{tail}")
-    _SCRATCH.add(path)
-    try:
-        yield Path(path)
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-        _SCRATCH.discard(path)
-
-
-def remove_scratch_dirs() -> None:
-    """Remove every live :func:`scratch_dir` folder now (an interrupted command's cleanup)."""
-    for path in list(_SCRATCH):
-        shutil.rmtree(path, ignore_errors=True)
-        _SCRATCH.discard(path)
-
-
-def _namespace() -> str:
-    """This process's pid namespace: a pid means nothing across namespaces (containers)."""
-    try:
-        return str(os.stat("/proc/self/ns/pid").st_ino)
-    except OSError:
-        return "0"
-
-
-def _sweep_dead_runs() -> None:
-    """Remove scratch folders left by runs of ours that died by SIGKILL before any child ran."""
-    root = tempfile.gettempdir()
-    try:
-        names = os.listdir(root)
-    except OSError:
-        return
-    namespace, uid = _namespace(), os.getuid()
-    for name in names:
-        if not name.startswith(_SCRATCH_PREFIX):
-            continue
-        parts = name[len(_SCRATCH_PREFIX) :].split("-")
-        if len(parts) < 3 or parts[0] != namespace or not parts[1].isdigit():
-            continue
-        path = os.path.join(root, name)
-        try:
-            if os.lstat(path).st_uid != uid or not _pid_gone(int(parts[1])):
-                continue
-        except OSError:
-            continue
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def _pid_gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, someone else's
-        return False
-    return False

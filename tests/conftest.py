@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -83,6 +84,15 @@ def processes_with(marker: str) -> list[int]:
         if marker.encode() in environ and state != "Z":
             found.append(int(entry))
     return found
+
+
+def port_is_closed(port: int, host: str = "127.0.0.1") -> bool:
+    """Nothing accepts connections on ``host:port`` any more."""
+    try:
+        socket.create_connection((host, port), timeout=1.0).close()
+    except OSError:
+        return True
+    return False
 
 
 def assert_nothing_left(marker: str, within: float = 5.0) -> None:

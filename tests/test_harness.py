@@ -40,6 +40,8 @@ from patchaudit.harness.engines import parse_ab, parse_wrk, run_ab, run_wrk  # n
 from patchaudit.harness.limits import fd_problem  # noqa: E402
 from patchaudit.harness.results import to_document  # noqa: E402
 
+from .conftest import port_is_closed  # noqa: E402
+
 HOST = "127.0.0.1"
 RUN_KEYS = {
     "server", "mode", "engine", "concurrency", "requests", "keep_alive", "completed", "failed",
@@ -57,14 +59,6 @@ def bench(*args: str, env: dict[str, str] | None = None, timeout: float = 60, **
         env={**os.environ, **(env or {})},
         **kwargs,
     )
-
-
-def port_is_closed(port: int) -> bool:
-    try:
-        socket.create_connection((HOST, port), timeout=1.0).close()
-    except OSError:
-        return True
-    return False
 
 
 def write_app(folder: Path, body: str) -> str:

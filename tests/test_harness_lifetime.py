@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,31 +28,14 @@ pytest.importorskip("hdrh", reason="the harness extra is not installed")
 
 from patchaudit.harness._children import _safe_path_command  # noqa: E402
 
-HOST = "127.0.0.1"
+from .conftest import port_is_closed, processes_with  # noqa: E402
+
 EXIT_BOUND = 6.0  # seconds from the signal to bench's exit (it takes well under 1 s)
 GONE_BOUND = 3.0  # seconds after the exit until no child is left (the supervisors: < 1 s)
 # Runs "patchaudit bench|demo ..." the way the console script does: sys.path[0] is not the
 # current directory, so only the children could import the json.py planted there.
 LAUNCH = "import sys\ndel sys.path[0]\nfrom patchaudit._cli import main\nsys.exit(main())\n"
 PLANTED = ("json", "hdrh", "gevent")  # each writes IMPORTED-<name> next to itself if imported
-
-
-def _processes_with(marker: str) -> list[int]:
-    """Live (non-zombie) processes whose environment contains ``marker``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as handle:
-                environ = handle.read()
-            with open(f"/proc/{entry}/stat") as handle:
-                state = handle.read().rpartition(")")[2].split()[0]
-        except OSError:
-            continue
-        if marker.encode() in environ and state != "Z":
-            found.append(int(entry))
-    return found
 
 
 def _cmdlines(pids: list[int]) -> list[str]:
@@ -68,14 +50,6 @@ def _cmdlines(pids: list[int]) -> list[str]:
 
 def _shm() -> set[str]:
     return {name for name in os.listdir("/dev/shm") if name.startswith("psm_")}
-
-
-def _port_is_closed(port: int) -> bool:
-    try:
-        socket.create_connection((HOST, port), timeout=1.0).close()
-    except OSError:
-        return True
-    return False
 
 
 @dataclass
@@ -134,7 +108,7 @@ def _command(tmp_path: Path, *args: str) -> Iterator[Started]:
         if started.process.poll() is None:
             started.process.kill()
             started.process.communicate()
-        for pid in _processes_with(marker):  # never leave anything for the next test
+        for pid in processes_with(marker):  # never leave anything for the next test
             try:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
@@ -160,10 +134,10 @@ def _signal_and_collect(started: Started, signals: tuple[int, ...]) -> Outcome:
         process.send_signal(signum)
     stdout, rest = process.communicate(timeout=30)
     exit_s = time.monotonic() - sent
-    while _processes_with(started.marker) and time.monotonic() - sent < exit_s + GONE_BOUND:
+    while processes_with(started.marker) and time.monotonic() - sent < exit_s + GONE_BOUND:
         time.sleep(0.02)
     gone_s = time.monotonic() - sent
-    left = _cmdlines(_processes_with(started.marker))
+    left = _cmdlines(processes_with(started.marker))
     assert left == [], left
     return Outcome(
         returncode=process.returncode,
@@ -201,7 +175,7 @@ def test_bench_stopped_mid_sweep_leaves_nothing_behind(case: str, tmp_path: Path
     with _command(tmp_path, *BENCH, "--format", "json") as started:
         port = _wait_for_run(started)
         time.sleep(1.0)
-        running = _cmdlines(_processes_with(started.marker))
+        running = _cmdlines(processes_with(started.marker))
         # bench, the server and its supervisor, the client processes and theirs
         assert sum("_serve.py" in line for line in running) == 2, running
         assert sum("harness._worker" in line for line in running) >= 2, running
@@ -210,7 +184,7 @@ def test_bench_stopped_mid_sweep_leaves_nothing_behind(case: str, tmp_path: Path
         outcome = _signal_and_collect(started, signals)
     assert outcome.returncode == code, outcome.stderr
     _assert_clean(outcome)
-    assert _port_is_closed(port)
+    assert port_is_closed(port)
     if case in ("sigint", "sigterm"):
         name = "Ctrl-C" if case == "sigint" else "SIGTERM"
         assert f"patchaudit bench: interrupted by {name}: partial results above" in outcome.stderr
@@ -229,13 +203,13 @@ def test_external_engines_die_with_bench(engine: str, tmp_path: Path) -> None:
     with _command(tmp_path, *args) as started:
         port = _wait_for_run(started)
         time.sleep(1.0)
-        running = _cmdlines(_processes_with(started.marker))
+        running = _cmdlines(processes_with(started.marker))
         # The tool itself (exec'd by its supervisor, whose command line is _exec.py's)
         assert any(line.startswith(f"{shutil.which(engine)} ") for line in running), running
         outcome = _signal_and_collect(started, (signal.SIGKILL,))
     assert outcome.returncode == -9
     _assert_clean(outcome)
-    assert _port_is_closed(port)
+    assert port_is_closed(port)
 
 
 def test_bench_with_an_app_module_from_the_cwd_imports_only_that(tmp_path: Path) -> None:
@@ -280,7 +254,7 @@ def _demo_apps(folder: Path) -> Path:
 def _wait_until_serving(started: Started, label: str) -> None:
     """Until a probe whose command line names ``label`` (its work folder) is running."""
     deadline = time.monotonic() + 30
-    while not any(label in line for line in _cmdlines(_processes_with(started.marker))):
+    while not any(label in line for line in _cmdlines(processes_with(started.marker))):
         assert time.monotonic() < deadline and started.process.poll() is None
         time.sleep(0.05)
 

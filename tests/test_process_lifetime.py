@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from patchaudit import _process, _supervise
+from patchaudit import _process, _scratch, _supervise
 
-from .conftest import assert_nothing_left, processes_with
+from .conftest import assert_nothing_left, port_is_closed, processes_with
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="needs Linux (/proc, prctl)"
@@ -204,13 +203,13 @@ def test_kill_9_of_the_parent_ends_the_whole_tree(
 
 INTERRUPTIBLE = """
 import os, signal, sys, time
-from patchaudit import _process
+from patchaudit import _process, _scratch
 with _process.interruptible():
     pid = os.fork()
     if pid == 0:  # a pool worker's view: default actions, not the parent's handler
         os._exit(0 if signal.getsignal(signal.SIGINT) is signal.SIG_DFL else 1)
     forked_ok = os.waitpid(pid, 0)[1] == 0
-    with _process.scratch_dir("unit") as scratch:
+    with _scratch.scratch_dir("unit") as scratch:
         child = _process.spawn([sys.executable, sys.argv[1], "sleep"])
         print("ready", scratch, forked_ok, flush=True)
         try:
@@ -260,14 +259,14 @@ def test_scratch_dir_removes_what_dead_runs_left(
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    namespace = _process._namespace()
+    namespace = _scratch._namespace()
     left = tmp_path / f"patchaudit-run-{namespace}-{dead.pid}-audit-abc123"
     live = tmp_path / f"patchaudit-run-{namespace}-{os.getpid()}-audit-def456"
     elsewhere = tmp_path / f"patchaudit-run-1-{dead.pid}-audit-ghi789"  # another pid namespace
     for folder in (left, live, elsewhere):
         folder.mkdir()
         (folder / "events.jsonl").write_text("{}\n")
-    with _process.scratch_dir("audit") as scratch:
+    with _scratch.scratch_dir("audit") as scratch:
         assert scratch.is_dir() and scratch.parent == tmp_path
         assert not left.exists() and live.exists() and elsewhere.exists()
     assert not scratch.exists()
@@ -450,14 +449,6 @@ def _port(mark: Path) -> int:
     return int(mark.name.rpartition("-")[2])
 
 
-def _port_closed(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except ConnectionRefusedError:
-        return True
-    return False
-
-
 @pytest.mark.parametrize("how", HOW)
 def test_signal_while_serving(tmp_path: Path, how: str) -> None:
     cli = Cli(tmp_path, SLOW_HANDLER, "--no-static", "--format", "json", "--timeout", "60")
@@ -465,7 +456,7 @@ def test_signal_while_serving(tmp_path: Path, how: str) -> None:
     try:
         mark = cli.wait_for(lambda: cli.marks_named("serving-"), "a request in the handler")
         port = _port(mark[0])
-        assert not _port_closed(port)  # the probe is listening
+        assert not port_is_closed(port)  # the probe is listening
         start = time.monotonic()
         _send(cli, how)
         code = cli.finish(timeout=30)
@@ -475,7 +466,7 @@ def test_signal_while_serving(tmp_path: Path, how: str) -> None:
     assert code == EXPECTED_CODE[how], cli.stderr
     assert took < 5, took
     cli.assert_contained()
-    assert _port_closed(port)
+    assert port_is_closed(port)
     if how in INTERRUPTED:
         assert cli.stderr.splitlines() == [f"patchaudit: {INTERRUPTED[how]}"]
         report = json.loads(cli.stdout)

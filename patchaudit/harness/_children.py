@@ -11,7 +11,7 @@ needs on top of that:
 * :func:`external_command`: the argv that runs ab or wrk under a supervisor (they cannot call
   :func:`~patchaudit._supervise.supervise` themselves).
 * :func:`scratch_folder`: the one temporary folder of a command (a
-  :func:`patchaudit._process.scratch_dir`, removed on every exit path, ``kill -9`` included),
+  :func:`patchaudit._scratch.scratch_dir`, removed on every exit path, ``kill -9`` included),
   made the temporary folder of the command and of all its children.
 """
 
@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from .._process import scratch_dir
+from .._scratch import scratch_dir
 
 EXEC_SCRIPT = Path(__file__).resolve().with_name("_exec.py")
 
@@ -77,7 +77,7 @@ def external_command(argv: Sequence[str], cpus: set[int] | None = None) -> list[
 
 @contextmanager
 def scratch_folder(label: str) -> Iterator[Path]:
-    """A :func:`patchaudit._process.scratch_dir` that every temporary file of the command uses.
+    """A :func:`patchaudit._scratch.scratch_dir` that every temporary file of the command uses.
 
     While the block runs, ``TMPDIR`` and :data:`tempfile.tempdir` point at it, so our own
     temporary files (wrk's script) and those of every child (gunicorn's worker files, the app's

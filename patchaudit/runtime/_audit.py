@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import _process
+from .. import _process, _scratch
 from .._config import Config
 from .._findings import Finding, Report
 from .._gevent_patches import PatchListError, PatchLists, load_patch_lists
@@ -125,8 +125,8 @@ def _gather(
     )
     env = _probe_env()
     # A scratch folder, not a TemporaryDirectory: it is also removed on a second Ctrl-C, and by
-    # the probes' supervisors when patchaudit is killed (see patchaudit._process.scratch_dir).
-    with _process.scratch_dir("audit") as workdir:
+    # the probes' supervisors when patchaudit is killed (see patchaudit._scratch).
+    with _scratch.scratch_dir("audit") as workdir:
         spec = _spec(target, got.mode, chdir, pythonpath, options, workdir / "events.jsonl")
         baseline_spec = _spec(
             target, "patch-first", chdir, pythonpath, options, workdir / "baseline.jsonl"
