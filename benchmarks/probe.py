@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-PROBE = REPO / "patchaudit" / "runtime" / "_probe.py"
+PROBE = REPO / "patchaudit" / "probe" / "__main__.py"
 HEAVY = """\
 import time as _t
 _start = _t.perf_counter()

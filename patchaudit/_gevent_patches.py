@@ -3,8 +3,9 @@
 The patch lists change between gevent releases (25.4.1 started patching ``queue.Queue``, 25.8.1
 ``os.close`` and ``signal.set_wakeup_fd``), between Python versions and platforms, and with
 ``GEVENT_*`` environment variables. Hard-coding them would make patchaudit wrong as soon as
-gevent moves, so :func:`load_patch_lists` runs :mod:`patchaudit._patch_probe` in a child
-interpreter, which patches for real and reports the result.
+gevent moves, so :func:`load_patch_lists` runs the probe's patch-lists job
+(:mod:`patchaudit.probe`, ``--patch-lists``) in a child interpreter, which patches for real and
+reports the result.
 
 This module must stay import-light: it never imports gevent, because importing (let alone
 patching) gevent in the auditing process would change the very state being audited.
@@ -22,12 +23,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import _process, _safeio
+from . import _process, _safeio, probe
 
-__all__ = ["PROBE_SCRIPT", "PatchListError", "PatchLists", "clear_memo", "load_patch_lists"]
+__all__ = [
+    "PROBE_JOB",
+    "PROBE_SCRIPT",
+    "PatchListError",
+    "PatchLists",
+    "clear_memo",
+    "load_patch_lists",
+]
 
-#: The self-contained probe script; run it by path with the target interpreter.
-PROBE_SCRIPT = Path(__file__).with_name("_patch_probe.py")
+#: The probe's boot script (the runtime audit's too); run by path with the target interpreter.
+PROBE_SCRIPT = Path(probe.BOOT_SCRIPT)
+#: The probe job that reports the patch lists.
+PROBE_JOB = "--patch-lists"
 
 # Bump when the JSON layout or the meaning of a field changes, so old cache files are ignored.
 _SCHEMA = 1
@@ -214,16 +224,19 @@ def _cache_key(python: str) -> str:
 
     Covers the interpreter path and mtime, the gevent fingerprint, the ``GEVENT_*`` environment
     (``GEVENT_NOWAITPID`` and ``GEVENT_MONKEY_DISABLE_QUEUE_QUEUE`` change what is patched) and
-    the probe script itself (a patchaudit upgrade invalidates old entries).
+    the probe's source files (a patchaudit upgrade invalidates old entries).
     """
     try:
         mtime = os.stat(python).st_mtime_ns
     except OSError as exc:
         raise PatchListError(f"Python interpreter not found: {python} ({exc.strerror})") from None
+    digest = hashlib.sha256()
     try:
-        probe_digest = hashlib.sha256(PROBE_SCRIPT.read_bytes()).hexdigest()
+        for source in probe.source_files():
+            digest.update(Path(source).read_bytes())
     except OSError as exc:
         raise PatchListError(f"patchaudit is damaged: cannot read {PROBE_SCRIPT}") from exc
+    probe_digest = digest.hexdigest()
     env = sorted((k, v) for k, v in os.environ.items() if k.startswith("GEVENT_"))
     material = json.dumps([_SCHEMA, python, mtime, _gevent_fingerprint(python), env, probe_digest])
     # Keyed with this user's secret: a cache folder shipped inside a checked tree is never read.
@@ -275,7 +288,7 @@ def _run_probe(python: str, timeout: float) -> dict[str, Any]:
     gevent started in it, is killed at the end, on timeout, on an interrupt, and if this
     process dies.
     """
-    cmd = [python, str(PROBE_SCRIPT)]
+    cmd = probe.command(python, PROBE_JOB)
     try:
         child = _process.spawn(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, deadline=timeout

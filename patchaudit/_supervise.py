@@ -1,7 +1,7 @@
 """The child side of :mod:`patchaudit._process`: a supervisor that outlives nothing it guards.
 
-Every long-lived child patchaudit starts (the runtime probe, the patch-list probe, bench servers
-and load workers) calls :func:`supervise` first thing. Without the environment that
+Every long-lived child patchaudit starts (the probe, for its audit and its patch-list jobs,
+bench servers and load workers) calls :func:`supervise` first thing. Without the environment that
 :func:`patchaudit._process.spawn` sets it returns at once and does nothing, so the scripts still
 run by hand. With it, the process forks:
 
@@ -27,7 +27,11 @@ syntax, and nothing imported at module level beyond ``os``, ``sys`` and ``_signa
 inherits ``sys.modules``, and the probe reports what was loaded before the app patched. The
 supervisor imports what it needs after the fork.
 
-A child script loads this file like this, right after taking its ``sys.modules`` snapshot::
+A child script loads this file by the path in :data:`SCRIPT_VAR`, right after taking its
+``sys.modules`` snapshot, and calls :func:`supervise`. For both jobs of the probe (the audit and
+the patch lists) that is its boot script's ``_supervise()`` (``patchaudit/probe/__main__.py``),
+the one loader they share; the bench children (``patchaudit/harness/_exec.py``, ``_serve.py``)
+carry their own few lines::
 
     path = os.environ.get("PATCHAUDIT_SUPERVISE_SCRIPT")
     if path:

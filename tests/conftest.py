@@ -1,9 +1,12 @@
-"""Shared helpers: run the real analyzer on fixture copies, read expectation comments."""
+"""Shared helpers: run the analyzer on fixture copies, skip tests of missing optional libraries.
+
+Expectation comments are parsed in ``tests/_expect.py``.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -15,7 +18,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "fixtures"
-EXPECT = re.compile(r"#\s*(MPA\d{3})(?::\s*(\d+))?")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -24,18 +26,20 @@ def _shared_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["PATCHAUDIT_CACHE_DIR"] = str(tmp_path_factory.mktemp("patchaudit-cache"))
 
 
-def expectations(folder: Path) -> set[tuple[str, str, int]]:
-    """(code, relpath, line) for every `# MPA123` comment under ``folder``."""
-    found = set()
-    for path in sorted(folder.rglob("*.py")):
-        rel = path.relative_to(folder).as_posix()
-        for number, text in enumerate(path.read_text().splitlines(), start=1):
-            comment = text.partition("#")[2]
-            if "MPA" not in comment:
-                continue
-            for code, _column in EXPECT.findall("#" + comment):
-                found.add((code, rel, number))
-    return found
+def require(*modules: str) -> None:
+    """Skip the calling test, ``needs <module>``, unless every module can be imported.
+
+    The optional libraries (the ``harness``/``plot``/``test`` extras) are all installed by
+    ``.[test]``; a partial environment should report what it lacks rather than fail. Works in
+    a test and at module level (before a module imports the library).
+    """
+    for module in modules:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:  # a dotted name whose parent package is missing
+            found = False
+        if not found:
+            pytest.skip(f"needs {module}", allow_module_level=True)
 
 
 def isolated_copy(source: Path, tmp_path: Path) -> Path:

@@ -3,17 +3,12 @@ resource limits in a child process, JSON schema, colour handling."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import pty
 import re
 import resource
-import struct
 import subprocess
 import sys
-import termios
-import threading
 from pathlib import Path
 
 import pytest
@@ -29,6 +24,8 @@ from patchaudit.doctor import (
     render_table,
     run_checks,
 )
+
+from ._terminal import run_on_a_terminal
 
 REPO = Path(__file__).resolve().parent.parent
 ANSI = re.compile(r"\x1b\[")
@@ -502,36 +499,7 @@ def test_table_lists_every_check(tmp_path: Path) -> None:
 
 
 def run_in_pty(*args: str, env: dict[str, str]) -> tuple[int, str]:
-    """Run the command with a pseudo-terminal (120 columns) as stdout, as a user would."""
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-    chunks: list[bytes] = []
-
-    def drain() -> None:
-        while True:
-            try:
-                data = os.read(master, 65536)
-            except OSError:  # EIO once the child has gone and the slave is closed
-                return
-            if not data:
-                return
-            chunks.append(data)
-
-    reader = threading.Thread(target=drain, daemon=True)
-    reader.start()
-    full_env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR")}
-    proc = subprocess.run(
-        [sys.executable, "-m", "patchaudit.doctor", *args],
-        stdout=slave,
-        stderr=subprocess.PIPE,
-        cwd=REPO,
-        env={**full_env, **env},
-        timeout=60,
-    )
-    os.close(slave)
-    reader.join(10)
-    os.close(master)
-    return proc.returncode, b"".join(chunks).decode("utf-8", "replace")
+    return run_on_a_terminal([sys.executable, "-m", "patchaudit.doctor", *args], cwd=REPO, env=env)
 
 
 def test_colour_on_a_terminal_only() -> None:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import hypothesmith
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from .conftest import FIXTURES, require
 
-from patchaudit.static._summary import summarize
+require("hypothesis", "hypothesmith")
 
-from .conftest import FIXTURES
+import hypothesmith  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from patchaudit.static._summary import summarize  # noqa: E402
 
 FIXTURE_SOURCES = sorted(p.read_bytes() for p in (FIXTURES / "rules").rglob("*.py"))
 STDLIB_SAMPLES = [

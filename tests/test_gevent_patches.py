@@ -1,4 +1,4 @@
-"""Tests for patchaudit._gevent_patches and the _patch_probe script.
+"""Tests for patchaudit._gevent_patches and the probe's patch-lists job.
 
 No mocks: every test runs the real probe in a real child interpreter against the installed
 gevent, so these assertions are facts about that gevent (checked against 26.9.0 on CPython 3.11,
@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from patchaudit._gevent_patches import (
+    PROBE_JOB,
     PROBE_SCRIPT,
     PatchListError,
     PatchLists,
@@ -219,7 +220,7 @@ def test_probe_is_self_contained() -> None:
 
 def test_probe_prints_one_json_object() -> None:
     proc = subprocess.run(
-        [sys.executable, str(PROBE_SCRIPT)], capture_output=True, text=True, timeout=60
+        [sys.executable, str(PROBE_SCRIPT), PROBE_JOB], capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("\n") == 1
@@ -230,7 +231,10 @@ def test_probe_prints_one_json_object() -> None:
 
 def test_probe_without_gevent_prints_json_error(bare_venv_python: str) -> None:
     proc = subprocess.run(
-        [bare_venv_python, str(PROBE_SCRIPT)], capture_output=True, text=True, timeout=60
+        [bare_venv_python, str(PROBE_SCRIPT), PROBE_JOB],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode != 0
     data = json.loads(proc.stdout)

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO
+from .conftest import REPO, require
+
+require("pre_commit")
 
 BAD = """\
 import urllib.request

@@ -1,4 +1,4 @@
-"""Tests for the runtime probe (patchaudit/runtime/_probe.py) and its launcher.
+"""Tests for the runtime probe (the audit job of patchaudit/probe/) and its launcher.
 
 No mocks: every test writes a small application into tmp_path and runs the real probe in a real
 child interpreter with the installed gevent (and eventlet where needed), then checks the events.

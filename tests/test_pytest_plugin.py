@@ -18,6 +18,8 @@ import pytest
 
 from patchaudit._findings import Category, Finding, Severity
 
+from .conftest import require
+
 pytest_plugins = ["pytester"]
 
 # hypothesis' plugin costs about a second per run and is irrelevant here.
@@ -62,10 +64,6 @@ def audit(pytester: pytest.Pytester, *args: str) -> tuple[pytest.RunResult, dict
 
 def codes(report: dict[str, Any]) -> list[str]:
     return sorted(f["rule"] for f in report["findings"])
-
-
-def needs(module: str) -> Any:
-    return pytest.mark.skipif(importlib.util.find_spec(module) is None, reason=f"needs {module}")
 
 
 def test_only_the_blocking_test_is_reported_with_its_nodeid_and_line(
@@ -209,10 +207,10 @@ def test_a_bad_marker_is_a_usage_error(pytester: pytest.Pytester) -> None:
     result.stderr.fnmatch_lines(["*allow_blocking 'soon': expected a positive number*"])
 
 
-@needs("xdist")
 def test_xdist_workers_audit_themselves_and_the_controller_merges(
     pytester: pytest.Pytester,
 ) -> None:
+    require("xdist")
     # Not patched: patching inside xdist workers breaks execnet (FM-22), and a launcher only
     # patches the controller -- MPA314 says so, once, from every worker's identical finding.
     block = """
@@ -238,10 +236,10 @@ def test_xdist_workers_audit_themselves_and_the_controller_merges(
     result.stdout.fnmatch_lines(["*workers: not patched (gevent imported)*"])
 
 
-@needs("pytest_socket")
 def test_pytest_socket_undoing_the_socket_patch_is_reported_with_the_plugin(
     pytester: pytest.Pytester,
 ) -> None:
+    require("pytest_socket")
     pytester.makeconftest(PATCH_CONFTEST)
     pytester.makepyfile(
         test_sock="""
@@ -267,10 +265,10 @@ def test_pytest_socket_undoing_the_socket_patch_is_reported_with_the_plugin(
     assert (undone[0]["path"], undone[0]["line"]) == ("conftest.py", 3)
 
 
-@needs("pytest_timeout")
 def test_pytest_timeout_thread_method_in_a_patched_process_is_a_warning(
     pytester: pytest.Pytester,
 ) -> None:
+    require("pytest_timeout")
     pytester.makeconftest(PATCH_CONFTEST)
     pytester.makepyfile(test_t="def test_t():\n    pass\n")
     result, report = audit(pytester, "-p", "no:socket", "--timeout=30", "--timeout-method=thread")

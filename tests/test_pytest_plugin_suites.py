@@ -2,16 +2,15 @@
 
 Each ``fixtures/suites/<CODE>/{bad,fixed}/`` is a small test suite plus ``suite.toml`` (how to
 run it: ``launcher``, ``args``, ``requires``). A ``# MPA153`` comment on a line of a ``.py`` or
-``.toml`` file means the audit reports that code on that line; the comparison is exact over all
-findings. Like the runtime apps, ``bad`` must show its code and ``fixed`` must not, nor any
-warning or error. Every run is a real pytest in a subprocess (patching cannot be undone).
+``.toml`` file means the audit reports that code on that line (grammar: ``tests/_expect.py``);
+the comparison is exact over all findings. Like the runtime apps, ``bad`` must show its code and
+``fixed`` must not, nor any warning or error. Every run is a real pytest in a subprocess
+(patching cannot be undone).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -19,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import FIXTURES
+from ._expect import Expectation, expectations_in, mismatches
+from .conftest import FIXTURES, require
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -27,24 +27,14 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 SUITES = FIXTURES / "suites"
-CODE = re.compile(r"MPA\d{3}")
 CASES = sorted((p.parent.name, p.name) for p in SUITES.glob("*/*") if (p / "suite.toml").exists())
 # Plugins that only cost start-up time here (hypothesis' takes about a second per run).
 QUIET = ["-p", "no:cacheprovider", "-p", "no:hypothesispytest"]
 
-Place = tuple[str, str, int]
 
-
-def expectations(suite: Path) -> set[Place]:
-    found: set[Place] = set()
-    for path in sorted([*suite.rglob("*.py"), *suite.rglob("*.toml")]):
-        if path.name == "suite.toml":
-            continue
-        rel = path.relative_to(suite).as_posix()
-        for number, text in enumerate(path.read_text().splitlines(), start=1):
-            if "#" in text:
-                found.update((code, rel, number) for code in CODE.findall(text.partition("#")[2]))
-    return found
+def expectations(suite: Path) -> list[Expectation]:
+    # suite.toml configures this test, not the suite under audit.
+    return expectations_in(suite, ("*.py", "*.toml"), skip=("suite.toml",))
 
 
 def run_suite(suite: Path, options: dict, *extra: str) -> tuple[subprocess.CompletedProcess, dict]:
@@ -76,16 +66,14 @@ def test_suite_audit_reports_exactly_the_expected_findings(
     suite = tmp_path / "suite"
     shutil.copytree(SUITES / code / variant, suite)
     options = tomllib.loads((suite / "suite.toml").read_text())
-    for plugin in options.get("requires", []):
-        if importlib.util.find_spec(plugin) is None:
-            pytest.skip(f"needs {plugin}")
+    require(*options.get("requires", []))
     result, report = run_suite(suite, options)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "Traceback" not in result.stderr, result.stderr
     assert report["errors"] == []
-    got = {(f["rule"], f["path"], f["line"]) for f in report["findings"]}
-    assert got == expectations(suite), json.dumps(report["findings"], indent=1)[:4000]
-    codes = {rule for rule, _, _ in got}
+    problems = mismatches(expectations(suite), report["findings"])
+    assert problems == [], "\n".join(problems) + json.dumps(report["findings"], indent=1)[:4000]
+    codes = {f["rule"] for f in report["findings"]}
     if variant == "bad":
         assert code in codes
     else:

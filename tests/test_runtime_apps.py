@@ -3,19 +3,22 @@
 Each ``fixtures/apps/<CODE>/{bad,fixed}/`` holds a small application and ``audit.toml`` (the
 target and options). Comments on the reported lines give the exact expected findings of the
 merged static and runtime report: ``# MPA201`` is a finding, and ``# MPA201 (MPA251)`` is a
-static finding that the runtime audit confirmed with MPA251 at the same place.
+static finding that the runtime audit confirmed with MPA251 at the same place (the grammar, with
+column and message pins, is in ``tests/_expect.py``). An app that imports a library that is not
+installed is skipped, ``needs <library>``.
 """
 
 from __future__ import annotations
 
+import ast
 import json
-import re
 import sys
 from pathlib import Path
 
 import pytest
 
-from .conftest import FIXTURES, isolated_copy, run_cli
+from ._expect import expectations_in, mismatches
+from .conftest import FIXTURES, isolated_copy, require, run_cli
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -23,25 +26,29 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 APPS = FIXTURES / "apps"
-EXPECT = re.compile(r"#\s*(MPA\d{3})(?:\s*\((MPA\d{3})\))?")
 CASES = sorted((p.parent.name, p.name) for p in APPS.glob("*/*") if (p / "audit.toml").exists())
 
 
-Place = tuple[str, str, int]
+def _imported_libraries(project: Path) -> set[str]:
+    """Top-level names the app imports that are neither its own modules nor the stdlib's.
 
-
-def _expectations(project: Path) -> tuple[set[Place], dict[Place, set[str]]]:
-    found: set[Place] = set()
-    confirmed: dict[Place, set[str]] = {}
-    for path in sorted(project.rglob("*.py")):
-        rel = path.relative_to(project).as_posix()
-        for number, text in enumerate(path.read_text().splitlines(), start=1):
-            comment = text.partition("#")[2]
-            for code, confirmation in EXPECT.findall("#" + comment):
-                found.add((code, rel, number))
-                if confirmation:
-                    confirmed.setdefault((code, rel, number), set()).add(confirmation)
-    return found, confirmed
+    Derived from the code rather than listed in audit.toml, so a new app cannot forget one.
+    """
+    own = {p.stem for p in project.rglob("*.py")} | {
+        p.name for p in project.rglob("*") if p.is_dir()
+    }
+    imported: set[str] = set()
+    for path in project.rglob("*.py"):
+        try:
+            tree = ast.parse(path.read_text())
+        except SyntaxError:
+            continue  # a broken module is the audit's business, not a dependency
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                imported.update(alias.name.partition(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.partition(".")[0])
+    return imported - own - set(sys.stdlib_module_names)
 
 
 def _options(project: Path) -> dict:
@@ -64,7 +71,8 @@ def test_app_audit_reports_exactly_the_expected_findings(
     code: str, variant: str, tmp_path: Path
 ) -> None:
     project = isolated_copy(APPS / code / variant, tmp_path)
-    expected, confirmations = _expectations(project)
+    require(*sorted(_imported_libraries(project)))
+    expected = expectations_in(project)
     returncode, report = _audit(project)
     # Some broken apps cannot even be imported; that error is part of what the audit shows.
     expected_error = _options(project).get("expect_error")
@@ -72,12 +80,11 @@ def test_app_audit_reports_exactly_the_expected_findings(
         assert [e for e in report["errors"] if expected_error in e], report["errors"]
     else:
         assert report["errors"] == [], report["errors"]
-    got = {(f["rule"], f["path"], f["line"]) for f in report["findings"]}
-    assert got == expected, json.dumps(report["findings"], indent=1)[:4000]
-    by_place = {(f["rule"], f["path"], f["line"]): f for f in report["findings"]}
-    for place, codes in confirmations.items():
-        assert codes <= set(by_place[place]["evidence"].get("confirmed_at_runtime", [])), place
-    codes_found = {rule for rule, _, _ in got} | {c for cs in confirmations.values() for c in cs}
+    problems = mismatches(expected, report["findings"])
+    assert problems == [], "\n".join(problems) + json.dumps(report["findings"], indent=1)[:4000]
+    codes_found = {f["rule"] for f in report["findings"]} | {
+        c for e in expected for c in e.confirmed
+    }
     if variant == "bad":
         assert code in codes_found, f"the bad app for {code} does not show {code}"
         assert returncode == (2 if expected_error else 1)
@@ -87,3 +94,19 @@ def test_app_audit_reports_exactly_the_expected_findings(
         assert serious == [], serious
         assert returncode == 0
     assert "timeline" in report and report["timeline"]["target"]
+
+
+def test_an_app_is_skipped_when_a_library_it_imports_is_missing(tmp_path: Path) -> None:
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("from . import views\n")
+    (tmp_path / "pkg" / "views.py").write_text("import json\nimport pkg.helpers\n")
+    (tmp_path / "service.py").write_text(
+        "from gevent import monkey\nimport psycopg2.extras\nimport patchaudit_no_such_lib\n"
+    )
+    libraries = _imported_libraries(tmp_path)
+    # The app's own modules and the stdlib are not dependencies.
+    assert libraries == {"gevent", "psycopg2", "patchaudit_no_such_lib"}
+    with pytest.raises(pytest.skip.Exception, match="^needs patchaudit_no_such_lib$"):
+        require(*sorted(libraries))
+    with pytest.raises(pytest.skip.Exception, match="^needs patchaudit_no_such_lib.sub$"):
+        require("patchaudit_no_such_lib.sub")  # find_spec raises for a missing parent

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from .._system import FD_MARGIN
 from . import _checks  # noqa: F401  (registers every check in CHECKS)
-from ._command import add_doctor_arguments, main, run_doctor
+from ._command import add_doctor_arguments, run_doctor
 from ._model import (
     CHECKS,
     DEFAULT_BACKLOG,
@@ -51,7 +51,6 @@ __all__ = [
     "add_doctor_arguments",
     "exit_code",
     "machine_info",
-    "main",
     "render_json",
     "render_table",
     "run_checks",

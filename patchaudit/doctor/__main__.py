@@ -1,7 +1,7 @@
-"""``python -m patchaudit.doctor``: the same as ``patchaudit doctor``."""
+"""``python -m patchaudit.doctor``: exactly ``patchaudit doctor`` (same errors and codes)."""
 
 import sys
 
-from . import main
+from ..cli import main
 
-sys.exit(main())
+sys.exit(main(["doctor", *sys.argv[1:]]))

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import io
 import math
-import os
 import sys
-from collections.abc import Sequence
 from typing import TextIO
 
+from .._console import add_no_color_option, terminal_width, use_color
 from ._model import DEFAULT_BACKLOG, DEFAULT_CONCURRENCY, exit_code, run_checks
 from ._render import render_json, render_table
 
@@ -63,9 +61,7 @@ def add_doctor_arguments(parser: argparse.ArgumentParser) -> None:
         help="client and server run in one process (two descriptors per connection in it)",
     )
     parser.add_argument("--format", choices=("table", "json"), default="table")
-    parser.add_argument(
-        "--no-color", action="store_true", help="never use colour (NO_COLOR is honoured too)"
-    )
+    add_no_color_option(parser)
 
 
 def run_doctor(args: argparse.Namespace, stream: TextIO | None = None) -> int:
@@ -81,36 +77,14 @@ def run_doctor(args: argparse.Namespace, stream: TextIO | None = None) -> int:
     if args.format == "json":
         text = render_json(results, concurrency=args.concurrency, backlog=args.backlog, rate=rate)
     else:
-        tty = out.isatty()
-        color = tty and not getattr(args, "no_color", False) and not os.environ.get("NO_COLOR")
-        width = 100  # whenever the stream is not a terminal, so the output is reproducible
-        if tty:
-            try:
-                width = os.get_terminal_size(out.fileno()).columns or width  # 0: size unset
-            except (OSError, ValueError, io.UnsupportedOperation):
-                pass
         text = render_table(
             results,
             concurrency=args.concurrency,
             backlog=args.backlog,
             rate=rate,
-            color=color,
-            width=width,
+            color=use_color(out, getattr(args, "no_color", False)),
+            width=terminal_width(out, 100),  # 100 off a terminal: reproducible output
         )
     out.write(text)
     out.flush()
     return exit_code(results)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m patchaudit.doctor`` until the command is wired into ``patchaudit``."""
-    parser = argparse.ArgumentParser(
-        prog="patchaudit doctor",
-        description="Check this machine's limits and TCP settings for a loopback load test.",
-    )
-    add_doctor_arguments(parser)
-    return run_doctor(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,39 +1,60 @@
 """Arguments and the command itself: ``add_bench_arguments(parser)``, ``run_bench(args)``.
 
-Exit codes: 0 all runs completed, 1 a run failed entirely (its server did not start, or no
-request succeeded), 2 a usage error (one line on stderr), 130 Ctrl-C and 143 SIGTERM (after the
-partial results). Nothing raises a traceback at the user; ``--debug`` on the namespace adds it.
+Exit codes (``patchaudit._console``): 0 all runs completed, 1 a run failed entirely (its
+server did not start, or no request succeeded), 2 a usage error (one line on stderr), 130 Ctrl-C
+and 143 SIGTERM (after the partial results). Nothing raises a traceback at the user; ``--debug``
+on the namespace adds it. Validation and preflight: ``_options``; live progress: ``_progress``.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import os
 import sys
 from pathlib import Path
 
+from .._console import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_SIGINT,
+    EXIT_USAGE,
+    UsageError,
+    add_no_color_option,
+    color_allowed,
+    open_output,
+    print_error,
+    print_internal_error,
+)
 from .._process import Interrupted, interruptible, kill_all
 from ._children import scratch_folder
-from .engines import EngineMissing, find_engine
-from .limits import ephemeral_ports, fd_problem, raise_nofile
-from .servers import SERVER_MODES, SERVER_PACKAGES
-from .stats import LiveStats, RunResult
-from .sweep import SweepOptions, SweepReporter, run_sweep
+from ._options import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_REQUESTS,
+    DEFAULT_SERVERS,
+    QUICK,
+    BenchUsageError,
+    options_from_args,
+    preflight,
+)
+from ._progress import PROG, ProgressReporter
+from .servers import SERVER_MODES
+from .stats import RunResult
+from .sweep import run_sweep
 
-# Interrupted: 128 + the signal, so 130 for Ctrl-C (EXIT_INTERRUPTED) and 143 for SIGTERM.
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-ENGINES = ("builtin", "ab", "wrk")
-DEFAULT_SERVERS = "gevent,threaded"
-DEFAULT_CONCURRENCY = "10,100,1000,5000,10000"  # the seed's range
-DEFAULT_REQUESTS = 100_000
-QUICK = {"concurrency": "10,100,1000", "requests": 2_000, "max_time": 10.0}
-PROG = "patchaudit bench"
+EXIT_INTERRUPTED = EXIT_SIGINT  # and 143 for SIGTERM: 128 + the signal
 
-
-class BenchUsageError(Exception):
-    """What the user asked for cannot be run; one line, exit 2."""
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "PROG",
+    "BenchUsageError",
+    "add_bench_arguments",
+    "options_from_args",
+    "preflight",
+    "run_bench",
+]
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
@@ -106,193 +127,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         default=5.0,
         help="seconds a server gets to stop before it is killed (default 5)",
     )
-    if not any("--no-color" in action.option_strings for action in parser._actions):
-        parser.add_argument("--no-color", action="store_true", help="never use colour")
-
-
-def _int_list(text: str, option: str) -> list[int]:
-    try:
-        values = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise BenchUsageError(f"{option} takes comma-separated integers, not {text!r}") from None
-    if not values or min(values) < 1:
-        raise BenchUsageError(f"{option} values must be at least 1")
-    return values
-
-
-def _names(text: str, known, what: str, option: str) -> list[str]:
-    names = [part.strip() for part in text.split(",") if part.strip()]
-    for name in names:
-        if name not in known:
-            raise BenchUsageError(f"unknown {what} {name!r} (choose from {', '.join(known)})")
-    if not names:
-        raise BenchUsageError(f"{option} needs at least one name")
-    return list(dict.fromkeys(names))
-
-
-def options_from_args(args: argparse.Namespace) -> SweepOptions:
-    """Validate the arguments; raise BenchUsageError with one line if they cannot be run."""
-    quick = getattr(args, "quick", False)
-    defaults = QUICK if quick else {
-        "concurrency": DEFAULT_CONCURRENCY, "requests": DEFAULT_REQUESTS, "max_time": 300.0
-    }  # fmt: skip
-    concurrency = defaults["concurrency"] if args.concurrency is None else args.concurrency
-    requests = defaults["requests"] if args.requests is None else args.requests
-    max_time = defaults["max_time"] if args.max_time is None else args.max_time
-    concurrencies = _int_list(concurrency, "--concurrency")
-    servers = _names(args.servers, SERVER_MODES, "server", "--servers")
-    engines = _names(args.engine, ENGINES, "engine", "--engine")
-    if requests < 1:
-        raise BenchUsageError("-n/--requests must be at least 1")
-    if requests < max(concurrencies):
-        raise BenchUsageError(
-            f"-n {requests} is less than the concurrency {max(concurrencies)}: "
-            "every connection needs at least one request"
-        )
-    for name in ("timeout", "max_time", "grace"):
-        value = max_time if name == "max_time" else getattr(args, name)
-        if value <= 0:
-            raise BenchUsageError(f"--{name.replace('_', '-')} must be a positive number")
-    for name in ("processes", "workers", "backlog"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise BenchUsageError(f"--{name} must be at least 1")
-    if not 0 <= args.port <= 65535:
-        raise BenchUsageError("--port must be between 0 and 65535")
-    if not args.path.startswith("/"):
-        raise BenchUsageError("--path must start with /")
-    return SweepOptions(
-        servers=servers,
-        concurrencies=concurrencies,
-        requests=requests,
-        app=args.app,
-        engines=engines,
-        keep_alive=args.keep_alive,
-        timeout=args.timeout,
-        max_time=max_time,
-        processes=args.processes,
-        workers=args.workers,
-        pin=args.pin,
-        port=args.port,
-        backlog=args.backlog,
-        path=args.path,
-        grace=args.grace,
-    )
-
-
-def preflight(options: SweepOptions, plot_path: Path | None) -> list[str]:
-    """Refuse what cannot work before starting anything; return warnings worth printing."""
-    for server in options.servers:
-        package = SERVER_PACKAGES[server]
-        if importlib.util.find_spec(package) is None:
-            raise BenchUsageError(
-                f"server {server} needs {package}, which is not installed: "
-                "`pip install 'patchaudit[harness]'`"
-            )
-    for engine in options.engines:
-        if engine == "builtin":
-            if importlib.util.find_spec("hdrh") is None:
-                raise BenchUsageError(
-                    "the built-in client needs hdrhistogram: `pip install 'patchaudit[harness]'`"
-                )
-        else:
-            try:
-                find_engine(engine)
-            except EngineMissing as exc:
-                raise BenchUsageError(str(exc)) from None
-    if plot_path is not None:
-        from .results import check_plot_path
-
-        problem = check_plot_path(plot_path)
-        if problem:
-            raise BenchUsageError(problem)
-    raise_nofile()
-    problem = fd_problem(max(options.concurrencies))
-    if problem:
-        raise BenchUsageError(problem)
-    warnings = []
-    ports = ephemeral_ports()
-    if ports and not options.keep_alive and max(options.concurrencies) > ports:
-        warnings.append(
-            f"only {ports} local ports: a concurrency above that cannot connect "
-            "(widen net.ipv4.ip_local_port_range)"
-        )
-    return warnings
-
-
-class _Reporter(SweepReporter):
-    """Live progress on stderr: a rich bar on a terminal, one line per run elsewhere."""
-
-    def __init__(self, console, options: SweepOptions) -> None:
-        self.console = console
-        self.options = options
-        self.bar = None
-        self.task = None
-        self.total: int | None = None
-        if console.is_terminal:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-            )
-
-            self.bar = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[rps]:>8,.0f} req/s"),
-                TextColumn("[red]{task.fields[failed]:,} failed"),
-                TimeElapsedColumn(),
-                console=console,
-            )
-            self.bar.start()
-
-    def run_started(self, server: str, engine: str, concurrency: int, port: int) -> None:
-        mode = SERVER_MODES[server]
-        line = (
-            f"{PROG}: {server} ({mode}) on 127.0.0.1:{port}, c={concurrency:,}, "
-            f"n={self.options.requests:,}, engine {engine}, "
-            f"keep-alive {'on' if self.options.keep_alive else 'off'}"
-        )
-        if self.bar is not None:
-            self.bar.console.print(line, highlight=False, markup=False)
-            total = self.total = self.options.requests if engine == "builtin" else None
-            self.task = self.bar.add_task(
-                f"{server} c={concurrency:,} ({engine})", total=total, rps=0.0, failed=0
-            )
-        else:
-            print(line, file=sys.stderr, flush=True)
-
-    def progress(self, live: LiveStats) -> None:
-        if self.bar is not None and self.task is not None:
-            self.bar.update(self.task, completed=live.done, rps=live.rps, failed=live.failed)
-
-    def run_finished(self, result: RunResult) -> None:
-        if self.bar is not None and self.task is not None:
-            done = result.completed + result.failed
-            total = self.total  # None for ab/wrk: they report only at the end
-            self.bar.update(
-                self.task,
-                completed=done,
-                total=total if total is not None else max(done, 1),
-                rps=result.rps,
-                failed=result.failed,
-            )
-            self.task = None
-        summary = (
-            f"{PROG}: {result.server} c={result.concurrency:,}: {result.rps:,.0f} req/s, "
-            f"{result.failed:,} failed of {result.requests:,}"
-        )
-        if result.error:
-            summary += f" ({result.error.splitlines()[0]})"
-        if self.bar is None:
-            print(summary, file=sys.stderr, flush=True)
-
-    def stop(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+    add_no_color_option(parser)
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -301,18 +136,14 @@ def run_bench(args: argparse.Namespace) -> int:
     with interruptible():
         try:
             return _run_bench(args)
-        except BenchUsageError as exc:
-            print(f"{PROG}: error: {exc}", file=sys.stderr)
+        except UsageError as exc:
+            print_error(exc)
             return EXIT_USAGE
         except Interrupted as exc:  # before the sweep started or while printing its results
             print(f"{PROG}: {exc}", file=sys.stderr)
             return exc.exit_code
         except Exception as exc:  # never a traceback at the user
-            if getattr(args, "debug", False):
-                import traceback
-
-                traceback.print_exc()
-            print(f"{PROG}: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+            print_internal_error(exc, debug=getattr(args, "debug", False))
             return EXIT_USAGE
         finally:
             # Whatever an exception cut short (a signal inside a cleanup, say) is ended here.
@@ -325,10 +156,11 @@ def _run_bench(args: argparse.Namespace) -> int:
     options = options_from_args(args)
     for warning in preflight(options, args.plot):
         print(f"{PROG}: warning: {warning}", file=sys.stderr)
-    no_color = getattr(args, "no_color", False) or bool(os.environ.get("NO_COLOR"))
+    # rich itself decides whether stderr is a terminal; the opt-outs are ours
+    no_color = not color_allowed(getattr(args, "no_color", False))
     err_console = Console(stderr=True, no_color=no_color, highlight=False)
     with scratch_folder("bench"):
-        reporter = _Reporter(err_console, options)
+        reporter = ProgressReporter(err_console, options)
         try:
             sweep = run_sweep(options, reporter)
         finally:
@@ -343,10 +175,10 @@ def _run_bench(args: argparse.Namespace) -> int:
         try:
             plot(sweep.runs, args.plot)
         except PlotUnavailable as exc:
-            print(f"{PROG}: error: {exc}", file=sys.stderr)
+            print_error(exc)
             return EXIT_USAGE
         except OSError as exc:
-            print(f"{PROG}: error: cannot write {args.plot}: {exc.strerror}", file=sys.stderr)
+            print_error(f"cannot write {args.plot}: {exc.strerror}")
             return EXIT_USAGE
     if sweep.interrupted_by is not None:
         reason = Interrupted(sweep.interrupted_by)
@@ -362,12 +194,7 @@ def _write_results(args: argparse.Namespace, runs: list[RunResult], no_color: bo
 
     from .results import render_table, to_document
 
-    stream = sys.stdout
-    if args.output is not None:
-        try:
-            stream = open(args.output, "w", encoding="utf-8")
-        except OSError as exc:
-            raise BenchUsageError(f"cannot write {args.output}: {exc.strerror}") from None
+    stream = sys.stdout if args.output is None else open_output(args.output)
     try:
         if args.format == "json":
             json.dump(to_document(runs), stream, indent=2)

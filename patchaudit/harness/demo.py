@@ -21,6 +21,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .._console import (
+    EXIT_OK,
+    UsageError,
+    add_no_color_option,
+    isatty,
+    terminal_width,
+    use_color,
+)
 from .._process import Interrupted, interruptible, kill_all
 from ._children import scratch_folder
 
@@ -59,7 +67,7 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
         "--timeout", type=float, default=10.0, help="seconds per app before it is killed (10)"
     )
     parser.add_argument("--format", choices=("table", "json"), default="table")
-    parser.add_argument("--no-color", action="store_true")
+    add_no_color_option(parser)
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -67,18 +75,9 @@ def run_demo(args: argparse.Namespace) -> int:
     shapes = [s.strip() for s in args.shapes.split(",")] if args.shapes else list(SHAPES)
     unknown = [s for s in shapes if s not in SHAPES]
     if unknown:
-        print(
-            f"patchaudit: error: unknown demo shape {unknown[0]!r} (choose from "
-            f"{', '.join(SHAPES)})",
-            file=sys.stderr,
-        )
-        return 2
+        raise UsageError(f"unknown demo shape {unknown[0]!r} (choose from {', '.join(SHAPES)})")
     if args.requests < 1 or args.concurrency < 1 or args.timeout <= 0:
-        print(
-            "patchaudit: error: --requests, --concurrency and --timeout must be positive",
-            file=sys.stderr,
-        )
-        return 2
+        raise UsageError("--requests, --concurrency and --timeout must be positive")
     runs: list[DemoRun] = []
     started = time.monotonic()
     interrupted: Interrupted | None = None
@@ -105,8 +104,8 @@ def run_demo(args: argparse.Namespace) -> int:
             json.dump(document, sys.stdout, indent=2)
             sys.stdout.write("\n")
         else:
-            _table(runs, elapsed, color=sys.stdout.isatty() and not args.no_color)
-    return 0 if interrupted is None else interrupted.exit_code
+            _table(runs, elapsed, color=use_color(sys.stdout, args.no_color))
+    return EXIT_OK if interrupted is None else interrupted.exit_code
 
 
 def _apps_folder(given: Path | None) -> Path:
@@ -118,21 +117,20 @@ def _apps_folder(given: Path | None) -> Path:
     for candidate in candidates:
         if candidate is not None and (candidate / "stale-sleep").is_dir():
             return candidate.resolve()
-    raise SystemExit(
-        "patchaudit: error: demo apps not found; run from a patchaudit checkout "
-        "or pass --apps path/to/fixtures/demo"
+    raise UsageError(
+        "demo apps not found; run from a patchaudit checkout or pass --apps path/to/fixtures/demo"
     )
 
 
 def _progress(args: argparse.Namespace, label: str) -> None:
-    if args.format == "table" and sys.stderr.isatty():
+    if args.format == "table" and isatty(sys.stderr):
         print(f"  serving {label} ...", file=sys.stderr)
 
 
 def serve_once(app_dir: Path, shape: str, variant: str, args: argparse.Namespace) -> DemoRun:
     """Serve one app with the runtime probe and summarise what the load saw."""
+    from ..model.facts import RuntimeContext
     from ..runtime._audit import runtime_findings
-    from ..runtime._facts import Facts, RuntimeContext
     from ..runtime._launcher import run_probe
 
     run_result = DemoRun(shape, variant, args.requests)
@@ -160,7 +158,18 @@ def serve_once(app_dir: Path, shape: str, variant: str, args: argparse.Namespace
             },
         }
         probe = run_probe(spec, python=sys.executable, timeout=args.timeout, workdir=Path(tmp))
-    facts = Facts.from_events(probe.events, [app_dir], app_dir)
+    # no baseline run, and no modules counted as patched: the demo's findings are the ones the
+    # served run shows by itself (stale bindings, hub blocks), not the loaded-before-patch list
+    ctx = RuntimeContext.observe(
+        probe.events,
+        app_roots=[app_dir],
+        cwd=app_dir,
+        mode="as-is",
+        max_blocking=0.02,
+        concurrency=args.concurrency,
+        patched_modules=frozenset(),
+    )
+    facts = ctx.facts
     serve = facts.first("serve")
     error = facts.first("error")
     if probe.timed_out and serve is None:
@@ -180,15 +189,6 @@ def serve_once(app_dir: Path, shape: str, variant: str, args: argparse.Namespace
                 ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)] * 1000
             )
     run_result.hub_blocks = sum(1 for b in facts.all("block") if b.get("phase") == "serve")
-    ctx = RuntimeContext(
-        facts=facts,
-        baseline=None,
-        patched_modules=frozenset(),
-        startup_modules=frozenset(),
-        mode="as-is",
-        max_blocking=0.02,
-        concurrency=args.concurrency,
-    )
     run_result.findings = sorted({f.rule for f in runtime_findings(ctx)})
     return run_result
 
@@ -197,9 +197,8 @@ def _table(runs: list[DemoRun], elapsed: float, *, color: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(
-        no_color=not color, force_terminal=color, highlight=False, width=None if color else 110
-    )
+    width = terminal_width(sys.stdout, 110)
+    console = Console(no_color=not color, force_terminal=color, highlight=False, width=width)
     table = Table(title="patchaudit demo: the broken app next to its fix, same load")
     for column in ("shape", "variant", "req/s", "p99 ms", "errors", "hub blocks", "findings"):
         table.add_column(

@@ -3,15 +3,15 @@
 The findings come from the rule catalogue: the runtime rules run unchanged on the recorded
 events (the same vocabulary as `patchaudit TARGET`), the plugin's own rules
 (:mod:`patchaudit.rules.plugin`) read the plugin's events, and per-test hub blocking is rendered
-with MPA851's metadata. ``[tool.patchaudit]`` ``select``/``ignore``/``per-file-ignores`` apply.
+with MPA851's metadata. ``[tool.patchaudit]`` ``select``/``ignore``/``per-file-ignores`` and
+``# noqa`` comments apply (:mod:`patchaudit.judge`, as for `patchaudit check`).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,11 +19,11 @@ from .._findings import Category, Finding, Report, Severity
 from ._session import AuditSession
 
 if TYPE_CHECKING:  # the catalogue is imported only when there is something to judge
+    from .._config import Config
+    from ..judge import Judge
+    from ..model.facts import RuntimeContext
     from ..rules._model import Hit, Rule
-    from ..runtime._facts import RuntimeContext
 
-# Rules whose events the plugin never records (serving, the probe's own block reports).
-_NOT_IN_PYTEST = frozenset({"MPA851", "MPA852"})
 _FIX_WIDTH = 96
 
 
@@ -31,19 +31,19 @@ def build_findings(session: AuditSession) -> list[Finding]:
     """Every finding of this process (a worker's own, or a plain run's)."""
     if not session.involved():
         return []  # no gevent, no eventlet: nothing to judge, no catalogue to import
-    from ..rules import REGISTRY
+    from ..judge import Judge, source_noqa
+    from ..rules import REGISTRY, Runner
     from ..rules.plugin import blocked_test_hits
 
     ctx = _context(session)
+    # No static project here: the noqa comments are read from the files findings land in.
+    judge = Judge(_config(session), session.invocation_dir, source_noqa(session.invocation_dir))
     findings: list[Finding] = []
     for rule in REGISTRY.values():
-        if rule.kind != "runtime" or rule.code in _NOT_IN_PYTEST:
-            continue
-        for hit in rule.check(ctx):
-            findings.append(_finding(rule, hit))
-    blocked = REGISTRY["MPA851"]
-    findings.extend(_finding(blocked, hit) for hit in blocked_test_hits(ctx))
-    return _select(findings, session)
+        if rule.runs_in(Runner.PYTEST):
+            findings.extend(_judged(judge, rule, rule.check(ctx)))
+    findings.extend(_judged(judge, REGISTRY["MPA851"], blocked_test_hits(ctx)))
+    return findings
 
 
 def _context(session: AuditSession) -> RuntimeContext:
@@ -53,8 +53,8 @@ def _context(session: AuditSession) -> RuntimeContext:
 
 
 def _build_context(session: AuditSession) -> RuntimeContext:
-    from ..rules.plugin import patched_modules, pytest_loaded
-    from ..runtime._facts import TARGET_IMPORTER, Facts, RuntimeContext
+    from ..model.facts import TARGET_IMPORTER, Facts, RuntimeContext
+    from ..rules.plugin import pytest_loaded
 
     events = [e for e in session.events if e.get("event") != "block"]
     events.append(session.usage_event())
@@ -66,57 +66,46 @@ def _build_context(session: AuditSession) -> RuntimeContext:
         if event.get("event") == "import" and event.get("importer") not in recorded:
             event = {**event, "importer": TARGET_IMPORTER}
         rooted.append(event)
-    roots = [session.rootdir]
-    facts = Facts.from_events(rooted, roots, session.invocation_dir)
-    noise = [
-        e
-        for e in rooted
-        if e.get("event") == "stale" and not facts.is_app_file(e.get("holder_file"))
-    ]
-    baseline = Facts.from_events([*noise, {"event": "done"}], roots, session.invocation_dir)
-    ctx = RuntimeContext(
-        facts=facts,
-        baseline=baseline,
-        patched_modules=frozenset(),
-        startup_modules=frozenset(),
+
+    def noise(facts: Facts) -> list[dict[str, Any]]:
+        """The noise floor: stale references held outside the project (pytest, its plugins)."""
+        held = [
+            e
+            for e in rooted
+            if e.get("event") == "stale" and not facts.is_app_file(e.get("holder_file"))
+        ]
+        return [*held, {"event": "done"}]
+
+    return RuntimeContext.observe(
+        rooted,
+        app_roots=[session.rootdir],
+        cwd=session.invocation_dir,
         mode="pytest",
         max_blocking=session.settings.threshold,
         concurrency=1,
+        baseline_events=noise,
+        startup_modules=pytest_loaded,
     )
-    ctx.patched_modules = patched_modules(ctx)
-    ctx.startup_modules = pytest_loaded(ctx)
-    return ctx
 
 
-def _finding(rule: Rule, hit: Hit) -> Finding:
-    test = hit.evidence.get("test") if isinstance(hit.evidence, dict) else None
-    return rule.finding(hit, test=str(test) if test else None)
+def _judged(judge: Judge, rule: Rule, hits: Iterable[Hit]) -> Iterator[Finding]:
+    for hit in hits:
+        test = hit.evidence.get("test") if isinstance(hit.evidence, dict) else None
+        found = judge.admit(rule, hit, test=str(test) if test else None)
+        if found is not None:
+            yield found
 
 
-def _select(findings: list[Finding], session: AuditSession) -> list[Finding]:
-    """Apply the project's ``[tool.patchaudit]`` rule selection, if it has one."""
+def _config(session: AuditSession) -> Config | None:
+    """The project's ``[tool.patchaudit]``; a broken one is reported and ignored."""
     from .._config import ConfigError, load_config
     from ..rules import REGISTRY
 
     try:
-        config = load_config([session.rootdir], REGISTRY.keys())
+        return load_config([session.rootdir], REGISTRY.keys())
     except ConfigError as exc:
         session.errors.append(f"[tool.patchaudit] ignored: {exc}")
-        return findings
-    return [
-        f
-        for f in findings
-        if f.rule in config.codes_for(_config_relative(f.path, config.root, session))
-    ]
-
-
-def _config_relative(path: str, root: Path, session: AuditSession) -> str:
-    if path.startswith("<") or os.path.isabs(path):
-        return path
-    try:
-        return (session.invocation_dir / path).resolve().relative_to(root.resolve()).as_posix()
-    except ValueError:
-        return path
+        return None
 
 
 # -- merging (xdist) ----------------------------------------------------------------------------
@@ -211,10 +200,10 @@ def timeline(session: AuditSession, states: list[str]) -> dict[str, Any]:
         "patch_state": states,
         "patches": [
             {
-                "framework": p.get("framework"),
-                "function": p.get("function"),
-                "location": f"{facts.display(p.get('file'))}:{p.get('line')}",
-                "arguments": p.get("kwargs") or {},
+                "framework": p.framework,
+                "function": p.function,
+                "location": f"{facts.display(p.file)}:{p.line}",
+                "arguments": p.kwargs or {},
             }
             for p in facts.patches
         ],

@@ -1,10 +1,11 @@
 """What the plugin records in the test process, as the runtime probe's event dicts.
 
-The probe (:mod:`patchaudit.runtime._probe`) is loaded by path and installed in-process: its
-import recorder and patch-call hooks append ``import``/``patch``/``settings`` events to
-:attr:`AuditSession.events`. This module adds the plugin's own events (see
-:mod:`patchaudit.rules.plugin`): the session start, per-test blocking episodes, patches undone
-after a test, pytest-timeout's thread method, and whether the tests used gevent.
+The probe package (:mod:`patchaudit.probe`) is loaded by path under a private name and installed
+in-process (its ``_inprocess`` module): its import recorder and patch-call hooks append
+``import``/``patch``/``settings`` events to :attr:`AuditSession.events`. This module adds the
+plugin's own events (see :mod:`patchaudit.rules.plugin`): the session start, per-test blocking
+episodes, patches undone after a test, pytest-timeout's thread method, and whether the tests
+used gevent.
 
 Nothing here imports gevent: it reads ``sys.modules`` and only touches gevent once the tests
 have imported it.
@@ -13,7 +14,6 @@ have imported it.
 from __future__ import annotations
 
 import gc
-import importlib.util
 import os
 import sys
 from dataclasses import dataclass
@@ -21,8 +21,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-_PROBE = Path(__file__).resolve().parent.parent / "runtime" / "_probe.py"
-_BOOKKEEPING = "_gevent_saved_"
+from ..probe._machinery import BOOKKEEPING_PREFIX, SETTINGS_KEY
+
 _MISSING = object()
 
 
@@ -34,12 +34,11 @@ class Settings:
 
 
 def load_probe() -> ModuleType:
-    """The probe script as a private module (not in ``sys.modules``: it is not importable)."""
-    spec = importlib.util.spec_from_file_location("_patchaudit_probe", _PROBE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """A fresh copy of the probe package under its private name, by the boot script's loader;
+    returns its in-process API (``install_in_process``, ``stale_references``, ...)."""
+    from ..probe.__main__ import load
+
+    return load("_inprocess")
 
 
 class AuditSession:
@@ -95,7 +94,7 @@ class AuditSession:
         """The process was patched before pytest loaded us: record it as the probe would."""
         monkey = sys.modules.get("gevent.monkey")
         if getattr(monkey, "saved", None):
-            settings = monkey.saved.get("_gevent_saved_patch_all_module_settings") or {}
+            settings = monkey.saved.get(SETTINGS_KEY) or {}
             self.events.append(self._launcher_patch("gevent", settings, None))
         patcher = sys.modules.get("eventlet.patcher")
         if getattr(patcher, "already_patched", None):
@@ -308,7 +307,7 @@ class PatchState:
         self._signature = signature
         watched = {(name, attr) for name, attr, _, _ in self._watch}
         for mod_name, items in list(saved.items()):
-            if str(mod_name).startswith(_BOOKKEEPING) or not isinstance(items, dict):
+            if str(mod_name).startswith(BOOKKEEPING_PREFIX) or not isinstance(items, dict):
                 continue
             module = sys.modules.get(mod_name)
             if module is None:

@@ -9,6 +9,7 @@ import tokenize
 from pathlib import Path
 from typing import Any, TextIO
 
+from .._console import isatty as isatty  # the one terminal test, for the reporters
 from .._findings import Report, Severity
 from .._safeio import read_regular
 
@@ -54,13 +55,6 @@ def write_text(stream: TextIO, text: str) -> None:
         encoding = getattr(stream, "encoding", None) or "ascii"
         stream.write(text.encode(encoding, "backslashreplace").decode(encoding))
     stream.flush()
-
-
-def isatty(stream: TextIO) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError, OSError):
-        return False
 
 
 def plural(count: int, word: str) -> str:

@@ -3,7 +3,8 @@
 Codes are ``MPA`` + three digits, grouped by family: 0xx source problems, 1xx patch order,
 2xx stale references, 30x partial patching, 35x libraries that patch, 4xx eventlet, 50x
 signals, 55x queues and multiprocessing, 6xx fork, 7xx incompatible libraries, 8xx blocking
-calls. Rules numbered x5x and above in a family are runtime rules (`patchaudit TARGET`).
+calls. Rules numbered x5x and above in a family are runtime rules; each rule names the runners
+that execute it (:class:`Runner`).
 """
 
 from . import (  # noqa: F401  (imported for their @rule registrations)
@@ -16,14 +17,13 @@ from . import (  # noqa: F401  (imported for their @rule registrations)
     plugin,
     queues,
     runtime_order,
-    runtime_process,
     signals,
     source,
     stale_reference,
 )
-from ._model import REGISTRY, Hit, Rule, Scope
+from ._model import REGISTRY, RUNTIME, Hit, Rule, Runner, Scope
 
-__all__ = ["REGISTRY", "Hit", "Rule", "Scope", "all_rules", "get_rule"]
+__all__ = ["REGISTRY", "RUNTIME", "Hit", "Rule", "Runner", "Scope", "all_rules", "get_rule"]
 
 
 def all_rules() -> list[Rule]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Iterator
 
-from ..static._context import MAIN, MODULE, CallSite, FileContext
+from ..model.source import FileContext
 
 
 def keyword(call: ast.Call, name: str) -> ast.expr | None:
@@ -26,15 +26,6 @@ def is_literal(node: ast.expr | None, value: object) -> bool:
     return (
         isinstance(node, ast.Constant) and node.value == value and type(node.value) is type(value)
     )
-
-
-def import_time(call: CallSite) -> bool:
-    """True when the call runs while the module is being imported."""
-    return call.context == MODULE
-
-
-def at_top(context: str) -> bool:
-    return context in (MODULE, MAIN)
 
 
 def position(node: ast.AST) -> dict[str, int]:

@@ -1,14 +1,16 @@
 """Rules as data: a :class:`Rule` is metadata plus one small check function.
 
-There are three kinds of check:
+Each rule declares the runners that execute its check (:class:`Runner`), so no consumer keeps a
+list of rules to skip:
 
-* ``file`` checks look at one parsed file (a :class:`~patchaudit.static.FileContext`) and yield
-  :class:`Hit` objects. They are cached per file, so they must depend on the file alone.
-* ``project`` checks look at the whole :class:`~patchaudit.static.Project` (import graph, patch
+* ``file`` checks look at one parsed file (a :class:`~patchaudit.model.source.FileContext`) and
+  yield :class:`Hit` objects. They are cached per file, so they must depend on the file alone.
+* ``project`` checks look at the whole project model of the static engine (import graph, patch
   points, every file's summary) and yield :class:`Hit` objects with a path.
-
-* ``runtime`` checks look at what a probe process observed while importing and serving the
-  application (a :class:`~patchaudit.runtime.RuntimeContext`) and yield hits with a path.
+* ``probe`` and ``pytest`` checks look at what a recorded process did (a
+  :class:`~patchaudit.model.facts.RuntimeContext`): the child process of `patchaudit TARGET`,
+  or the test process of `pytest --gevent-audit`. Most runtime rules run in both; a rule that
+  reads events only one of them records declares only that one.
 
 ``scope`` says when a file hit counts: always, only in a gevent/eventlet program, or only when the
 line executes before a patch point.
@@ -22,6 +24,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._findings import Category, Finding, Severity
+
+
+class Runner(str, enum.Enum):
+    """What executes a rule's check, and on what it looks at."""
+
+    FILE = "file"  # the static engine, once per parsed file (cached)
+    PROJECT = "project"  # the static engine, once over the whole project model
+    PROBE = "probe"  # the runtime audit (`patchaudit TARGET`), on the probe's events
+    PYTEST = "pytest"  # the pytest plugin, on the test process's events
+
+
+#: The usual runners of a runtime rule: both recorders emit the events it reads.
+RUNTIME = (Runner.PROBE, Runner.PYTEST)
+_STATIC = frozenset({Runner.FILE, Runner.PROJECT})
+_RUNNERS_OF_KIND = {
+    "file": frozenset({Runner.FILE}),
+    "project": frozenset({Runner.PROJECT}),
+    "runtime": frozenset(RUNTIME),
+}
 
 
 class Scope(str, enum.Enum):
@@ -40,7 +61,7 @@ class Hit:
     evidence: dict[str, Any] = field(default_factory=dict)
     severity: Severity | None = None  # overrides the rule's default when the case is stronger
     path: str | None = None  # project checks set it; file checks leave it to the engine
-    context: str = "module"  # execution context of the line (see static._context)
+    context: str = "module"  # execution context of the line (see model.source)
     end_line: int | None = None
     end_column: int | None = None
 
@@ -58,7 +79,6 @@ class Rule:
     bad: str
     good: str
     references: tuple[str, ...]  # FM-xx ids from the failure-mode catalogue, then public issues
-    kind: str  # "file", "project" or "runtime"
     scope: Scope
     check: Callable[..., Iterable[Hit]] = field(compare=False, repr=False)
     triggers: tuple[
@@ -66,6 +86,27 @@ class Rule:
     ] = ()  # byte strings one of which must occur for a file check to fire
     # Project-level condition for a file hit to count, e.g. "the installed gevent patches X".
     applies: Callable[[Any, Hit], bool] | None = field(default=None, compare=False, repr=False)
+    runners: frozenset[Runner] = field(default=frozenset(), kw_only=True)
+    #: ``file``, ``project`` or ``runtime``: how `patchaudit rules` and the docs group it. Derived
+    #: from ``runners``; still accepted instead of them, so a rule built with ``kind="file"``
+    #: (older code and tests) keeps working.
+    kind: str = field(default="", kw_only=True)
+
+    def __post_init__(self) -> None:
+        runners = self.runners
+        if not runners:
+            if self.kind not in _RUNNERS_OF_KIND:
+                raise ValueError(f"{self.code}: kind must be 'file', 'project' or 'runtime'")
+            runners = _RUNNERS_OF_KIND[self.kind]
+        runners = frozenset(runners)
+        kind = next(iter(runners)).value if runners <= _STATIC else "runtime"
+        if self.kind and self.kind != kind:
+            raise ValueError(f"{self.code}: kind {self.kind!r} does not match its runners")
+        object.__setattr__(self, "runners", runners)  # frozen: set once, here
+        object.__setattr__(self, "kind", kind)
+
+    def runs_in(self, runner: Runner) -> bool:
+        return runner in self.runners
 
     @property
     def failure_modes(self) -> tuple[str, ...]:
@@ -112,7 +153,7 @@ def rule(
     bad: str,
     good: str,
     references: tuple[str, ...],
-    kind: str = "file",
+    runners: Runner | tuple[Runner, ...] = Runner.FILE,
     scope: Scope = Scope.ALWAYS,
     triggers: tuple[bytes, ...] = (),
     applies: Callable[[Any, Hit], bool] | None = None,
@@ -133,7 +174,7 @@ def rule(
                 bad=bad.strip("\n"),
                 good=good.strip("\n"),
                 references=references,
-                kind=kind,
+                runners=frozenset((runners,) if isinstance(runners, Runner) else runners),
                 scope=scope,
                 check=check,
                 triggers=triggers,
@@ -150,6 +191,6 @@ def add_rule(new: Rule) -> None:
         raise ValueError(f"duplicate rule code {new.code}")
     if any(r.name == new.name for r in REGISTRY.values()):
         raise ValueError(f"duplicate rule name {new.name}")
-    if new.kind not in ("file", "project", "runtime"):
-        raise ValueError(f"{new.code}: kind must be 'file', 'project' or 'runtime'")
+    if not new.runners or (new.runners & _STATIC and len(new.runners) > 1):
+        raise ValueError(f"{new.code}: a rule runs in one static runner, or in runtime runners")
     REGISTRY[new.code] = new

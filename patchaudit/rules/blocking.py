@@ -1,4 +1,9 @@
-"""MPA8xx, blocking-call: work that monkey-patching cannot make cooperative."""
+"""MPA8xx, blocking-call: work that monkey-patching cannot make cooperative.
+
+MPA80x read the source; MPA851/852 are what the probe measured while serving the app (only
+`patchaudit TARGET` serves it; the pytest plugin reports per-test blocking under MPA851 itself,
+:func:`.plugin.blocked_test_hits`, and pytest-timeout's thread method as MPA853).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,10 @@ import ast
 from collections.abc import Iterator
 
 from .._findings import Category, Severity
-from ..static._context import MODULE, FileContext
+from ..model.events import BlockEvent, Frame, ServeEvent, TargetEvent
+from ..model.source import MODULE, FileContext
 from ._helpers import argument
-from ._model import Hit, Scope, rule
+from ._model import Hit, Runner, Scope, rule
 
 _GREENLET_MAKERS = frozenset({"gevent.spawn", "gevent.spawn_later", "gevent.Greenlet.spawn"})
 
@@ -234,3 +240,137 @@ def check_removed(ctx: FileContext) -> Iterator[Hit]:
 _CANDIDATES = frozenset(
     {"epoll", "kqueue", "kevent", "devpoll", "EpollSelector", "KqueueSelector", "DevpollSelector"}
 )
+
+
+# -- while serving (MPA85x): only the probe serves the app ----------------------------------
+def _app_frame(ctx, stack: list[Frame]) -> Frame | None:
+    """The innermost frame of the application's own code (stacks are innermost last)."""
+    for frame in reversed(stack):
+        if ctx.facts.is_app_file(frame.get("file")):
+            return frame
+    return None
+
+
+def _target_location(ctx) -> tuple[str, int]:
+    target = ctx.facts.first("target")
+    if not isinstance(target, TargetEvent) or not target.file:
+        return ctx.facts.display(None), 1
+    line = ctx.facts.binding_line(target.file, target.callable or "")
+    return ctx.facts.display(target.file), line or 1
+
+
+@rule(
+    code="MPA851",
+    name="hub-blocked",
+    category=Category.BLOCKING_CALL,
+    severity=Severity.ERROR,
+    summary="The gevent hub was blocked while the app imported or served requests",
+    message="the hub was blocked for more than {seconds:.2f}s {during}, in `{function}`",
+    why="""
+gevent's monitor thread saw the event loop make no progress for longer than the threshold:
+while one greenlet runs blocking code (an unpatched C call, a stale `sleep`, CPU-bound work), no
+other request is served (FM-09, FM-29, FM-03). The stack is the blocked greenlet's, trimmed to
+the application's own frames.
+""",
+    fix="Make the call cooperative (patch first, a green driver), or move it to "
+    "`gevent.get_hub().threadpool.apply(...)`; split CPU-bound work.",
+    bad="""
+def app(environ, start_response):
+    hashlib.pbkdf2_hmac("sha256", pw, salt, 2_000_000)   # seconds of CPU
+""",
+    good="""
+def app(environ, start_response):
+    gevent.get_hub().threadpool.apply(hashlib.pbkdf2_hmac, ("sha256", pw, salt, 2_000_000))
+""",
+    references=("FM-29", "FM-09", "FM-03", "FM-16"),
+    runners=Runner.PROBE,
+)
+def check_hub_blocked(ctx) -> Iterator[Hit]:
+    # one finding per blocking line, for its longest episode; "reports" counts the episodes
+    # from that one on (a longer episode restarts the count, as it always has)
+    worst: dict[tuple[str, int], tuple[BlockEvent, Frame]] = {}
+    reports: dict[tuple[str, int], int] = {}
+    for event in ctx.facts.all("block"):
+        if not isinstance(event, BlockEvent):
+            continue
+        frame = _app_frame(ctx, event.stack or [])
+        if frame is None:
+            continue
+        key = ctx.facts.where(frame)
+        if key not in worst or (event.blocking_time or 0) > (worst[key][0].blocking_time or 0):
+            worst[key] = (event, frame)
+            reports[key] = 0
+        reports[key] += 1
+    for (path, line), (event, frame) in worst.items():
+        during = f"while serving {event.path}" if event.path else f"during {event.phase}"
+        stack = [
+            f"{ctx.facts.display(f.get('file'))}:{f.get('line')} in {f.get('function')}"
+            for f in event.stack or []
+            if ctx.facts.is_app_file(f.get("file"))
+        ]
+        yield Hit(
+            path=path,
+            line=line,
+            column=1,
+            args={
+                "seconds": float(event.blocking_time or 0),
+                "during": during,
+                "function": frame.get("function", "?"),
+            },
+            evidence={"blocked_stack": stack, "reports": reports[(path, line)], "path": event.path},
+        )
+
+
+@rule(
+    code="MPA852",
+    name="concurrency-collapse",
+    category=Category.BLOCKING_CALL,
+    severity=Severity.ERROR,
+    summary="Concurrent requests to the running app took about as long as running them one by one",
+    message="{count} concurrent requests to {path} took {wall:.2f}s, {ratio:.1f}x one request "
+    "({single:.3f}s): requests are served one at a time",
+    why="""
+The probe timed one request alone, then the same request many times in parallel from real
+threads. Cooperative code serves them together, in about the time of one; when the total grows
+with the number of requests, something in the handler blocks the hub (a C driver, a stale
+reference, CPU work) (FM-09, FM-29).
+""",
+    fix="Find the blocking call (see MPA851 findings and their stacks) and make it cooperative.",
+    bad="""
+def app(environ, start_response):
+    original_sleep(0.2)        # blocks the hub
+""",
+    good="""
+def app(environ, start_response):
+    gevent.sleep(0.2)          # yields to other requests
+""",
+    references=("FM-09", "FM-29"),
+    runners=Runner.PROBE,
+)
+def check_collapse(ctx) -> Iterator[Hit]:
+    for event in ctx.facts.all("serve"):
+        if not isinstance(event, ServeEvent):
+            continue
+        single = float(event.single or 0)
+        wall = float(event.wall or 0)
+        count = sum((event.statuses or {}).values()) or int(event.requests or 0)
+        parallel = min(ctx.concurrency, count)
+        if single < 0.02 or parallel < 2:
+            continue  # too fast to tell blocking from scheduling noise
+        ratio = wall / single
+        waves = -(-count // parallel)  # at best the requests need this many rounds
+        if ratio >= 0.6 * count and ratio > 2 * waves:
+            path, line = _target_location(ctx)
+            yield Hit(
+                path=path,
+                line=line,
+                column=1,
+                args={
+                    "count": count,
+                    "path": event.path,
+                    "wall": wall,
+                    "ratio": ratio,
+                    "single": single,
+                },
+                evidence={"concurrency": parallel, "latencies_s": list(event.latencies or [])[:20]},
+            )

@@ -1,13 +1,18 @@
-"""MPA4xx, eventlet-coexistence: gevent and eventlet in one program."""
+"""MPA4xx, eventlet-coexistence: gevent and eventlet in one program.
+
+MPA40x read the source; MPA45x what the running process did (both frameworks patched, or the
+hub's objects owned by both).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 from .._findings import Category, Severity
-from ..static._context import FileContext
+from ..model.events import OwnersEvent, PatchEvent
+from ..model.source import FileContext
 from ._helpers import keyword
-from ._model import Hit, Scope, rule
+from ._model import RUNTIME, Hit, Runner, Scope, rule
 
 
 @rule(
@@ -36,7 +41,7 @@ monkey.patch_all()
 import gevent.socket
 """,
     references=("FM-06", "gevent/gevent#1956"),
-    kind="project",
+    runners=Runner.PROJECT,
 )
 def check_both_imported(project) -> Iterator[Hit]:
     for program in project.programs:
@@ -89,7 +94,7 @@ from gevent import monkey
 monkey.patch_all()
 """,
     references=("FM-06", "gevent/gevent#1956"),
-    kind="project",
+    runners=Runner.PROJECT,
 )
 def check_both_patch(project) -> Iterator[Hit]:
     for program in project.programs:
@@ -192,3 +197,89 @@ def check_eventlet_deprecated(ctx: FileContext) -> Iterator[Hit]:
         if record.module == "eventlet" or record.module.startswith("eventlet."):
             yield Hit(line=record.line, column=record.column, args={"module": record.module})
             return
+
+
+# -- at run time (MPA45x): what the probe saw the running process do -----------------------
+@rule(
+    code="MPA451",
+    name="both-frameworks-at-runtime",
+    category=Category.EVENTLET_COEXISTENCE,
+    severity=Severity.ERROR,
+    summary="The running process was patched by both gevent and eventlet",
+    message="{framework} patched the process at {here} after {other} did at {there}",
+    why="""
+Observed in the live process: both frameworks patched. Each installs its own hub and replaces
+the same stdlib attributes, so the process hangs or fails with `Cannot convert greenlet.greenlet
+to gevent._gevent_c_greenlet_primitives.SwitchOutGreenletWithLoop` (FM-06, gevent#1956).
+""",
+    fix="Keep one framework per process; remove the other patch call (and the package, if a "
+    "library auto-selects it).",
+    bad="""
+from gevent import monkey; monkey.patch_all()
+import eventlet; eventlet.monkey_patch()
+""",
+    good="""
+from gevent import monkey; monkey.patch_all()
+""",
+    references=("FM-06", "gevent/gevent#1956"),
+    runners=RUNTIME,
+)
+def check_both_frameworks(ctx) -> Iterator[Hit]:
+    first: dict[str, PatchEvent] = {}
+    for patch in ctx.facts.patches:
+        framework = patch.framework
+        other = "eventlet" if framework == "gevent" else "gevent"
+        if other in first and framework not in first:
+            path, line = ctx.facts.where(patch)
+            there = "{}:{}".format(*ctx.facts.where(first[other]))
+            yield Hit(
+                path=path,
+                line=line,
+                column=1,
+                args={
+                    "framework": framework,
+                    "here": f"{path}:{line}",
+                    "other": other,
+                    "there": there,
+                },
+            )
+        first.setdefault(framework, patch)
+
+
+@rule(
+    code="MPA452",
+    name="mixed-patch-owners",
+    category=Category.EVENTLET_COEXISTENCE,
+    severity=Severity.ERROR,
+    summary="Patched stdlib objects in the running process come from different frameworks",
+    message="after start-up {detail}",
+    why="""
+When gevent and eventlet both patch, whichever ran second wins some attributes and not others:
+`socket.socket` can be eventlet's while `threading.Lock` is gevent's. Greenlets of one hub then
+wait on objects of the other and the process hangs (FM-06, reproduced in the knowledge base).
+""",
+    fix="Patch with exactly one framework.",
+    bad="""
+from gevent import monkey; monkey.patch_all()
+import eventlet; eventlet.monkey_patch()
+""",
+    good="""
+from gevent import monkey; monkey.patch_all()
+""",
+    references=("FM-06",),
+    runners=RUNTIME,
+)
+def check_mixed_owners(ctx) -> Iterator[Hit]:
+    event = ctx.facts.first("owners")
+    owners = (event.owners if isinstance(event, OwnersEvent) else None) or {}
+    frameworks = {
+        name: str(module).split(".")[0]
+        for name, module in owners.items()
+        if str(module).split(".")[0] in ("gevent", "eventlet")
+    }
+    if len(set(frameworks.values())) < 2:
+        return
+    detail = ", ".join(f"`{name}` is {fw}'s" for name, fw in sorted(frameworks.items()))
+    patch = ctx.facts.patches[-1] if ctx.facts.patches else {}
+    path, line = ctx.facts.where(patch)
+    yield Hit(path=path, line=line, column=1, args={"detail": detail}, evidence={"owners": owners})

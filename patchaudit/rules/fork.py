@@ -1,4 +1,7 @@
-"""MPA6xx, fork-after-patch: daemonizing, fork start methods and fork hooks."""
+"""MPA6xx, fork-after-patch: daemonizing, fork start methods and fork hooks.
+
+MPA60x read the source; MPA651 is the fork the running process made after patching.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +9,10 @@ import ast
 from collections.abc import Iterator
 
 from .._findings import Category, Severity
-from ..static._context import FileContext
+from ..model.events import ForkEvent
+from ..model.source import FileContext
 from ._helpers import argument, body_of, calls_in, local_function
-from ._model import Hit, Scope, rule
+from ._model import RUNTIME, Hit, Scope, rule
 
 
 @rule(
@@ -136,3 +140,48 @@ def check_fork_hook(ctx: FileContext) -> Iterator[Hit]:
                         evidence={"call_line": inner.lineno},
                     )
                     break
+
+
+# -- at run time (MPA65x) -------------------------------------------------------------------
+_FORK_SEVERITY = {"os.fork": Severity.WARNING, "os.forkpty": Severity.WARNING}
+
+
+@rule(
+    code="MPA651",
+    name="fork-after-patch-observed",
+    category=Category.FORK_AFTER_PATCH,
+    severity=Severity.ERROR,
+    summary="The running app forked, detached or closed descriptors after patching",
+    message="`{what}` at {where} after the process was patched ({phase})",
+    why="""
+Observed while importing or serving: daemonizing (`setsid`, `closerange`, `DaemonContext`) after
+gevent set up its loop closes or orphans the loop's descriptors, signal pipe, resolver and
+threadpool; DNS then hangs, `epoll ADD ... Bad file descriptor` appears, subprocesses crash
+(FM-14).
+""",
+    fix="Daemonize before importing gevent, or run in the foreground under a supervisor.",
+    bad="""
+from gevent import monkey; monkey.patch_all()
+import daemon
+daemon.DaemonContext().open()
+""",
+    good="""
+from gevent import monkey; monkey.patch_all()
+serve_forever()            # systemd / supervisord keeps it in the foreground
+""",
+    references=("FM-14", "gevent/gevent#2", "circus-tent/circus#441"),
+    runners=RUNTIME,
+)
+def check_fork_after_patch(ctx) -> Iterator[Hit]:
+    for event in ctx.facts.all("fork"):
+        if not isinstance(event, ForkEvent) or not event.after_patch:
+            continue
+        path, line = ctx.facts.where(event)
+        what = event.what or "fork"
+        yield Hit(
+            path=path,
+            line=line,
+            column=1,
+            severity=_FORK_SEVERITY.get(what),
+            args={"what": what, "where": f"{path}:{line}", "phase": event.phase or "import"},
+        )

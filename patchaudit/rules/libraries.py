@@ -2,6 +2,8 @@
 
 Most of these rules are data: one table each in ``patchaudit/data/libraries.toml``, turned into
 rules here. MPA703 (init_gevent before the patch) is an ordering question, so it is code.
+MPA75x are the same libraries checked in the running process (the probe's ``libraries``
+events), reported at the application's import of the library, where MPA70x are.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .._findings import Category, Severity
-from ..static._context import MAIN, MODULE, ImportRecord
-from ..static._known import load_table
-from ._model import Hit, Rule, Scope, add_rule, rule
+from ..model.events import LibrariesEvent
+from ..model.known import load_table
+from ..model.source import MAIN, MODULE, ImportRecord
+from ._model import RUNTIME, Hit, Rule, Runner, Scope, add_rule, rule
 
 
 def _matches(module: str, prefixes: list[str]) -> bool:
@@ -98,7 +101,7 @@ def _register_library_rules() -> None:
                 bad=entry["bad"].strip("\n"),
                 good=entry["good"].strip("\n"),
                 references=tuple(entry["references"]),
-                kind="file" if by_method else "project",
+                runners=frozenset({Runner.FILE if by_method else Runner.PROJECT}),
                 scope=Scope.GEVENT_PROGRAM,
                 check=_method_check(entry) if by_method else _import_check(entry),
                 triggers=tuple(m.encode() for m in entry["modules"]) if by_method else (),
@@ -157,3 +160,132 @@ def check_init_gevent_early(ctx) -> Iterator[Hit]:
     for call in ctx.calls_to("grpc.experimental.gevent.init_gevent"):
         if call.context in (MODULE, MAIN):
             yield Hit(line=call.node.lineno, column=call.node.col_offset + 1, context=call.context)
+
+
+# -- at run time (MPA75x): the library's own check, in the running process ------------------
+def _library_hits(ctx, library: str) -> Iterator[Hit]:
+    for event in ctx.facts.all("libraries"):
+        if not isinstance(event, LibrariesEvent):
+            continue
+        if (event.library or "").split(".")[0] != library or event.ok is not False:
+            continue
+        module = event.library or library
+        chain = ctx.facts.shortest_chain(module)
+        # the direct import of the library, where the static MPA70x twin is reported
+        site = ctx.facts.app_import_site(chain, outermost=False)
+        path, line = site or ctx.facts.target_place()
+        yield Hit(
+            path=path,
+            line=line,
+            column=1,
+            args={"detail": event.detail or ""},
+            evidence={"import_chain": chain, "check": event.check},
+        )
+
+
+def _library_rule(
+    code: str,
+    name: str,
+    library: str,
+    summary: str,
+    why: str,
+    fix: str,
+    bad: str,
+    good: str,
+    references: tuple[str, ...],
+    severity=Severity.ERROR,
+):
+    def check(ctx) -> Iterator[Hit]:
+        return _library_hits(ctx, library)
+
+    return rule(
+        code=code,
+        name=name,
+        category=Category.INCOMPATIBLE_LIBRARY,
+        severity=severity,
+        summary=summary,
+        message="{detail}",
+        why=why,
+        fix=fix,
+        bad=bad,
+        good=good,
+        references=references,
+        runners=RUNTIME,
+    )(check)
+
+
+_library_rule(
+    "MPA751",
+    "psycopg2-blocking-at-runtime",
+    "psycopg2",
+    "psycopg2 is loaded in the running app with no wait callback installed",
+    """
+Checked in the live process after start-up: `psycopg2.extensions.get_wait_callback()` is None,
+so every query waits inside libpq and blocks the whole worker (FM-09).
+""",
+    "Call `psycogreen.gevent.patch_psycopg()` right after patching.",
+    "import psycopg2\n",
+    "from psycogreen.gevent import patch_psycopg\npatch_psycopg()\nimport psycopg2\n",
+    ("FM-09", "dimagi/commcare-hq#7706"),
+)
+_library_rule(
+    "MPA752",
+    "grpc-not-gevent-at-runtime",
+    "grpc",
+    "grpcio is loaded in the running app without gevent mode",
+    """
+Checked in the live process: grpc's Cython core has no gevent I/O installed (its `gevent_g`
+hook, read from grpc's source, is unset), so grpc runs its own pollers and threads and hangs or
+deadlocks under patching (FM-10).
+""",
+    "Call `grpc.experimental.gevent.init_gevent()` right after `patch_all()`.",
+    "import grpc\n",
+    "import grpc.experimental.gevent as grpc_gevent\ngrpc_gevent.init_gevent()\n",
+    ("FM-10", "grpc/grpc#4629"),
+)
+_library_rule(
+    "MPA753",
+    "zmq-socket-not-green-at-runtime",
+    "zmq",
+    "The running app created pyzmq sockets that are not `zmq.green` sockets",
+    """
+Found by scanning live objects: pyzmq sockets whose class is not `zmq.green`'s wait inside
+libzmq and block every greenlet (FM-11).
+""",
+    "`import zmq.green as zmq` wherever sockets are created.",
+    "import zmq\n",
+    "import zmq.green as zmq\n",
+    ("FM-11", "zeromq/pyzmq#765"),
+)
+_library_rule(
+    "MPA754",
+    "cassandra-reactor-at-runtime",
+    "cassandra",
+    "cassandra-driver chose a non-gevent connection class at import",
+    """
+`cassandra.cluster.DefaultConnection` is decided when the module is imported; in the running
+app it is not `GeventConnection`, so the driver runs its own event loop thread (FM-27).
+""",
+    "Pass `connection_class=GeventConnection` to `Cluster`, and patch before importing cassandra.",
+    "from cassandra.cluster import Cluster\n",
+    "from cassandra.io.geventreactor import GeventConnection\n",
+    ("FM-27", "apache/cassandra-python-driver#308"),
+    Severity.WARNING,
+)
+_library_rule(
+    "MPA755",
+    "urllib3-queue-class-at-runtime",
+    "urllib3",
+    "urllib3's connection pools use the stdlib queue in the running app",
+    """
+`urllib3.connectionpool.ConnectionPool.QueueCls` was bound when urllib3 was imported; in the
+running app it is not gevent's `LifoQueue`, which is linked to the non-deterministic pool
+deadlock of urllib3#3289 / gevent#1957 (FM-18).
+""",
+    "Patch before importing requests/urllib3, or set `ConnectionPool.QueueCls = "
+    "gevent.queue.LifoQueue` after patching.",
+    "import requests\nfrom gevent import monkey; monkey.patch_all()\n",
+    "from gevent import monkey; monkey.patch_all()\nimport requests\n",
+    ("FM-18", "urllib3/urllib3#3289"),
+    Severity.WARNING,
+)

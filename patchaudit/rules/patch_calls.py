@@ -1,28 +1,19 @@
-"""MPA30x partial-patch and MPA35x library-patches: how, and by whom, patching is invoked."""
+"""MPA30x partial-patch and MPA35x library-patches: how, and by whom, patching is invoked.
+
+MPA311-313 are the same questions asked of the running process (gevent's recorded settings,
+the patching thread, the threads already alive).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 from .._findings import Category, Severity
-from ..static._context import MAIN, MODULE, FileContext
-from ..static._known import known_patchers
-from ..static._project import module_key
-from ._model import Hit, rule
-
-# Options whose absence leaves part of the program blocking or on native threads.
-_IMPORTANT_OPTIONS = (
-    "thread",
-    "socket",
-    "os",
-    "select",
-    "ssl",
-    "queue",
-    "signal",
-    "subprocess",
-    "time",
-    "dns",
-)
+from ..model.events import SettingsEvent
+from ..model.known import known_patchers
+from ..model.machinery import IMPORTANT_PATCH_OPTIONS
+from ..model.source import MAIN, MODULE, FileContext, is_entry_point, module_key
+from ._model import RUNTIME, Hit, Runner, rule
 
 
 @rule(
@@ -52,14 +43,14 @@ monkey.patch_all()
 import threading
 """,
     references=("FM-07", "gevent/gevent#1862", "locustio/locust#2250"),
-    kind="project",
+    runners=Runner.PROJECT,
 )
 def check_partial_patch_all(project) -> Iterator[Hit]:
     lists = project.patch_lists
     for summary, point in project.all_patch_points():
         if point.function != "gevent.monkey.patch_all":
             continue
-        disabled = [k for k in _IMPORTANT_OPTIONS if point.keyword(k) is False]
+        disabled = [k for k in IMPORTANT_PATCH_OPTIONS if point.keyword(k) is False]
         if not disabled:
             continue
         modules = sorted(
@@ -146,20 +137,20 @@ monkey.patch_all()
 import mylib.http
 """,
     references=("FM-08", "spyoungtech/grequests#55"),
-    kind="project",
+    runners=Runner.PROJECT,
 )
 def check_patch_in_imported_module(project) -> Iterator[Hit]:
-    from ..static._evaluate import is_entry_point
-
     importers: dict[str, set[str]] = {}
     for summary in project.modules.values():
         for record in summary.imports:
             for target in (record.module, *(f"{record.module}.{n}" for n in record.names)):
                 importers.setdefault(target, set()).add(summary.relpath)
     for summary in project.modules.values():
-        key = module_key(summary)
+        key = module_key(summary.module, summary.relpath)
         users = sorted(importers.get(key, set()) - {summary.relpath})
-        if not users or is_entry_point(summary, project.config.entry_points):
+        if not users or is_entry_point(
+            summary.module, summary.relpath, project.config.entry_points
+        ):
             continue
         if summary.module is None or summary.module.endswith("__main__"):
             continue
@@ -199,7 +190,7 @@ monkey.patch_all()
 import grequests
 """,
     references=("FM-08", "spyoungtech/grequests#55", "locustio/locust#2250"),
-    kind="project",
+    runners=Runner.PROJECT,
 )
 def check_imports_patching_library(project) -> Iterator[Hit]:
     table = known_patchers()
@@ -245,3 +236,129 @@ def _full_patch_lines(summary) -> list[tuple[int, str]]:
         and not p.positional
         and all(value is True for _, value in p.keywords)
     ]
+
+
+# -- at run time (MPA311-313): how the running process was patched -------------------------
+@rule(
+    code="MPA311",
+    name="partial-patch-at-runtime",
+    category=Category.PARTIAL_PATCH,
+    severity=Severity.WARNING,
+    summary="The running app was patched with parts turned off",
+    message="the process was patched with {disabled}",
+    why="""
+The settings gevent recorded for the process (the union of every `patch_all` call, including
+ones made by libraries) turn parts of the patch off. Native threads then share gevent objects
+(`cannot switch to a different thread`), sockets or selects block, SIGCHLD handling breaks
+(FM-07).
+""",
+    fix="Patch with `patch_all()` and no arguments, once, at the start.",
+    bad="""
+from gevent import monkey
+monkey.patch_all(thread=False)
+""",
+    good="""
+from gevent import monkey
+monkey.patch_all()
+""",
+    references=("FM-07", "FM-08"),
+    runners=RUNTIME,
+)
+def check_partial(ctx) -> Iterator[Hit]:
+    settings = ctx.facts.first("settings")
+    if not isinstance(settings, SettingsEvent):
+        return
+    values = settings.settings or {}
+    disabled = [k for k in IMPORTANT_PATCH_OPTIONS if values.get(k) is False]
+    if not disabled:
+        return
+    path, line = ctx.facts.patch_place()
+    for patch in ctx.facts.patches:
+        kwargs = patch.kwargs or {}
+        if any(str(kwargs.get(k)) == "False" for k in disabled):
+            path, line = ctx.facts.where(patch)
+            break
+    yield Hit(
+        path=path,
+        line=line,
+        column=1,
+        args={"disabled": ", ".join(f"{k}=False" for k in disabled)},
+        evidence={"settings": values},
+    )
+
+
+@rule(
+    code="MPA312",
+    name="patched-off-main-thread",
+    category=Category.PARTIAL_PATCH,
+    severity=Severity.ERROR,
+    summary="The process was patched from a thread other than the main thread",
+    message="`{function}()` ran on a thread other than the main thread",
+    why="""
+Patching from a non-main thread (a reloader, an IDE runner, a server hook) leaves
+`threading.main_thread()` unpatched: joins from greenlets hang and `KeyError` is printed at exit;
+gevent warns "Monkey-patching outside the main native thread" (FM-04).
+""",
+    fix="Patch on the main thread before any thread starts: first lines of the entry point.",
+    bad="""
+import threading
+threading.Thread(target=lambda: __import__("gevent.monkey").monkey.patch_all()).start()
+""",
+    good="""
+from gevent import monkey
+monkey.patch_all()
+""",
+    references=("FM-04", "miguelgrinberg/Flask-SocketIO#901"),
+    runners=RUNTIME,
+)
+def check_off_main_thread(ctx) -> Iterator[Hit]:
+    for patch in ctx.facts.patches:
+        if patch.main_thread is False:
+            path, line = ctx.facts.where(patch)
+            yield Hit(
+                path=path,
+                line=line,
+                column=1,
+                args={"function": patch.function or "patch_all"},
+            )
+
+
+@rule(
+    code="MPA313",
+    name="threads-alive-at-patch",
+    category=Category.PARTIAL_PATCH,
+    severity=Severity.WARNING,
+    summary="Other threads were already running when the process was patched",
+    message="{count} thread(s) already running when patching: {threads}",
+    why="""
+Threads started before patching are real OS threads that greenlets will share locks and queues
+with; gevent skips re-owning existing locks when more than one thread is alive, so pre-existing
+locks stay native (FM-04, FM-05). SDK workers (Sentry, APM agents) started at import are the
+usual source (FM-24).
+""",
+    fix="Start threads and SDK clients after the patch call.",
+    bad="""
+import sentry_sdk; sentry_sdk.init(dsn)     # starts a worker thread
+from gevent import monkey; monkey.patch_all()
+""",
+    good="""
+from gevent import monkey; monkey.patch_all()
+import sentry_sdk; sentry_sdk.init(dsn)
+""",
+    references=("FM-04", "FM-05", "FM-24"),
+    runners=RUNTIME,
+)
+def check_threads_alive(ctx) -> Iterator[Hit]:
+    patch = ctx.facts.first_patch
+    if patch is None:
+        return
+    others = [t for t in patch.threads or [] if t != "MainThread"]
+    if others:
+        path, line = ctx.facts.where(patch)
+        yield Hit(
+            path=path,
+            line=line,
+            column=1,
+            args={"count": len(others), "threads": ", ".join(others[:5])},
+            evidence={"threads": others},
+        )

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from .._findings import Category, Severity
-from ..static._context import FUNCTION, MAIN, MODULE, FileContext
+from ..model.source import FUNCTION, MAIN, MODULE, FileContext
 from ._helpers import position
-from ._model import Hit, Scope, rule
+from ._model import Hit, Runner, Scope, rule
 
 # gevent re-patches these itself when they were imported first (logging's locks), so an early
 # import is not a problem on its own.
@@ -116,7 +116,7 @@ monkey.patch_all()
 import requests
 """,
     references=("FM-01", "FM-02", "gevent/gevent#1016", "urllib3/urllib3#1176"),
-    kind="project",
+    runners=Runner.PROJECT,
 )
 def check_ssl_before_patch(project) -> Iterator[Hit]:
     return _import_hits(project, want_ssl=True)
@@ -149,7 +149,7 @@ monkey.patch_all()
 import logging.handlers
 """,
     references=("FM-03", "FM-04", "FM-05", "FM-02", "gevent/gevent#63"),
-    kind="project",
+    runners=Runner.PROJECT,
 )
 def check_patched_before_patch(project) -> Iterator[Hit]:
     return _import_hits(project, want_ssl=False)

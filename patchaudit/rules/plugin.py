@@ -4,7 +4,7 @@ per-test hub-blocking hits the plugin reports under MPA851.
 ``pytest --gevent-audit`` (:mod:`patchaudit.pytest_plugin`) records the test process with the
 runtime probe's own import recorder and patch hooks, so its facts are the probe's events
 (``import``, ``patch``, ``settings``, ``stale``, ``owners``) and the runtime rules of
-:mod:`.runtime_order` and :mod:`.runtime_process` run on them unchanged. It adds these events,
+:mod:`.runtime_order` and the MPA45x/65x/75x rules run on them unchanged. It adds these events,
 which the rules below read (a `patchaudit TARGET` audit has none, so they never fire there):
 
 ``pytest_session``
@@ -33,46 +33,40 @@ from __future__ import annotations
 import os
 import sysconfig
 from collections.abc import Iterator
-from itertools import pairwise
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .._findings import Category, Severity
-from ._model import Hit, rule
+from ..model.events import (
+    GeventUseEvent,
+    PatchUndoneEvent,
+    PytestSessionEvent,
+    TestBlockEvent,
+    TimeoutThreadEvent,
+)
+from ..model.facts import replaced_modules
+from ._model import Hit, Runner, rule
+
+if TYPE_CHECKING:
+    from ..model.facts import Facts
 
 # Loaded by every interpreter before any code runs, or implemented in C: listing them says nothing.
 _ALWAYS_LOADED = frozenset({"os", "sys", "builtins", "time", "logging"})
-_MACHINERY = ("gevent", "eventlet", "zope", "greenlet")
-_EVENTLET_GROUPS = {"thread": ("threading", "_thread"), "builtins": ("builtins",)}
 _NO_FILE = {"command line": "<command line>"}
+_NO_PATCH = "<pytest>"  # the place of session findings when nothing was patched
 LAUNCHERS = (
     "python -m gevent.monkey --module pytest ...",
     "a wrapper script that calls gevent.monkey.patch_all() and then pytest.main()",
 )
 
 
-def patched_modules(ctx) -> frozenset[str]:
-    """Modules the process's patch calls replaced something in (gevent's ``saved``, eventlet's
-    patched groups)."""
-    names: set[str] = set()
-    for event in ctx.facts.all("settings"):
-        names.update((event.get("saved") or {}).keys())
-    for patch in ctx.facts.patches:
-        for group in (
-            (patch.get("already_patched") or {}) if patch.get("framework") == "eventlet" else ()
-        ):
-            names.update(_EVENTLET_GROUPS.get(group, (group,)))
-    return frozenset(names)
-
-
-def pytest_loaded(ctx) -> frozenset[str]:
+def pytest_loaded(facts: Facts) -> frozenset[str]:
     """What pytest and its plugins loaded: everything there before the plugin started recording,
     and later first imports (before the patch) whose importer chain never passes through a
-    project file."""
-    session = ctx.facts.first("pytest_session")
-    if session is None:
+    project file. The plugin's context takes it as its ``startup_modules``."""
+    session = facts.first("pytest_session")
+    if not isinstance(session, PytestSessionEvent):
         return frozenset()
-    loaded = set(session.get("startup_modules") or ())
-    facts = ctx.facts
+    loaded = set(session.startup_modules or ())
     if not facts.patches:
         return frozenset(loaded)  # nothing was patched: nothing was loaded "before" it
     stdlib = sysconfig.get_paths()["stdlib"] + os.sep
@@ -83,7 +77,8 @@ def pytest_loaded(ctx) -> frozenset[str]:
             memo[module] = False  # a cycle in the importer graph ends here
             file = facts.module_file(module)
             found = bool(file) and not file.startswith(stdlib) and facts.is_app_file(file)
-            importer = (facts.imports.get(module) or {}).get("importer")
+            event = facts.imports.get(module)
+            importer = event.importer if event is not None else None
             if not found and importer in facts.imports:
                 found = through_project(importer)
             memo[module] = found
@@ -93,16 +88,6 @@ def pytest_loaded(ctx) -> frozenset[str]:
         if not through_project(module):
             loaded.add(module)
     return frozenset(loaded)
-
-
-def _first_patch(ctx) -> dict[str, Any] | None:
-    return ctx.facts.first_patch
-
-
-def _patch_place(ctx, patch: dict[str, Any] | None) -> tuple[str, int]:
-    if patch is None:
-        return "<pytest>", 1
-    return ctx.facts.display(patch.get("file")), int(patch.get("line") or 1)
 
 
 @rule(
@@ -133,18 +118,19 @@ monkey.patch_all()          # pytest already imported socket, threading, ...
 #   python -m gevent.monkey --module pytest tests/
 """,
     references=("FM-22", "pytest-dev/pytest#6210", "gevent/gevent#1481"),
-    kind="runtime",
+    runners=Runner.PYTEST,
 )
 def check_loaded_before_session(ctx) -> Iterator[Hit]:
     session = ctx.facts.first("pytest_session")
-    patch = _first_patch(ctx)
-    if session is None or patch is None or session.get("patched_before"):
+    if not isinstance(session, PytestSessionEvent):
         return
-    loaded = pytest_loaded(ctx) & patched_modules(ctx)
+    if ctx.facts.first_patch is None or session.patched_before:
+        return
+    loaded = pytest_loaded(ctx.facts) & replaced_modules(ctx.facts)
     modules = sorted(m for m in loaded if not m.startswith("_") and m not in _ALWAYS_LOADED)
     if not modules:
         return
-    path, line = _patch_place(ctx, patch)
+    path, line = ctx.facts.patch_place(default=_NO_PATCH)
     yield Hit(
         path=path,
         line=line,
@@ -152,7 +138,7 @@ def check_loaded_before_session(ctx) -> Iterator[Hit]:
         args={"modules": ", ".join(f"`{m}`" for m in modules)},
         evidence={
             "modules": modules,
-            "plugins": session.get("plugins") or [],
+            "plugins": session.plugins or [],
             "launchers": list(LAUNCHERS),
         },
     )
@@ -191,33 +177,26 @@ def test_fetch():
     gevent.joinall([gevent.spawn(fetch, url) for url in urls])
 """,
     references=("FM-22", "FM-07", "pytest-dev/pytest-xdist#1069"),
-    kind="runtime",
+    runners=Runner.PYTEST,
 )
 def check_not_patched(ctx) -> Iterator[Hit]:
     use = ctx.facts.first("pytest_gevent_use")
-    if not use or not use.get("first_test") or ctx.facts.patches:
+    if not isinstance(use, GeventUseEvent) or not use.first_test or ctx.facts.patches:
         return
     facts = ctx.facts
-    path, line = facts.display(use.get("test_file")), int(use.get("test_line") or 1)
     chain = facts.chain("gevent")
-    for importer, imported in pairwise(chain):
-        if facts.is_app_file(facts.module_file(importer)):
-            # the line the recorder saw executing is the import statement itself; reading the
-            # source (import_site) is the fallback, and costs a parse of a big test module
-            event = facts.imports.get(imported) or {}
-            found = event.get("line") if event.get("importer") == importer else None
-            found = found or facts.import_site(importer, imported)
-            if found:
-                path, line = facts.display(facts.module_file(importer)), found
-                break
+    # the line the recorder saw executing is the import statement itself; reading the source
+    # is the fallback, and costs a parse of a big test module
+    site = facts.app_import_site(chain, outermost=True, recorded_first=True)
+    path, line = site or use.location(facts)
     yield Hit(
         path=path,
         line=line,
         column=1,
-        args={"test": use["first_test"]},
+        args={"test": use.first_test},
         evidence={
-            "first_test": use["first_test"],
-            "tests_using_gevent": use.get("tests"),
+            "first_test": use.first_test,
+            "tests_using_gevent": use.tests,
             "import_chain": chain,
             "launchers": list(LAUNCHERS),
         },
@@ -250,15 +229,16 @@ monkey.patch_all()          # pytest_socket._true_socket is still the stdlib soc
 # python -m gevent.monkey --module pytest   (pytest-socket then saves gevent's socket)
 """,
     references=("FM-03", "FM-22"),
-    kind="runtime",
+    runners=Runner.PYTEST,
 )
 def check_patch_undone(ctx) -> Iterator[Hit]:
-    patch = _first_patch(ctx)
     for event in ctx.facts.all("patch_undone"):
-        path, line = _patch_place(ctx, patch)
-        targets = event.get("targets") or []
-        culprit = event.get("culprit")
-        holders = event.get("holders") or []
+        if not isinstance(event, PatchUndoneEvent):
+            continue
+        path, line = ctx.facts.patch_place(default=_NO_PATCH)
+        targets = event.targets or []
+        culprit = event.culprit
+        holders = event.holders or []
         if culprit:
             names = [f"`{h['module']}.{h['name']}`" for h in holders if h.get("module") == culprit]
             who = f"pytest plugin `{culprit}` (it holds the original as {', '.join(names[:3])})"
@@ -277,10 +257,10 @@ def check_patch_undone(ctx) -> Iterator[Hit]:
             args={
                 "targets": ", ".join(f"`{t}`" for t in targets),
                 "was": "was" if len(targets) == 1 else "were",
-                "test": event.get("test"),
+                "test": event.test,
                 "culprit": who,
             },
-            evidence={"first_test": event.get("test"), "targets": targets, "holders": holders},
+            evidence={"first_test": event.test, "targets": targets, "holders": holders},
         )
 
 
@@ -315,23 +295,22 @@ timeout = 30
 timeout_method = "signal"
 """,
     references=("FM-22", "FM-29"),
-    kind="runtime",
+    runners=Runner.PYTEST,
 )
 def check_timeout_thread(ctx) -> Iterator[Hit]:
-    events = ctx.facts.all("timeout_thread")
+    events = [e for e in ctx.facts.all("timeout_thread") if isinstance(e, TimeoutThreadEvent)]
     if not events:
         return
     first = events[0]
+    path, line = first.location(ctx.facts, default=_NO_FILE.get(first.source or "", _NO_PATCH))
     yield Hit(
-        path=ctx.facts.display(first.get("file"))
-        if first.get("file")
-        else _NO_FILE.get(first.get("source"), "<pytest>"),
-        line=int(first.get("line") or 1),
+        path=path,
+        line=line,
         column=1,
-        args={"source": first.get("source", "configured")},
+        args={"source": first.source or "configured"},
         evidence={
-            "first_test": first.get("test"),
-            "timeout": first.get("timeout"),
+            "first_test": first.test,
+            "timeout": first.timeout,
             "tests": len(events),
         },
     )
@@ -340,20 +319,22 @@ def check_timeout_thread(ctx) -> Iterator[Hit]:
 def blocked_test_hits(ctx) -> Iterator[Hit]:
     """MPA851 hits, one per blocking episode of a test, at the innermost project frame.
 
-    Not a registered check (MPA851 is :func:`.runtime_process.check_hub_blocked`, which reads
+    Not a registered check (MPA851 is :func:`.blocking.check_hub_blocked`, which reads
     the probe's ``block`` events); the plugin renders these with MPA851's metadata so users see
     one code for one problem.
     """
     facts = ctx.facts
     for event in facts.all("test_block"):
-        stack = event.get("stack") or []
+        if not isinstance(event, TestBlockEvent):
+            continue
+        stack = event.stack or []
         project = [f for f in stack if facts.is_app_file(f.get("file"))]
         frame = project[-1] if project else None
         if frame is not None:
-            path, line = facts.display(frame.get("file")), int(frame.get("line") or 1)
+            path, line = facts.where(frame)
             function = frame.get("function", "?")
         else:
-            path, line = facts.display(event.get("test_file")), int(event.get("test_line") or 1)
+            path, line = event.location(facts)
             function = stack[-1].get("function", "?") if stack else "?"
         shown = project or stack[-5:]
         yield Hit(
@@ -361,16 +342,16 @@ def blocked_test_hits(ctx) -> Iterator[Hit]:
             line=line,
             column=1,
             args={
-                "seconds": float(event.get("seconds") or 0),
-                "during": f"during test `{event.get('test')}`"
-                + (f" ({event['phase']})" if event.get("phase") not in (None, "call") else ""),
+                "seconds": float(event.seconds or 0),
+                "during": f"during test `{event.test}`"
+                + (f" ({event.phase})" if event.phase not in (None, "call") else ""),
                 "function": function,
             },
             evidence={
-                "test": event.get("test"),
-                "blocked_s": event.get("seconds"),
-                "threshold_s": event.get("limit"),
-                "greenlet": event.get("greenlet"),
+                "test": event.test,
+                "blocked_s": event.seconds,
+                "threshold_s": event.limit,
+                "greenlet": event.greenlet,
                 "blocked_stack": [
                     f"{facts.display(f.get('file'))}:{f.get('line')} in {f.get('function')}"
                     + (f": {f['code']}" if f.get("code") else "")

@@ -6,7 +6,7 @@ import ast
 from collections.abc import Iterator
 
 from .._findings import Category, Severity
-from ..static._context import FileContext
+from ..model.source import FileContext
 from ._helpers import argument, body_of, calls_in, local_function
 from ._model import Hit, Scope, rule
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from .._findings import Category, Severity
-from ._model import REGISTRY, Hit, rule
+from ._model import REGISTRY, Hit, Runner, rule
 
 
 @rule(
@@ -29,7 +29,7 @@ print "hello"
 print("hello")
 """,
     references=("parse-error",),
-    kind="project",
+    runners=Runner.PROJECT,
 )
 def check_syntax(project) -> Iterator[Hit]:
     for summary in project.summaries.values():
@@ -58,7 +58,7 @@ import os  # noqa: MPA201
 import os
 """,
     references=("ruff RUF100",),
-    kind="project",
+    runners=Runner.PROJECT,
 )
 def check_unused_noqa(project) -> Iterator[Hit]:
     used = project.suppressions_used
@@ -106,7 +106,7 @@ DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b"...")
 # pyproject.toml: [tool.patchaudit] extend-exclude = ["*_pb2.py"]
 """,
     references=("max-file-size",),
-    kind="project",
+    runners=Runner.PROJECT,
 )
 def check_too_large(project) -> Iterator[Hit]:
     limit = project.config.max_file_size

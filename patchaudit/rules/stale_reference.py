@@ -1,4 +1,8 @@
-"""MPA2xx, stale-reference: code that ran before the patch keeps the original objects."""
+"""MPA2xx, stale-reference: code that ran before the patch keeps the original objects.
+
+MPA20x find the bindings in the source; MPA251 is a reference the probe found still holding
+the original in the running process, minus the noise floor of a patch-first run.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,9 @@ import ast
 from collections.abc import Iterator
 
 from .._findings import Category, Severity
-from ..static._context import MAIN, MODULE, FileContext
+from ..model.source import MAIN, MODULE, FileContext
 from ._helpers import position
-from ._model import Hit, Scope, rule
+from ._model import RUNTIME, Hit, Scope, rule
 
 # Modules gevent may patch; the installed gevent decides which names really are (``applies``).
 _CANDIDATE_MODULES = frozenset(
@@ -282,3 +286,68 @@ def check_native_lock(ctx: FileContext) -> Iterator[Hit]:
                 context=call.context,
                 args={"call": call.qualname, "module": patched[0], "name": patched[1]},
             )
+
+
+# -- at run time (MPA251): references the probe found still holding an original ------------
+_HARM = {
+    "ssl": "recurses until RecursionError when configured",
+    "threading": "is a native lock or thread that blocks every greenlet",
+    "_thread": "is a native lock or thread that blocks every greenlet",
+    "queue": "uses native locks that deadlock greenlets",
+}
+
+
+@rule(
+    code="MPA251",
+    name="stale-reference-at-runtime",
+    category=Category.STALE_REFERENCE,
+    severity=Severity.ERROR,
+    summary="After patching, the running app still holds an original, unpatched object",
+    message="`{holder}.{name}` is still the original `{original}` after patching; it {harm}",
+    why="""
+Found by scanning the live process after patching: every original object gevent replaced is
+looked up with the garbage collector, and each module global, class attribute or subclass that
+still refers to it is reported, minus the references that exist even when patching first (the
+noise floor, measured in a second patch-first run). gevent does this only for `ssl.SSLContext`
+(FM-03, FM-01).
+""",
+    fix="Patch before the holder's module is imported; or look the object up at call time "
+    "(`time.sleep(...)`) instead of binding it at import (`from time import sleep`).",
+    bad="""
+from time import sleep     # bound before patching
+from gevent import monkey
+monkey.patch_all()
+""",
+    good="""
+from gevent import monkey
+monkey.patch_all()
+from time import sleep
+""",
+    references=("FM-03", "FM-01", "FM-18"),
+    runners=RUNTIME,
+)
+def check_stale_reference(ctx) -> Iterator[Hit]:
+    facts = ctx.facts
+    for event in ctx.real_stale():
+        holder_file = event.holder_file
+        if not facts.is_app_file(holder_file):
+            continue  # third-party holders show up as evidence of MPA151 instead
+        holder = event.holder or ""
+        owner = holder.rpartition(".")[2] if event.holder_kind == "class" else None
+        name = event.name or ""
+        lookup = owner if event.holder_kind != "subclass" else None
+        binding = name if event.holder_kind != "subclass" else holder.rpartition(".")[2]
+        line = facts.binding_line(holder_file, binding, lookup) or 1
+        module = (event.original or "").partition(".")[0]
+        yield Hit(
+            path=facts.display(holder_file),
+            line=line,
+            column=1,
+            args={
+                "holder": event.holder,
+                "name": name,
+                "original": event.original,
+                "harm": _HARM.get(module, "blocks the whole process instead of yielding"),
+            },
+            evidence={"holder_kind": event.holder_kind, "original": event.original},
+        )

@@ -9,7 +9,6 @@ report.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 import time
@@ -23,12 +22,15 @@ from .._config import Config
 from .._findings import Finding, Report
 from .._gevent_patches import PatchListError, PatchLists, load_patch_lists
 from .._process import Interrupted
-from ..rules import REGISTRY  # the package import registers every rule
+from ..judge import Judge, merge, project_noqa, recount_unused_noqa, source_noqa
+from ..model.events import TargetEvent
+from ..model.facts import RuntimeContext
+from ..model.known import known_importers
+from ..rules import REGISTRY, Runner  # the package import registers every rule
 from ..static import analyze
-from ..static._known import known_importers
 from ..static._project import simulate
-from ._facts import Facts, RuntimeContext
 from ._launcher import ProbeError, ProbeRun, run_probe
+from ._outcome import build_timeline, record_failure
 from ._target import (
     GunicornConfig,
     Target,
@@ -208,23 +210,28 @@ def _result(
     app_roots = [chdir, *pythonpath]
     facts = ctx = None
     if run is not None and got.mode is not None:
-        facts = Facts.from_events(run.events, app_roots, cwd)
-        base = got.baseline_run
-        baseline = Facts.from_events(base.events, app_roots, cwd) if base else None
         lists = got.lists
-        start = facts.first("start") or {}
-        startup = start.get("startup_modules") or (lists.startup_modules if lists else ())
-        ctx = RuntimeContext(
-            facts=facts,
-            baseline=baseline if baseline is not None and baseline.first("done") else None,
-            patched_modules=lists.patched_modules() if lists else frozenset(),
-            startup_modules=frozenset(startup),
+        base = got.baseline_run
+        ctx = RuntimeContext.observe(
+            run.events,
+            app_roots=app_roots,
+            cwd=cwd,
             mode=got.mode,
             max_blocking=options.max_blocking,
             concurrency=options.concurrency,
+            baseline_events=base.events if base else None,
+            patched_modules=lists.patched_modules() if lists else frozenset(),
+            startup_modules=lists.startup_modules if lists else (),
         )
-    found_at_runtime = runtime_findings(ctx, config, got.project) if ctx is not None else []
+        facts = ctx.facts
+    found_at_runtime: list[Finding] = []
     static_findings = static_report.findings if static_report else []
+    if ctx is not None:
+        found_at_runtime, judge = _judge_runtime(ctx, config, got.project)
+        if got.project is not None and static_report is not None:
+            static_findings = recount_unused_noqa(
+                static_findings, got.project, judge.used, config, cwd
+            )
     report.findings = merge(static_findings, found_at_runtime)
     if static_report is not None:
         report.errors.extend(static_report.errors)
@@ -236,11 +243,11 @@ def _result(
     if run is not None and facts is not None and ctx is not None and got.mode is not None:
         # A run cut short by the interrupt did not fail: only a finished one is judged.
         if got.interrupted is None or facts.first("done") is not None:
-            failed = _record_failure(run, facts, report)
+            failed = record_failure(run, facts, report)
         target_event = facts.first("target")
-        if target_event is not None and not target_event.get("wsgi"):
+        if isinstance(target_event, TargetEvent) and not target_event.wsgi:
             report.notes.append(
-                f"requests were not probed: {target_event.get('reason') or 'no WSGI callable'}"
+                f"requests were not probed: {target_event.reason or 'no WSGI callable'}"
             )
         report.timeline = build_timeline(ctx, run, target, got.mode, got.reason, got.python)
     if got.interrupted is not None:
@@ -303,154 +310,22 @@ def _probe_env() -> dict[str, str]:
 def runtime_findings(
     ctx: RuntimeContext, config: Config | None = None, project=None
 ) -> list[Finding]:
-    """Every runtime rule applied to what the probe saw (selection and noqa when given)."""
-    findings = []
+    """Every probe rule applied to what the probe saw, judged like the static check: selection
+    and per-file-ignores when ``config`` is given, and ``# noqa`` (from the static ``project``
+    when there is one, else read from the files)."""
+    return _judge_runtime(ctx, config, project)[0]
+
+
+def _judge_runtime(
+    ctx: RuntimeContext, config: Config | None, project
+) -> tuple[list[Finding], Judge]:
+    cwd = ctx.facts.cwd
+    judge = Judge(config, cwd, project_noqa(project) if project is not None else source_noqa(cwd))
+    findings: list[Finding] = []
     for rule in REGISTRY.values():
-        if rule.kind != "runtime":
-            continue
-        for hit in rule.check(ctx):
-            if config is not None and rule.code not in config.codes_for(hit.path or ""):
-                continue
-            if project is not None and _suppressed(project, hit.path, rule.code, hit.line):
-                continue
-            findings.append(rule.finding(hit))
-    return findings
-
-
-def _suppressed(project, path: str | None, code: str, line: int) -> bool:
-    summary = project.summaries.get(path or "")
-    return summary is not None and summary.suppressions.suppresses(code, line)
-
-
-def merge(static: list[Finding], runtime: list[Finding]) -> list[Finding]:
-    """One list: a runtime finding at the same place and category as a static one confirms it.
-
-    The static finding stays (its message explains the code); it gains "confirmed at run time"
-    and the runtime rule in its evidence, and the runtime duplicate is dropped.
-    """
-    merged = list(static)
-    first_at = {}
-    for index, finding in enumerate(merged):
-        first_at.setdefault((finding.category, finding.path, finding.line), index)
-    extra = []
-    for finding in runtime:
-        key = (finding.category, finding.path, finding.line)
-        if key not in first_at:
-            extra.append(finding)
-            continue
-        twin = merged[first_at[key]]
-        evidence = dict(twin.evidence)
-        evidence["confirmed_at_runtime"] = [*evidence.get("confirmed_at_runtime", []), finding.rule]
-        evidence["runtime"] = [*evidence.get("runtime", []), f"{finding.rule}: {finding.message}"]
-        message = twin.message
-        if not message.endswith(_CONFIRMED):
-            message += _CONFIRMED
-        merged[first_at[key]] = dataclasses.replace(twin, message=message, evidence=evidence)
-    return [*merged, *extra]
-
-
-_CONFIRMED = " (confirmed at run time)"
-
-
-def _record_failure(run: ProbeRun, facts: Facts, report: Report) -> bool:
-    """Put the reason a probe run went wrong into ``report.errors``; True when the target could
-    not be imported (exit code 2)."""
-    error = facts.first("error")
-    exited = facts.first("exit")
-    if run.timed_out:
-        report.errors.append(
-            f"the target did not finish within the timeout ({run.duration:.0f}s){_stuck_at(facts)}"
-        )
-        return error is None or error.get("phase") == "import"
-    if exited is not None:
-        where = f" at {facts.display(exited.get('file'))}:{exited.get('line')}"
-        report.errors.append(
-            f"the target called os._exit({exited.get('code')}){where} during {exited.get('phase')}"
-        )
-        return exited.get("phase") in ("import", "startup")
-    if error is not None:
-        chain = " -> ".join(error.get("import_chain") or [])
-        where = f" (import chain: {chain})" if chain else ""
-        if error.get("kind") == "system-exit":
-            report.errors.append(f"the target called sys.exit({error.get('code')}) while importing")
-        else:
-            report.errors.append(
-                f"cannot import the target: {error.get('type')}: {error.get('message')}{where}"
-            )
-        return error.get("phase", "import") == "import"
-    if facts.first("done") is None:
-        reason = f"signal {run.signal}" if run.signal else f"exit code {run.returncode}"
-        report.errors.append(f"the target ended the interpreter during the audit ({reason})")
-        return True
-    return False
-
-
-def _stuck_at(facts: Facts) -> str:
-    """Where the app was when the timeout hit: its innermost own frame, else the last event."""
-    terminated = facts.first("terminated") or {}
-    for key in ("main_greenlet_stack", "stack"):
-        for frame in reversed(terminated.get(key) or []):
-            if facts.is_app_file(frame.get("file")):
-                return (
-                    f"; stuck at {facts.display(frame.get('file'))}:{frame.get('line')}"
-                    f" in {frame.get('function')}"
-                )
-    last = facts.events[-1] if facts.events else {}
-    return f"; last event: {last.get('event', 'none')} {last.get('module', '')}".rstrip()
-
-
-def build_timeline(
-    ctx: RuntimeContext, run: ProbeRun, target: Target, mode: str, reason: str, python: str
-) -> dict:
-    facts = ctx.facts
-    start = facts.first("start") or {}
-    loaded = facts.loaded_before_patch()
-    watched = ctx.patched_modules - ctx.startup_modules
-    settings = facts.first("settings") or {}
-    return {
-        "target": target.spec,
-        "mode": mode,
-        "mode_reason": reason,
-        "python": start.get("python") or python,
-        "gevent": start.get("gevent_version"),
-        "patches": [
-            {
-                "framework": p.get("framework"),
-                "function": p.get("function"),
-                "location": f"{facts.display(p.get('file'))}:{p.get('line')}",
-                "arguments": p.get("kwargs") or {},
-                "main_thread": p.get("main_thread"),
-                "threads": p.get("threads") or [],
-            }
-            for p in facts.patches
-        ],
-        "loaded_before_patch": len(loaded),
-        "patched_modules_loaded_before_patch": [
-            {"module": m, "chain": chain}
-            for m in loaded
-            if m in watched and not m.startswith("_")
-            # modules gevent/eventlet load for themselves are part of patching, not a problem
-            for chain in [facts.shortest_chain(m)]
-            if not any(
-                step.startswith(("gevent", "eventlet", "zope", "greenlet")) for step in chain[:-1]
-            )
-        ],
-        "replaced": settings.get("saved") or {},
-        "app_errors": [
-            {"path": e.get("path"), "type": e.get("type"), "message": e.get("message")}
-            for e in facts.all("request_error")
-        ],
-        "requests": [
-            {k: e.get(k) for k in ("path", "single", "wall", "statuses", "errors")}
-            for e in facts.all("serve")
-        ],
-        "app_output": {
-            "stdout": run.stdout_summary.to_json(),
-            "stderr": run.stderr_summary.to_json(),
-        },
-        "duration_s": round(run.duration, 3),
-        "exit": {"returncode": run.returncode, "signal": run.signal, "timed_out": run.timed_out},
-    }
+        if rule.runs_in(Runner.PROBE):
+            findings.extend(judge.judge(rule, rule.check(ctx)))
+    return findings, judge
 
 
 __all__ = ["AuditOptions", "AuditResult", "ProbeError", "TargetError", "audit"]

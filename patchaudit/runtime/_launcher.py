@@ -1,9 +1,10 @@
-"""Run the runtime probe (:mod:`patchaudit.runtime._probe`) in a contained child process.
+"""Run the runtime probe's audit job (:mod:`patchaudit.probe`) in a contained child process.
 
 The probe imports and serves the application under audit, so it runs the app's own code: it may
 hang, fork, daemonize, print megabytes or crash the interpreter. The launcher therefore
 
-* runs it with the application's interpreter, by path (the probe never imports patchaudit);
+* runs it with the application's interpreter, by path (the probe's boot script loads the
+  probe package under a private name; it never imports patchaudit);
 * starts it with :func:`patchaudit._process.spawn`: its own session/process group under a
   supervisor that kills the whole tree if patchaudit dies (even by SIGKILL) or the deadline
   passes, and that takes the app's signals to its parent; the launcher kills the group on
@@ -31,12 +32,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import _process
+from .. import _process, probe
 
 __all__ = ["PROBE_SCRIPT", "OutputSummary", "ProbeError", "ProbeRun", "run_probe"]
 
-#: The self-contained probe script; it is run by path with the target interpreter.
-PROBE_SCRIPT = Path(__file__).with_name("_probe.py")
+#: The probe's boot script; it is run by path with the target interpreter.
+PROBE_SCRIPT = Path(probe.BOOT_SCRIPT)
 
 #: Seconds between SIGTERM (the probe then writes where it was stuck) and SIGKILL.
 TERM_GRACE = 1.5
@@ -83,7 +84,7 @@ class OutputSummary:
 class ProbeRun:
     """What came back from one probe run."""
 
-    #: The probe's events, in the order written (see the probe's module docstring).
+    #: The probe's events, in the order written (see :mod:`patchaudit.probe`'s docstring).
     events: list[dict[str, Any]]
     #: Exit status, or None when the probe was killed by a signal (see ``signal``).
     returncode: int | None
@@ -102,10 +103,6 @@ class ProbeRun:
     stdout_path: Path | None = None
     stderr_path: Path | None = None
     events_path: Path | None = None
-
-    def first(self, name: str) -> dict[str, Any] | None:
-        """The first event called ``name``, or None."""
-        return next((e for e in self.events if e.get("event") == name), None)
 
     def all(self, name: str) -> list[dict[str, Any]]:
         """Every event called ``name``, in order."""
@@ -265,7 +262,7 @@ def run_probe(
     env: Mapping[str, str] | None = None,
     workdir: Path,
 ) -> ProbeRun:
-    """Run the probe for ``spec`` (see the probe's docstring) and collect what it reported.
+    """Run the probe for ``spec`` (see :mod:`patchaudit.probe`) and collect what it reported.
 
     Each run gets its own ``workdir/probe-XXXX/`` holding ``spec.json``, ``stdout.txt``,
     ``stderr.txt`` and, unless the spec names an ``events_path`` (replaced if present),
@@ -307,7 +304,7 @@ def run_probe(
     with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
         try:
             child = _process.spawn(
-                [interpreter, str(PROBE_SCRIPT), "--spec-file", str(spec_file)],
+                probe.command(interpreter, "--spec-file", str(spec_file)),
                 cwd=chdir,
                 env=child_env,
                 stdout=out,

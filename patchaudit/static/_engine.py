@@ -26,10 +26,10 @@ from .. import rules as _rules  # noqa: F401  (registers every rule)
 from .._config import Config
 from .._findings import Report
 from .._safeio import FileTooLargeError, read_regular, resolve_within
+from ..model.known import known_patchers
 from ..rules._model import REGISTRY
 from . import _cache
 from ._discover import SourceFile, discover
-from ._known import known_patchers
 from ._summary import FileSummary
 from ._workers import WORKER_DIED, parse_all
 

@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-import fnmatch
 from collections import Counter
 from pathlib import Path
 
 from .._config import Config
-from .._findings import Finding, Report
+from .._findings import Report
 from .._gevent_patches import PatchListError, load_patch_lists
-from ..rules._model import REGISTRY, Hit, Rule, Scope
+from ..judge import UNUSED_NOQA, Judge, project_noqa
+from ..model.known import known_importers
+from ..model.source import is_entry_point as matches_entry_point
+from ..rules._model import REGISTRY, Hit, Rule, Runner, Scope
 from . import _cache
 from ._discover import SourceFile
-from ._known import known_importers
 from ._modules import ModuleIndex
 from ._programs import build_programs
 from ._project import Project, module_key, project_nodes, simulate
 from ._summary import FileSummary
 
-UNUSED_NOQA = "MPA002"
 INTERNAL_ERROR_PREFIX = "internal error"
 
 
@@ -138,49 +138,29 @@ def _reaches_patch(keys: dict[str, FileSummary], patching: set[str]) -> set[str]
 
 
 def is_entry_point(summary: FileSummary, entry_points: tuple[str, ...]) -> bool:
-    for pattern in entry_points:
-        if summary.module is not None and fnmatch.fnmatchcase(summary.module, pattern):
-            return True
-        if fnmatch.fnmatchcase(summary.relpath, pattern):
-            return True
-    return False
+    return matches_entry_point(summary.module, summary.relpath, entry_points)
 
 
 def _apply_rules(project: Project, report: Report, cwd: Path) -> None:
-    config = project.config
-    used: dict[str, set[tuple[int, str]]] = {}  # relpath -> {(line, code)} noqa entries that fired
-    candidates: list[tuple[Rule, Hit, FileSummary | None]] = []
+    judge = Judge(project.config, cwd, project_noqa(project), dedupe=True)
+    candidates: list[tuple[Rule, Hit, str]] = []
     for summary in project.summaries.values():
         for code, hits in summary.hits.items():
             rule = REGISTRY[code]
             for hit in hits:
                 if _in_scope(project, rule, summary, hit):
-                    candidates.append((rule, hit, summary))
+                    candidates.append((rule, hit, hit.path or summary.relpath))
     for rule in REGISTRY.values():
-        if rule.kind == "project" and rule.code != UNUSED_NOQA:
-            for hit in rule.check(project):
-                candidates.append((rule, hit, _summary_for(project, hit.path)))
-
-    seen: set[tuple[str, str, int, int]] = set()
-    for rule, hit, summary in candidates:
-        relpath = hit.path or (summary.relpath if summary else "")
-        if rule.code not in config.codes_for(_relative_to_root(relpath, config, cwd)):
-            continue
-        key = (rule.code, relpath, hit.line, hit.column)
-        if key in seen:
-            continue
-        seen.add(key)
-        if summary is not None and summary.suppressions.suppresses(rule.code, hit.line):
-            used.setdefault(relpath, set()).add((hit.line, rule.code))
-            continue
-        report.findings.append(_finding(rule, hit, relpath))
-    project.suppressions_used = used
+        if rule.runs_in(Runner.PROJECT) and rule.code != UNUSED_NOQA:
+            candidates.extend((rule, hit, hit.path or "") for hit in rule.check(project))
+    for rule, hit, relpath in candidates:
+        found = judge.admit(rule, hit, relpath)
+        if found is not None:
+            report.findings.append(found)
+    # MPA002 runs last: it reports the noqa entries that silenced nothing above.
+    project.suppressions_used = {path: set(used) for path, used in judge.used.items()}
     unused_rule = REGISTRY[UNUSED_NOQA]
-    for hit in unused_rule.check(project):
-        summary = project.summaries[hit.path]
-        enabled = UNUSED_NOQA in config.codes_for(_relative_to_root(hit.path, config, cwd))
-        if enabled and not summary.suppressions.suppresses(UNUSED_NOQA, hit.line):
-            report.findings.append(_finding(unused_rule, hit, hit.path))
+    report.findings.extend(judge.judge(unused_rule, unused_rule.check(project)))
 
 
 def _in_scope(project: Project, rule: Rule, summary: FileSummary, hit: Hit) -> bool:
@@ -210,18 +190,3 @@ def _chain_text(project: Project, sim, module: str) -> list[str]:
         label = summary.relpath if summary else name
         steps.append(f"{label}:{via.line}" if via is not None else label)  # line of the import
     return steps
-
-
-def _summary_for(project: Project, relpath: str | None) -> FileSummary | None:
-    return project.summaries.get(relpath) if relpath else None
-
-
-def _relative_to_root(relpath: str, config: Config, cwd: Path) -> str:
-    try:
-        return (cwd / relpath).resolve().relative_to(config.root.resolve()).as_posix()
-    except ValueError:
-        return relpath
-
-
-def _finding(rule: Rule, hit: Hit, relpath: str) -> Finding:
-    return rule.finding(hit, relpath)

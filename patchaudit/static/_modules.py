@@ -20,17 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import _safeio
+from ..model.source import MAIN, MODULE, FileContext, ImportRecord, PatchPoint
 from ._cache import StatKey, same_stat, stat_key
-from ._context import (
-    MAIN,
-    MODULE,
-    FileContext,
-    ImportRecord,
-    PatchPoint,
-    build_context,
-    deep_call,
-    deep_recursion,
-)
+from ._context import build_context, deep_call, deep_recursion
 
 PROJECT = "project"
 STDLIB = "stdlib"

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from ._context import ImportRecord, PatchPoint
+from ..model.source import ImportRecord, PatchPoint
 from ._summary import FileSummary
 
 FRAMEWORKS = ("gevent", "eventlet")

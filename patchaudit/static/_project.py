@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from ._context import FUNCTION, MAIN, MODULE, ImportRecord, PatchPoint
+from ..model.machinery import is_machinery
+from ..model.source import FUNCTION, MAIN, MODULE, ImportRecord, PatchPoint
+from ..model.source import module_key as source_key
 from ._modules import PROJECT, ModuleIndex, ModuleNode
 from ._programs import Program
 from ._summary import FileSummary
@@ -56,9 +58,6 @@ class Simulation:
         return steps
 
 
-_PATCHERS = frozenset({"gevent", "eventlet", "greenlet"})
-
-
 class _PatchReached(Exception):
     def __init__(self, module: str, point: PatchPoint) -> None:
         self.module = module
@@ -77,7 +76,6 @@ class Project:
     mentions_eventlet: bool = False  # the word appears in code or requirements (see MPA403)
     programs: list[Program] = field(default_factory=list)
     simulations: list[Simulation] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
     # relpath -> {(line, code)} of `# noqa` entries that silenced a finding (for MPA002)
     suppressions_used: dict[str, set[tuple[int, str]]] = field(default_factory=dict)
 
@@ -146,7 +144,7 @@ def _wider(new: int | None, old: int | None) -> bool:
 
 def module_key(summary: FileSummary) -> str:
     """Scripts that are not importable still take part, under a key no import can produce."""
-    return summary.module if summary.module is not None else f"__main__:{summary.relpath}"
+    return source_key(summary.module, summary.relpath)
 
 
 def project_nodes(summaries: Iterable[FileSummary], root: str) -> dict[str, ModuleNode]:
@@ -184,7 +182,6 @@ def simulate(
     """
     executed: dict[str, Executed] = {}
     missing: dict[str, Executed] = {}
-    stack: list[str] = []
 
     def events(name: str, node: ModuleNode) -> list[tuple[int, int, object]]:
         contexts = (MODULE, MAIN) if name == root and as_main else (MODULE,)
@@ -220,9 +217,8 @@ def simulate(
                     run(reached, name, None)
             return
         entry = executed[name] = Executed(name, parent, via)
-        if name.split(".")[0] in _PATCHERS:
+        if is_machinery(name):
             return  # the frameworks' own imports are what does the patching, not a problem
-        stack.append(name)
         for line, _column, event in events(name, node):
             entry.limit = line
             if isinstance(event, PatchPoint):
@@ -230,7 +226,6 @@ def simulate(
             for target in import_targets(event, index):  # type: ignore[arg-type]
                 run(target, name, event)  # type: ignore[arg-type]
         entry.limit = None
-        stack.pop()
 
     old_limit = sys.getrecursionlimit()
     sys.setrecursionlimit(max(old_limit, 10_000))

@@ -7,50 +7,16 @@ stage works from; the AST is dropped as soon as the file checks have run.
 from __future__ import annotations
 
 import ast
-import re
 import sys
 import warnings
 from dataclasses import dataclass, field
 
-from ..rules._model import REGISTRY, Hit
-from ._context import (
-    MAIN,
-    MODULE,
-    FileContext,
-    ImportRecord,
-    PatchPoint,
-    build_context,
-    deep_call,
-    deep_recursion,
-)
+from ..model.noqa import Suppressions, parse_suppressions
+from ..model.source import MAIN, MODULE, FileContext, ImportRecord, PatchPoint
+from ..rules._model import REGISTRY, Hit, Runner
+from ._context import build_context, deep_call, deep_recursion
 
-# Codes of any linter (E402, UP006, MPA201): a suppression naming only another linter's codes is
-# not a bare one, so it silences no patchaudit finding on its line.
-_NOQA = re.compile(r"#\s*noqa(?::\s*(?P<codes>[A-Z]+[0-9]+(?:[\s,]+[A-Z]+[0-9]+)*))?", re.I)
-_FILE_NOQA = re.compile(
-    r"#\s*patchaudit:\s*noqa(?::\s*(?P<codes>[A-Z]+[0-9]+(?:[\s,]+[A-Z]+[0-9]+)*))?",
-    re.I,
-)
-_CODE = re.compile(r"[A-Z]+[0-9]+", re.I)
 MAX_NESTING_ERROR = "too deeply nested for Python's parser"
-
-
-@dataclass
-class Suppressions:
-    """`# noqa` comments by line (None = bare noqa) and the file-level `# patchaudit: noqa`."""
-
-    lines: dict[int, frozenset[str] | None] = field(default_factory=dict)
-    file_codes: frozenset[str] | None = None
-    file_line: int | None = None
-    file_wide: bool = False
-
-    def suppresses(self, code: str, line: int) -> bool:
-        if self.file_wide and (self.file_codes is None or code in self.file_codes):
-            return True
-        if line not in self.lines:
-            return False
-        codes = self.lines[line]
-        return codes is None or code in codes
 
 
 @dataclass
@@ -160,7 +126,7 @@ def _analyse(summary: FileSummary, source: str, tree: ast.Module, data: bytes) -
 
 def _run_file_checks(ctx: FileContext, summary: FileSummary, data: bytes) -> None:
     for rule in REGISTRY.values():
-        if rule.kind != "file":
+        if not rule.runs_in(Runner.FILE):
             continue
         if rule.triggers and not any(t in data for t in rule.triggers):
             continue
@@ -184,47 +150,3 @@ def _decode(data: bytes) -> str:
     encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
     text = data.decode(encoding)
     return text[1:] if text.startswith("\ufeff") else text
-
-
-def parse_suppressions(source: str, tree: ast.Module) -> Suppressions:
-    result = Suppressions()
-    if "noqa" not in source and "NOQA" not in source:
-        return result
-    strings = None
-    for number, text in enumerate(source.splitlines(), start=1):
-        if "#" not in text or "noqa" not in text.lower():
-            continue
-        if strings is None:
-            strings = _string_spans(tree)
-        file_match = _FILE_NOQA.search(text)
-        if file_match and not _inside_string(strings, number, file_match.start()):
-            result.file_wide = True
-            result.file_line = number
-            result.file_codes = _codes(file_match.group("codes"))
-            continue
-        match = _NOQA.search(text)
-        if match and not _inside_string(strings, number, match.start()):
-            result.lines[number] = _codes(match.group("codes"))
-    return result
-
-
-def _codes(group: str | None) -> frozenset[str] | None:
-    if not group:
-        return None
-    return frozenset(code.upper() for code in _CODE.findall(group))
-
-
-def _string_spans(tree: ast.Module) -> list[tuple[int, int, int, int]]:
-    spans = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Constant) and isinstance(node.value, str | bytes):
-            if node.end_lineno is not None and node.end_col_offset is not None:
-                spans.append((node.lineno, node.col_offset, node.end_lineno, node.end_col_offset))
-    return spans
-
-
-def _inside_string(spans: list[tuple[int, int, int, int]], line: int, col: int) -> bool:
-    for start_line, start_col, end_line, end_col in spans:
-        if (start_line, start_col) <= (line, col) < (end_line, end_col):
-            return True
-    return False

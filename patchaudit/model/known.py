@@ -1,4 +1,4 @@
-"""The data tables in ``patchaudit/data``: known importers and known on-import patchers."""
+"""The data tables in ``patchaudit/data``: known importers, on-import patchers, C libraries."""
 
 from __future__ import annotations
 

@@ -1,62 +1,19 @@
-"""Self-contained probe: report what the installed gevent's ``patch_all()`` really does.
+"""The patch-lists job (``--patch-lists``): what the installed gevent's ``patch_all()`` does.
 
-Run as ``python _patch_probe.py`` inside the interpreter/venv being audited. It prints exactly
-one JSON object on stdout and exits 0, or prints ``{"error": ..., "error_kind": ...}`` and exits
-non-zero.
+It prints exactly one JSON object on stdout and exits 0, or prints ``{"error": ...,
+"error_kind": ...}`` and exits non-zero (``patchaudit._gevent_patches`` reads it).
 
-Why a separate script instead of importing gevent in patchaudit itself: monkey-patching is a
+Why a child process instead of importing gevent in patchaudit itself: monkey-patching is a
 one-way, process-wide change, the lists differ between gevent releases, Python versions,
 platforms and ``GEVENT_*`` environment variables, and the application under audit may live in a
 different venv. So the answer must come from the target interpreter, in a throw-away process.
-
-Constraints (keep them when editing):
-
-* stdlib + gevent only; never import patchaudit (this file is run by path, outside the package);
-* keep the syntax old enough to run on any Python that gevent still supports (no ``match``,
-  no walrus, no PEP 604 annotations evaluated at run time);
-* ``sys.modules`` is recorded before any other import so ``startup_modules`` describes what the
-  interpreter had loaded before application code runs.
 """
 
+import json
+import platform
 import sys
 
-_STARTUP_MODULES = sorted(sys.modules)
-
-import json  # noqa: E402  (must come after the startup snapshot)
-import os  # noqa: E402
-import platform  # noqa: E402
-
-# Running ``python path/_patch_probe.py`` puts the script's directory (the patchaudit package
-# directory) first on sys.path; a package module named like a stdlib module would then shadow
-# it. Drop it before importing anything that could be shadowed.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-if sys.path and sys.path[0] and os.path.abspath(sys.path[0]) == _HERE:
-    del sys.path[0]
-
-
-def _supervise_first():
-    """Started by patchaudit (``_process.spawn``): fork its supervisor, go on as its child.
-
-    The supervisor kills this process (and anything gevent started) if patchaudit dies. It is
-    loaded by path under a private name and not registered in ``sys.modules``; ``importlib.util``
-    is only imported when patchaudit started us, after the ``startup_modules`` snapshot.
-    """
-    path = os.environ.get("PATCHAUDIT_SUPERVISE_SCRIPT")
-    if not path or __name__ != "__main__":
-        return
-    try:
-        import importlib.util
-
-        spec = importlib.util.spec_from_file_location("_patchaudit_supervise", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    except Exception as exc:  # still contained by patchaudit's process-group kill
-        sys.stderr.write(f"patchaudit patch probe: cannot load the supervisor: {exc}\n")
-        return
-    module.supervise()
-
-
-_supervise_first()
+from ._machinery import BOOKKEEPING_PREFIX, PRIVATE_NAME, in_packages
 
 # Stdlib modules that gevent patches more completely when they are already imported (e.g.
 # ``logging._lock`` is only replaced if logging was imported first). A typical application has
@@ -82,16 +39,13 @@ _NOT_OPTION_FUNCS = frozenset(["patch_all", "patch_module", "patch_item"])
 # Patch functions whose name does not match the patch_all keyword that triggers them.
 _IRREGULAR_OPTION = {"patch_selectors": "select", "patch_dns": "socket"}
 
-# Key in gevent.monkey.saved that is bookkeeping, not a target module.
-_BOOKKEEPING_PREFIX = "_gevent_saved_"
-
-
-# Modules whose attributes may legitimately change while patching; never report them.
-_NOT_AUDITED_PREFIXES = ("gevent", "greenlet", "zope", "__main__")
+# Modules whose attributes may legitimately change while patching, and the probe itself (its
+# boot script is ``__main__``); never report them.
+_NOT_AUDITED_PREFIXES = ("gevent", "greenlet", "zope", "__main__", PRIVATE_NAME)
 
 
 def _is_audited_module(name):
-    return not any(name == p or name.startswith(p + ".") for p in _NOT_AUDITED_PREFIXES)
+    return not in_packages(name, _NOT_AUDITED_PREFIXES)
 
 
 class _ProbeError(Exception):
@@ -125,7 +79,7 @@ def _saved_names(saved):
     """Snapshot gevent.monkey.saved as {target module: set(names)}, minus bookkeeping keys."""
     out = {}
     for mod, items in saved.items():
-        if str(mod).startswith(_BOOKKEEPING_PREFIX) or not isinstance(items, dict):
+        if str(mod).startswith(BOOKKEEPING_PREFIX) or not isinstance(items, dict):
             continue
         out[mod] = set(items)
     return out
@@ -140,14 +94,14 @@ def _option_for_func(func_name, options):
     return func_name
 
 
-def probe():
+def probe(startup_modules):
     # Deliberate: record the interpreter facts even if gevent is missing.
     result = {
         "python_version": ".".join(str(part) for part in sys.version_info[:3]),
         "implementation": platform.python_implementation(),
         "platform": sys.platform,
         "executable": sys.executable,
-        "startup_modules": _STARTUP_MODULES,
+        "startup_modules": startup_modules,
     }
 
     for name in _PREIMPORT:
@@ -308,9 +262,10 @@ def probe():
     return result
 
 
-def main():
+def main(argv, startup_modules):
+    """Print the patch lists (or the error) as one JSON object; the exit code."""
     try:
-        result = probe()
+        result = probe(startup_modules)
     except _ProbeError as exc:
         payload, code = {"error": str(exc), "error_kind": exc.kind}, 2
     except BaseException as exc:  # the contract is "always print JSON"
@@ -321,7 +276,3 @@ def main():
     sys.stdout.write(json.dumps(payload, sort_keys=True, default=_json_default) + "\n")
     sys.stdout.flush()
     return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,59 @@
+"""`patchaudit check [PATH ...]`: the static analyzer, for CI and pre-commit."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .._console import EXIT_OK, EXIT_USAGE, UsageError
+from ._report import add_report_options, exit_code, overrides, write_report
+
+HELP = "static analysis of Python files (fast; for CI and pre-commit)"
+INTERRUPTIBLE = True
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="*", type=Path, help="files or folders (default: .)")
+    add_report_options(parser)
+    parser.add_argument(
+        "--entry-point",
+        action="append",
+        dest="entry_points",
+        help="module name or path glob of an entry point (repeatable)",
+    )
+    parser.add_argument(
+        "--framework",
+        choices=("auto", "gevent", "eventlet"),
+        help="treat the code as running under this framework",
+    )
+    parser.add_argument("--jobs", "-j", type=int, help="worker processes (default: all cores)")
+    parser.add_argument(
+        "--max-file-size",
+        metavar="SIZE",
+        help='skip files bigger than this, e.g. 4194304 or "8MiB" (default: 4MiB)',
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from .._config import load_config
+    from ..rules import REGISTRY
+    from ..static import check
+
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError("--jobs must be at least 1")
+    if args.debug:  # also the cache's "ignoring a damaged file" lines, workers included
+        os.environ.setdefault("PATCHAUDIT_DEBUG", "1")
+    cwd = Path.cwd()
+    paths = args.paths or [Path(".")]
+    config = load_config(paths, REGISTRY.keys(), overrides(args), config_file=args.config)
+    report = check(paths, config, cwd=cwd, use_cache=not args.no_cache, jobs=args.jobs)
+    write_report(args, report, cwd)
+    if report.files_seen == 0:
+        print("patchaudit: no Python files found", file=sys.stderr)
+        return EXIT_OK
+    if report.files_failed and report.files_failed >= report.files_seen:
+        print("patchaudit: error: none of the files could be read", file=sys.stderr)
+        return EXIT_USAGE
+    return exit_code(config, report)

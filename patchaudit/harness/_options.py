@@ -1,0 +1,135 @@
+"""What `patchaudit bench` was asked for: the defaults, the validation of the arguments into
+:class:`SweepOptions`, and the preflight that refuses a run that cannot work before anything
+starts. Every refusal is a :class:`BenchUsageError`: one line, exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+from pathlib import Path
+
+from .._console import UsageError
+from .engines import EngineMissing, find_engine
+from .limits import ephemeral_ports, fd_problem, raise_nofile
+from .servers import SERVER_MODES, SERVER_PACKAGES
+from .sweep import SweepOptions
+
+ENGINES = ("builtin", "ab", "wrk")
+DEFAULT_SERVERS = "gevent,threaded"
+DEFAULT_CONCURRENCY = "10,100,1000,5000,10000"  # the seed's range
+DEFAULT_REQUESTS = 100_000
+QUICK = {"concurrency": "10,100,1000", "requests": 2_000, "max_time": 10.0}
+
+
+class BenchUsageError(UsageError):
+    """What the user asked for cannot be run; one line, exit 2."""
+
+
+def _int_list(text: str, option: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise BenchUsageError(f"{option} takes comma-separated integers, not {text!r}") from None
+    if not values or min(values) < 1:
+        raise BenchUsageError(f"{option} values must be at least 1")
+    return values
+
+
+def _names(text: str, known, what: str, option: str) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    for name in names:
+        if name not in known:
+            raise BenchUsageError(f"unknown {what} {name!r} (choose from {', '.join(known)})")
+    if not names:
+        raise BenchUsageError(f"{option} needs at least one name")
+    return list(dict.fromkeys(names))
+
+
+def options_from_args(args: argparse.Namespace) -> SweepOptions:
+    """Validate the arguments; raise BenchUsageError with one line if they cannot be run."""
+    quick = getattr(args, "quick", False)
+    defaults = QUICK if quick else {
+        "concurrency": DEFAULT_CONCURRENCY, "requests": DEFAULT_REQUESTS, "max_time": 300.0
+    }  # fmt: skip
+    concurrency = defaults["concurrency"] if args.concurrency is None else args.concurrency
+    requests = defaults["requests"] if args.requests is None else args.requests
+    max_time = defaults["max_time"] if args.max_time is None else args.max_time
+    concurrencies = _int_list(concurrency, "--concurrency")
+    servers = _names(args.servers, SERVER_MODES, "server", "--servers")
+    engines = _names(args.engine, ENGINES, "engine", "--engine")
+    if requests < 1:
+        raise BenchUsageError("-n/--requests must be at least 1")
+    if requests < max(concurrencies):
+        raise BenchUsageError(
+            f"-n {requests} is less than the concurrency {max(concurrencies)}: "
+            "every connection needs at least one request"
+        )
+    for name in ("timeout", "max_time", "grace"):
+        value = max_time if name == "max_time" else getattr(args, name)
+        if value <= 0:
+            raise BenchUsageError(f"--{name.replace('_', '-')} must be a positive number")
+    for name in ("processes", "workers", "backlog"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise BenchUsageError(f"--{name} must be at least 1")
+    if not 0 <= args.port <= 65535:
+        raise BenchUsageError("--port must be between 0 and 65535")
+    if not args.path.startswith("/"):
+        raise BenchUsageError("--path must start with /")
+    return SweepOptions(
+        servers=servers,
+        concurrencies=concurrencies,
+        requests=requests,
+        app=args.app,
+        engines=engines,
+        keep_alive=args.keep_alive,
+        timeout=args.timeout,
+        max_time=max_time,
+        processes=args.processes,
+        workers=args.workers,
+        pin=args.pin,
+        port=args.port,
+        backlog=args.backlog,
+        path=args.path,
+        grace=args.grace,
+    )
+
+
+def preflight(options: SweepOptions, plot_path: Path | None) -> list[str]:
+    """Refuse what cannot work before starting anything; return warnings worth printing."""
+    for server in options.servers:
+        package = SERVER_PACKAGES[server]
+        if importlib.util.find_spec(package) is None:
+            raise BenchUsageError(
+                f"server {server} needs {package}, which is not installed: "
+                "`pip install 'patchaudit[harness]'`"
+            )
+    for engine in options.engines:
+        if engine == "builtin":
+            if importlib.util.find_spec("hdrh") is None:
+                raise BenchUsageError(
+                    "the built-in client needs hdrhistogram: `pip install 'patchaudit[harness]'`"
+                )
+        else:
+            try:
+                find_engine(engine)
+            except EngineMissing as exc:
+                raise BenchUsageError(str(exc)) from None
+    if plot_path is not None:
+        from .results import check_plot_path
+
+        problem = check_plot_path(plot_path)
+        if problem:
+            raise BenchUsageError(problem)
+    raise_nofile()
+    problem = fd_problem(max(options.concurrencies))
+    if problem:
+        raise BenchUsageError(problem)
+    warnings = []
+    ports = ephemeral_ports()
+    if ports and not options.keep_alive and max(options.concurrencies) > ports:
+        warnings.append(
+            f"only {ports} local ports: a concurrency above that cannot connect "
+            "(widen net.ipv4.ip_local_port_range)"
+        )
+    return warnings

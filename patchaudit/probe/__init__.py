@@ -1,0 +1,197 @@
+"""The probe: import a real app the way its server would, and record what happens.
+
+A package of the standard library only (gevent, eventlet and zope.event are used only if the
+app brings them in). It runs inside the audited process, so it never imports patchaudit: it is
+started by path with the *application's* interpreter, through its boot script
+(``python /path/probe/__main__.py --spec-file SPEC.json``, see ``__main__.py``), which takes
+the ``sys.modules`` snapshot, forks the supervisor (``patchaudit._supervise``) and loads this
+folder under the private name ``_patchaudit_probe``, so that no module of the app can shadow
+one of the probe's. The pytest plugin loads it the same way into the test process
+(:mod:`._inprocess`). Jobs: the audit (``--spec-file``, :mod:`._audit_job`) and the patch lists
+(``--patch-lists``, :mod:`._patch_lists`: what the installed gevent's ``patch_all()`` replaces).
+
+Modules, by concern: :mod:`._machinery` (shared names), :mod:`._state`, :mod:`._events`
+(emission), :mod:`._frames`, :mod:`._recorder` (the import hook), :mod:`._patches` (the table
+of watched patch functions), :mod:`._blocking`, :mod:`._process_wrappers` (fork, exit, setsid,
+SIGTERM), :mod:`._errors`, :mod:`._target`, :mod:`._stale` (stale references),
+:mod:`._libraries` (owners, C-driver checks), :mod:`._serving` (pywsgi load).
+
+Constraints (keep them when editing):
+
+* stdlib + gevent only; never import patchaudit, and only relative imports inside the package;
+* keep the syntax old enough to run on any Python that gevent still supports (no ``match``,
+  no walrus, no annotations that fail when evaluated on an old Python);
+* import nothing that gevent patches (socket, ssl, threading, select, queue, subprocess, ...)
+  before the target has been imported and patched: doing so would change what is audited. Even
+  ``importlib.metadata`` is off limits at start-up (it imports ``zipfile``, which imports
+  ``threading``), so package versions are read from ``*.dist-info/METADATA`` by hand;
+* never raise out: every step runs guarded and reports an ``error`` event instead;
+* a forked child of the application never writes results and never leaves the process group;
+* started by patchaudit, the boot script first forks the supervisor: the probe then runs as the
+  supervisor's child, so ``os.getppid()`` of the app is the supervisor, and the launcher's
+  ``ProbeRun.pid`` is the supervisor's pid;
+* no module over 400 lines (a test checks all of this).
+
+Spec (JSON object read from ``--spec-file``)
+--------------------------------------------
+
+``target``
+    ``{"kind": "module"|"file", "module": "app.wsgi", "file": "/abs/app.py"|null,
+    "callable": "app"|null, "factory": bool}``. For ``kind == "file"`` the file is executed as
+    a module named ``module`` (default: the file's stem). ``callable`` may be dotted
+    (``"server.app"``) and may end in ``"()"`` (gunicorn's ``module:factory()``), which is the
+    same as ``factory: true``: the factory is called with no arguments.
+``mode``
+    ``"as-is"``: import the target, which may patch itself. ``"gunicorn"``: ``patch_all()`` then
+    import (gunicorn's gevent worker). ``"gunicorn-preload"`` and ``"uwsgi"``: import (and resolve
+    the callable) then ``patch_all()``. ``"patch-first"``: baseline; patch, import, resolve, then
+    only ``settings`` + stale scan (no owners, serving or library checks). Steps after import:
+    target, (mode patch), owners, stale scan, serve, libraries; when the import fails, the
+    target, mode patch and serving are skipped but the process is still described.
+``chdir``, ``pythonpath``
+    Working directory and ``sys.path`` entries (inserted at the front if missing).
+``events_path``
+    Where events are appended (one JSON object per line, flushed as it happens).
+``serve``
+    ``{"paths": ["/"], "requests": 20, "concurrency": 10, "max_blocking": 0.1,
+    "request_timeout": 10}``; null or no paths: do not serve.
+``app_roots``
+    Directories whose files count as application code (for ``fork`` frames).
+
+Events (the contract with the part that turns them into findings)
+-------------------------------------------------------------------
+
+Every line is ``{"event": NAME, "t": seconds since probe start, ...}``. Lines written by a forked
+child of the application also carry ``"pid"`` and ``"forked_child": true``; a forked child writes
+only facts about itself (``import``, ``fork``), never ``patch``, ``target``, ``serve``, ``error``
+or ``done``: it exits silently as soon as the probe's code regains control. "Probe step" values
+used in ``phase`` fields (except ``import.phase``) are ``"startup" | "patch" | "import" |
+"target" | "owners" | "stale" | "serve" | "libraries"``.
+A *frame* is ``{"file", "line", "function", "code"}`` (``code``: the source line or null); frame
+lists are outermost first, innermost last.
+
+``start``
+    ``executable``, ``python_version`` ("3.11.7"), ``implementation``, ``platform``, ``pid``,
+    ``gevent_version`` (from dist-info, gevent not imported; null if absent),
+    ``eventlet_version`` (or null), ``mode``, ``target`` (the spec's target),
+    ``startup_modules`` (sorted ``sys.modules`` when the probe started), ``probe_modules``
+    (modules the probe itself added before the app ran: json, linecache, the probe's own
+    ``_patchaudit_probe.*``), ``schema`` (the version of this vocabulary, 1; bumped when a
+    field changes meaning, not when one is added).
+``import``
+    First import of each module, in order: ``module``, ``importer`` (``__name__`` of the module
+    whose code triggered it; ``"<target>"`` for the target module and its parent packages;
+    ``"<probe>"`` when the probe itself imported it), ``line`` (the importer's line that was
+    executing when the import started, or null), ``file`` (spec origin, or null for built-in,
+    frozen and namespace modules), ``phase`` (``"pre-patch"`` until the first patch call starts,
+    then ``"post-patch"``), ``found`` (false: no finder found it, i.e. it raised
+    ModuleNotFoundError; null: a legacy finder was involved and the probe could not tell).
+    ``importlib.util.find_spec()`` look-ups are not imports and are not recorded.
+``patch``
+    One per outermost patch call (calls nested in ``patch_all`` are not events):
+    ``framework`` ("gevent"|"eventlet"), ``function`` ("patch_all", "patch_socket", ...,
+    "monkey_patch"), ``args`` (number of positional args; null when seen only through the
+    event), ``kwargs`` (JSON-safe), ``file``/``line`` (caller: first frame outside
+    gevent/eventlet/zope/the probe; ``"<patchaudit:MODE>"`` and null when the probe patched
+    because of the mode), ``main_thread`` (bool), ``threads`` (names from
+    ``threading.enumerate()``, or ``["MainThread"]`` if threading was not imported),
+    ``modules_before`` (sorted ``sys.modules``; only on the first patch call of the process,
+    otherwise absent), ``returned`` (JSON-safe return value), ``raised`` ("Type: message" or
+    null), ``warnings`` (list of ``{"category", "message", "file", "line"}``: gevent's
+    ``MonkeyPatchWarning`` s raised by the call; for eventlet every warning raised by the call;
+    they are recorded, not shown), ``via`` ("wrapper", or "GeventWillPatchAllEvent" when the
+    call bypassed the wrapper and was only seen through gevent's event). eventlet adds
+    ``already_patched`` (``eventlet.patcher.already_patched`` after the call).
+``settings``
+    After the first gevent patch: ``settings``
+    (``saved['_gevent_saved_patch_all_module_settings']`` or null) and ``saved``
+    (``{target module: sorted names}``).
+``fork``
+    The app called ``what`` = ``"os.fork"``, ``"os.forkpty"``, ``"os.setsid"``,
+    ``"os.setpgrp"``, ``"os.setpgid"``, ``"os.closerange"`` or ``"daemon.DaemonContext.open"``:
+    ``file``/``line`` (innermost frame under ``app_roots``, else the first frame outside the
+    probe, gevent and the stdlib), ``after_patch`` (bool), ``phase`` (probe step), ``contained``
+    (true when the probe suppressed the call: setsid/setpgrp/setpgid in a forked child, so the
+    child stays in the launcher's process group), ``via`` (``__name__`` of the module that made
+    the call, e.g. the app module, ``multiprocessing.popen_fork`` or ``daemon.daemon``). The
+    fork+exec inside ``gevent.subprocess`` is not reported (like stdlib subprocess's, which
+    forks in C).
+``exit``
+    The app called ``os._exit`` in the probe process: ``code``, ``file``, ``line``, ``phase``.
+    Followed by ``done``.
+``terminated``
+    The probe got SIGTERM (the launcher's timeout): ``signal``, ``phase``, ``serve_path``,
+    ``stack`` (main thread, frames), ``main_greenlet_stack`` (frames of the switched-out main
+    greenlet when the signal landed in gevent's hub -- that is where the app is stuck; else
+    null). Followed by ``done``.
+``target``
+    ``module``, ``file``, ``callable`` (name resolved or null), ``wsgi`` (found and callable),
+    ``reason`` (why not, else null), ``factory_called`` (bool).
+``owners``
+    ``owners``: ``{"socket.socket": "gevent._socket3", "threading.Lock": ..., "threading.Thread",
+    "time.sleep", "select.select", "ssl.SSLContext", "queue.Queue"}`` -> ``__module__`` of the
+    current object, null when that module was never imported.
+``stale``
+    One per holder of an unpatched original from ``gevent.monkey.saved``: ``holder``
+    ("app.throttle" or "app.pool.Pool"), ``holder_kind`` ("module"|"class"|"subclass"),
+    ``holder_module``, ``holder_file`` (module ``__file__`` or null), ``name`` (attribute in the
+    holder; ``"__bases__"``/``"__mro__"`` for direct/indirect subclasses), ``original``
+    ("time.sleep"). Skipped holders: gevent/eventlet/zope/greenlet, the probe, the module(s)
+    the original was saved from, and the built-in/stdlib C modules that implement originals
+    (``posix``, ``_socket``, ``_thread``, ...). Interpreter start-up still leaves a few
+    (``functools.RLock``, ``reprlib.get_ident``, ...): diff against a ``patch-first`` run.
+``stale_scan``
+    After the scan: ``originals`` (how many saved originals were scanned), ``holders`` (stale
+    events written). Absent when gevent never patched.
+``serve``
+    Per path: ``port``, ``path``, ``single`` (latency of one request alone, null if it failed),
+    ``single_status``, ``single_error``, ``requests``, ``concurrency``, ``wall`` (seconds for the
+    concurrent batch), ``latencies`` (per request, null if failed), ``statuses``
+    (``{"200": 19, "none": 1}``), ``errors`` (error strings of the failed requests),
+    ``server_errors`` (lines pywsgi wrote to its error log, at most 20).
+    Or, when serving was not attempted: ``{"skipped": reason}``.
+``request_error``
+    The app raised while handling a request (once per distinct path/type/message): ``path``,
+    ``type``, ``message``, ``traceback`` (frames).
+``block``
+    gevent's monitor thread saw the hub blocked: ``blocking_time`` (gevent passes its
+    *threshold*, ``GEVENT_MAX_BLOCKING_TIME``, not the measured time), ``phase`` (probe step),
+    ``path`` (request path being served, or null), ``greenlet`` (repr), ``stack`` (frames of the
+    hub's thread when the report was made, so the innermost line is wherever the blocking code
+    was at that moment: for a CPU loop, any line of the loop), ``stack_source`` ("frames" or
+    "report" when parsed from gevent's text report). Reported once per monitor period while
+    the hub stays blocked, so one long block gives several events. Only while app code runs
+    (steps ``import``, ``target`` and the requests of ``serve``): reports that land while the
+    probe itself works (patching for the mode, owners, the stale scan) are dropped.
+``libraries``
+    One per checked library present in ``sys.modules``: ``library``, ``check``, ``ok``
+    (true/false, or null when not applicable because gevent did not patch socket), ``detail``.
+``error``
+    ``kind`` ("import-error"|"syntax-error"|"system-exit"|"exception"), ``type`` (qualified
+    unless builtin), ``message``, ``traceback`` (frames, without the probe's and importlib's;
+    importlib's are kept when nothing else is left),
+    ``import_chain`` (module names from the first one the target import triggered to the one
+    that failed, e.g. ``["app", "app.a", "app.b", "missing_mod"]``; ``[]`` when unknown),
+    ``phase`` (probe step), ``code`` (SystemExit only), ``name`` (ImportError's ``name``),
+    ``file``/``line`` (SyntaxError only).
+``done``
+    Last line: ``status`` ("ok"|"error"), ``errors`` (number of error events), ``reason``
+    ("os._exit"|"SIGTERM"|null).
+"""
+
+import os
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+#: The boot script: both jobs run it by path with the target interpreter (see :func:`command`).
+BOOT_SCRIPT = os.path.join(_HERE, "__main__.py")
+
+
+def command(python, *job_args):
+    """The argv that runs one probe job: ``command(python, "--patch-lists")``."""
+    return [python, BOOT_SCRIPT] + list(job_args)
+
+
+def source_files():
+    """Every source file of the probe, sorted (what a cache of its answers must be keyed by)."""
+    return sorted(os.path.join(_HERE, n) for n in os.listdir(_HERE) if n.endswith(".py"))

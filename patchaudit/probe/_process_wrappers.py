@@ -1,0 +1,176 @@
+"""Forks, detaching, ``os._exit``, ``DaemonContext.open`` and SIGTERM, as the app meets them.
+
+A forked child of the application never writes results and never leaves the process group:
+``setsid``/``setpgrp``/``setpgid`` are refused in a fork (and recorded as ``contained``).
+"""
+
+import _signal
+import os
+import sys
+
+from . import _state
+from ._events import emit, jsonable
+from ._frames import app_frame, module_name_of, stack, where
+from ._state import PROBE_FILES, S, in_forked_child
+
+# Modules whose forks are fork+exec of a subprocess, not the app forking itself: stdlib
+# subprocess forks in C (invisible here), gevent's subprocess does the same in Python.
+_SUBPROCESS_FORKERS = frozenset(["gevent.subprocess"])
+
+
+def _fork_via(frame):
+    """Module that asked for the fork: the first frame outside the probe and gevent.os."""
+    while frame is not None:
+        name = module_name_of(frame)
+        if frame.f_code.co_filename not in PROBE_FILES and name != "gevent.os":
+            return name
+        frame = frame.f_back
+    return None
+
+
+def record_fork(what, frame, contained=False) -> None:
+    via = _fork_via(frame)
+    if via in _SUBPROCESS_FORKERS:
+        return
+    file, line = where(app_frame(frame))
+    emit(
+        "fork",
+        what=what,
+        file=file,
+        line=line,
+        via=via,
+        after_patch=S.patched,
+        phase=S.step,
+        contained=contained,
+    )
+
+
+def _contained_detach(what, real):
+    """Wrap a call that leaves the process group: recorded always, refused in forked children."""
+
+    def detach(*args):
+        child = in_forked_child()
+        record_fork(what, sys._getframe(1), contained=child)
+        if child:
+            return None
+        return real(*args)
+
+    return detach
+
+
+def install_process_wrappers() -> None:
+    """Wrap os functions before the app runs (gevent.os later captures these as the raw ones)."""
+    real_fork = getattr(os, "fork", None)
+    real_forkpty = getattr(os, "forkpty", None)
+    real_closerange = getattr(os, "closerange", None)
+
+    if real_fork is not None:
+
+        def fork():
+            record_fork("os.fork", sys._getframe(1))
+            return real_fork()
+
+        os.fork = fork
+
+    if real_forkpty is not None:
+
+        def forkpty():
+            record_fork("os.forkpty", sys._getframe(1))
+            return real_forkpty()
+
+        os.forkpty = forkpty
+
+    # A forked child that detaches would escape the launcher's killpg: keep it in the group.
+    for name in ("setsid", "setpgrp", "setpgid"):
+        real = getattr(os, name, None)
+        if real is not None:
+            setattr(os, name, _contained_detach("os." + name, real))
+
+    if real_closerange is not None:
+
+        def closerange(fd_low, fd_high):
+            record_fork("os.closerange", sys._getframe(1))
+            keep = S.fd
+            # Keep the events file open so later facts (and a child's setsid) are still seen.
+            if keep is not None and fd_low <= keep < fd_high:
+                real_closerange(fd_low, keep)
+                return real_closerange(keep + 1, fd_high)
+            return real_closerange(fd_low, fd_high)
+
+        os.closerange = closerange
+
+    def _exit(code):
+        if not in_forked_child():
+            try:
+                file, line = where(app_frame(sys._getframe(1)))
+                emit("exit", code=jsonable(code), file=file, line=line, phase=S.step)
+                emit("done", status="error", errors=S.errors, reason="os._exit")
+            except Exception:
+                pass
+        _state.real_exit(code)
+
+    os._exit = _exit
+
+
+def _hook_daemon(module):
+    cls = getattr(module, "DaemonContext", None)
+    open_ = getattr(cls, "open", None) if cls is not None else None
+    if open_ is None or getattr(open_, "_patchaudit_wrapper", False):
+        return
+
+    def open_wrapper(self, *args, **kwargs):
+        record_fork("daemon.DaemonContext.open", sys._getframe(1))
+        return open_(self, *args, **kwargs)
+
+    open_wrapper._patchaudit_wrapper = True
+    open_wrapper.__wrapped__ = open_
+    cls.open = open_wrapper
+
+
+POST_IMPORT_HOOKS = {"daemon.daemon": _hook_daemon, "daemon": _hook_daemon}
+
+
+def _main_greenlet_stack():
+    """Stack of the main greenlet when it is switched out (the signal landed in the hub)."""
+    greenlet = sys.modules.get("greenlet")
+    if greenlet is None:
+        return None
+    current = greenlet.getcurrent()
+    root = current
+    while getattr(root, "parent", None) is not None:
+        root = root.parent  # the hub's parent is the main greenlet
+    if root is current:
+        return None
+    frame = getattr(root, "gr_frame", None)
+    return stack(frame) if frame is not None else None
+
+
+def on_sigterm(signum, frame):
+    if in_forked_child():
+        _state.real_exit(128 + signum)
+    try:
+        try:
+            greenlet_stack = _main_greenlet_stack()
+        except Exception:
+            greenlet_stack = None
+        emit(
+            "terminated",
+            signal=signum,
+            phase=S.step,
+            serve_path=S.serve_path,
+            stack=stack(frame),
+            main_greenlet_stack=greenlet_stack,
+        )
+        emit("done", status="error", errors=S.errors, reason="SIGTERM")
+    finally:
+        # Die by the signal itself so the launcher sees "killed by SIGTERM", not an exit code.
+        _signal.signal(signum, _signal.SIG_DFL)
+        os.kill(_state.real_getpid(), signum)
+        _state.real_exit(128 + signum)
+
+
+def install_sigterm_handler() -> None:
+    try:
+        _signal.signal(_signal.SIGTERM, on_sigterm)
+    except (ValueError, OSError):
+        pass

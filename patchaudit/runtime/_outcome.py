@@ -1,0 +1,134 @@
+"""What a probe run came to: why it failed (``report.errors``) and the patch timeline.
+
+Split from :mod:`._audit`, which runs the probes; these only read a finished (or interrupted)
+run's facts.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from .._findings import Report
+from ..model.events import (
+    ErrorEvent,
+    Event,
+    ExitEvent,
+    RequestErrorEvent,
+    SettingsEvent,
+    StartEvent,
+    TerminatedEvent,
+)
+from ..model.facts import Facts, RuntimeContext
+from ..model.machinery import is_machinery
+from ._launcher import ProbeRun
+from ._target import Target
+
+_E = TypeVar("_E", bound=Event)
+
+
+def record_failure(run: ProbeRun, facts: Facts, report: Report) -> bool:
+    """Put the reason a probe run went wrong into ``report.errors``; True when the target could
+    not be imported (exit code 2)."""
+    error = _first(facts, ErrorEvent)
+    exited = _first(facts, ExitEvent)
+    if run.timed_out:
+        report.errors.append(
+            f"the target did not finish within the timeout ({run.duration:.0f}s){_stuck_at(facts)}"
+        )
+        return error is None or error.phase == "import"
+    if exited is not None:
+        where = f" at {facts.display(exited.file)}:{exited.line}"
+        report.errors.append(
+            f"the target called os._exit({exited.code}){where} during {exited.phase}"
+        )
+        return exited.phase in ("import", "startup")
+    if error is not None:
+        chain = " -> ".join(error.import_chain or [])
+        where = f" (import chain: {chain})" if chain else ""
+        if error.error_kind == "system-exit":
+            report.errors.append(f"the target called sys.exit({error.code}) while importing")
+        else:
+            report.errors.append(f"cannot import the target: {error.type}: {error.message}{where}")
+        return (error.phase or "import") == "import"
+    if facts.first("done") is None:
+        reason = f"signal {run.signal}" if run.signal else f"exit code {run.returncode}"
+        report.errors.append(f"the target ended the interpreter during the audit ({reason})")
+        return True
+    return False
+
+
+def _first(facts: Facts, kind: type[_E]) -> _E | None:
+    """The first event of ``kind``'s type (None when the run has none)."""
+    found = facts.first(kind.KIND)
+    return found if isinstance(found, kind) else None
+
+
+def _stuck_at(facts: Facts) -> str:
+    """Where the app was when the timeout hit: its innermost own frame, else the last event."""
+    terminated = _first(facts, TerminatedEvent)
+    stacks = (terminated.main_greenlet_stack, terminated.stack) if terminated else ()
+    for stack in stacks:
+        for frame in reversed(stack or []):
+            if facts.is_app_file(frame.get("file")):
+                return (
+                    f"; stuck at {facts.display(frame.get('file'))}:{frame.get('line')}"
+                    f" in {frame.get('function')}"
+                )
+    if not facts.events:
+        return "; last event: none"
+    last = facts.events[-1]
+    return f"; last event: {last.kind} {last.get('module', '')}".rstrip()
+
+
+def build_timeline(
+    ctx: RuntimeContext, run: ProbeRun, target: Target, mode: str, reason: str, python: str
+) -> dict:
+    facts = ctx.facts
+    start = _first(facts, StartEvent)
+    loaded = facts.loaded_before_patch()
+    watched = ctx.patched_modules - ctx.startup_modules
+    settings = _first(facts, SettingsEvent)
+    return {
+        "target": target.spec,
+        "mode": mode,
+        "mode_reason": reason,
+        "python": (start.python if start else None) or python,
+        "gevent": start.gevent_version if start else None,
+        "patches": [
+            {
+                "framework": p.framework,
+                "function": p.function,
+                "location": f"{facts.display(p.file)}:{p.line}",
+                "arguments": p.kwargs or {},
+                "main_thread": p.main_thread,
+                "threads": p.threads or [],
+            }
+            for p in facts.patches
+        ],
+        "loaded_before_patch": len(loaded),
+        "patched_modules_loaded_before_patch": [
+            {"module": m, "chain": chain}
+            for m in loaded
+            if m in watched and not m.startswith("_")
+            # modules gevent/eventlet load for themselves are part of patching, not a problem
+            for chain in [facts.shortest_chain(m)]
+            if not any(is_machinery(step) for step in chain[:-1])
+        ],
+        "replaced": (settings.saved if settings else None) or {},
+        "app_errors": [
+            {"path": e.path, "type": e.type, "message": e.message}
+            for e in facts.all("request_error")
+            if isinstance(e, RequestErrorEvent)
+        ],
+        # the probe's own measurements, passed through as it wrote them
+        "requests": [
+            {k: e.get(k) for k in ("path", "single", "wall", "statuses", "errors")}
+            for e in facts.all("serve")
+        ],
+        "app_output": {
+            "stdout": run.stdout_summary.to_json(),
+            "stderr": run.stderr_summary.to_json(),
+        },
+        "duration_s": round(run.duration, 3),
+        "exit": {"returncode": run.returncode, "signal": run.signal, "timed_out": run.timed_out},
+    }
