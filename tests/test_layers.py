@@ -147,3 +147,25 @@ def test_no_module_is_over_500_lines() -> None:
         for path in PACKAGE.rglob("*.py")
     }
     assert {name: n for name, n in sizes.items() if n > 500} == {}
+
+
+def test_every_library_the_probe_checks_has_a_runtime_rule_and_back() -> None:
+    """The stdlib-only probe cannot import the rules, so the library name is the link between
+    its ``libraries`` events and MPA751-755: both sides must name the same libraries."""
+    probe = ast.parse((PACKAGE / "probe" / "_libraries.py").read_text())
+    checked = {
+        entry.elts[0].value
+        for node in ast.walk(probe)
+        if isinstance(node, ast.Assign)
+        and any(isinstance(t, ast.Name) and t.id == "_LIBRARY_CHECKS" for t in node.targets)
+        for entry in node.value.elts
+    }
+    rules = ast.parse((PACKAGE / "rules" / "libraries.py").read_text())
+    ruled = {
+        node.args[2].value
+        for node in ast.walk(rules)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "_library_rule"
+    }
+    assert checked == ruled == {"psycopg2", "grpc", "zmq", "cassandra", "urllib3"}

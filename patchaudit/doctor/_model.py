@@ -11,11 +11,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._console import EXIT_FINDINGS as EXIT_WARN  # a WARN or FAIL is doctor's "finding"
+from .._console import EXIT_OK
 from .._system import read_sysctl, sysctl_path
 
 OK, WARN, FAIL, INFO, NA = "OK", "WARN", "FAIL", "INFO", "N/A"
 STATUSES = (OK, WARN, FAIL, INFO, NA)
-EXIT_OK, EXIT_WARN = 0, 1
 
 #: Connections the run is planned for when ``--concurrency`` is not given.
 DEFAULT_CONCURRENCY = 1000
