@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from patchaudit.model.events import (
@@ -75,3 +77,26 @@ def test_machinery_and_patch_options_are_defined_once() -> None:
     assert is_machinery("gevent.monkey") and is_machinery("zope.interface")
     assert is_machinery("<patchaudit probe>")
     assert not is_machinery("geventwebsocket") and not is_machinery(None)
+
+
+def test_test_code_is_decided_inside_the_project_not_by_where_it_sits(tmp_path: Path) -> None:
+    """A project kept under a folder named tests/ is still application code: MPA403 fires in
+    its app module, and not in its own test module."""
+    project = tmp_path / "tests" / "chat"
+    (project / "tests").mkdir(parents=True)
+    (project / "pyproject.toml").write_text("[tool.patchaudit]\n")
+    server = (
+        "from gevent import monkey\nmonkey.patch_all()\nimport socketio\nsio = socketio.Server()\n"
+    )
+    (project / "app.py").write_text(server)
+    (project / "tests" / "test_app.py").write_text(server)
+    result = subprocess.run(
+        [sys.executable, "-m", "patchaudit", "check", "--format", "concise", "--no-cache", "tests"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    codes = [line.split()[1] + " " + line.split(":")[0] for line in result.stdout.splitlines()[:-1]]
+    assert "MPA403 tests/chat/app.py" in codes
+    assert not any(c.startswith("MPA403 tests/chat/tests/") for c in codes)

@@ -120,11 +120,34 @@ class FileContext:
     def imports_module(self, prefix: str) -> bool:
         return any(r.module == prefix or r.module.startswith(prefix + ".") for r in self.imports)
 
+    @property
+    def is_test_code(self) -> bool:
+        # The module name is relative to the project's source root, so a project that happens
+        # to sit in a folder named tests/ is not all test code; scripts fall back to the path.
+        if self.module:
+            return is_test_path(self.module.replace(".", "/") + ".py")
+        return is_test_path(self.path)
+
 
 def module_key(module: str | None, relpath: str) -> str:
     """The project's name for a file: its module, or for a script that no import can reach, a
     key no import can produce (scripts still take part in the analysis)."""
     return module if module is not None else f"__main__:{relpath}"
+
+
+def is_test_path(relpath: str) -> bool:
+    """Whether a file (forward slashes) is test code: the names pytest collects by default,
+    ``test_*.py``, ``*_test.py`` and ``conftest.py``, or anything under a ``tests/`` folder.
+
+    Test code imports the program's modules but is not the program: it runs under the test
+    runner, with its own fixtures and mocks, never under the production server.
+    """
+    *folders, name = relpath.split("/")
+    return (
+        "tests" in folders
+        or name == "conftest.py"
+        or (name.endswith(".py") and (name.startswith("test_") or name.endswith("_test.py")))
+    )
 
 
 def is_entry_point(module: str | None, relpath: str, patterns: tuple[str, ...]) -> bool:

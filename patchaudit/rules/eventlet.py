@@ -6,12 +6,13 @@ hub's objects owned by both).
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Iterator
 
 from .._findings import Category, Severity
 from ..model.events import OwnersEvent, PatchEvent
 from ..model.source import FileContext
-from ._helpers import keyword
+from ._helpers import argument, is_literal, keyword
 from ._model import RUNTIME, Hit, Runner, Scope, rule
 
 
@@ -143,7 +144,10 @@ def _eventlet_installed(project, hit: Hit) -> bool:
     why="""
 python-engineio tries the async modes in the order eventlet, gevent_uwsgi, gevent, threading, so
 with eventlet installed it selects eventlet even under a gunicorn gevent worker, mixing both
-frameworks (FM-06; Flask-SocketIO#294: "you have to explicitly select it").
+frameworks (FM-06; Flask-SocketIO#294: "you have to explicitly select it"). `async_mode=None`
+is that same auto-selection. Test code (`test_*.py`, `*_test.py`, `conftest.py`, `tests/`),
+which mocks servers or drives them with test clients, and a call that forwards `**options`,
+whose caller picks the mode, are not reported.
 """,
     fix='Pass `async_mode="gevent"` explicitly (or uninstall eventlet).',
     bad="""
@@ -160,11 +164,24 @@ socketio = SocketIO(app, async_mode="gevent")
     applies=_eventlet_installed,
 )
 def check_socketio_mode(ctx: FileContext) -> Iterator[Hit]:
+    if ctx.is_test_code:
+        return  # tests build servers to mock or drive with test clients; none of them serves
     for call in ctx.calls:
-        if call.qualname in _SOCKETIO_SERVERS and keyword(call.node, "async_mode") is None:
+        if call.qualname not in _SOCKETIO_SERVERS:
+            continue
+        mode = _async_mode(call.node, call.qualname)
+        if mode is None and any(kw.arg is None for kw in call.node.keywords):
+            continue  # `**options` forwards the caller's choice, made (or not) at its call site
+        if mode is None or is_literal(mode, None):  # `async_mode=None` is the auto-selection
             yield Hit(
                 line=call.node.lineno, column=call.node.col_offset + 1, args={"call": call.qualname}
             )
+
+
+def _async_mode(node: ast.Call, qualname: str) -> ast.expr | None:
+    if qualname == "engineio.Server":  # `engineio.Server(async_mode=None, ...)`: first parameter
+        return argument(node, 0, "async_mode")
+    return keyword(node, "async_mode")
 
 
 @rule(
@@ -177,7 +194,8 @@ def check_socketio_mode(ctx: FileContext) -> Iterator[Hit]:
     why="""
 `import eventlet` emits `EventletDeprecationWarning: Eventlet is deprecated`, gunicorn removed
 its eventlet worker in 26.0.0, and eventlet cannot share a process with gevent (FM-06). New code
-on it is a migration risk (knowledge base section 2.1).
+on it is a migration risk (knowledge base section 2.1). It is reported once per project, at the
+first eventlet import in path order.
 """,
     fix="Migrate to gevent (same programming model) or asyncio; eventlet's docs have a migration "
     "guide.",
@@ -190,13 +208,21 @@ from gevent import monkey
 monkey.patch_all()
 """,
     references=("FM-06", "eventlet migration guide"),
-    triggers=(b"eventlet",),
+    runners=Runner.PROJECT,
 )
-def check_eventlet_deprecated(ctx: FileContext) -> Iterator[Hit]:
-    for record in ctx.imports:
-        if record.module == "eventlet" or record.module.startswith("eventlet."):
-            yield Hit(line=record.line, column=record.column, args={"module": record.module})
-            return
+def check_eventlet_deprecated(project) -> Iterator[Hit]:
+    # A fact about the project, not about each file: one finding, at the first eventlet import
+    # in path order (sorted, so every run picks the same one), instead of one per module.
+    for relpath in sorted(project.summaries):
+        for record in project.summaries[relpath].imports:
+            if record.module == "eventlet" or record.module.startswith("eventlet."):
+                yield Hit(
+                    path=relpath,
+                    line=record.line,
+                    column=record.column,
+                    args={"module": record.module},
+                )
+                return
 
 
 # -- at run time (MPA45x): what the probe saw the running process do -----------------------
