@@ -10,7 +10,7 @@ import sys
 
 from . import _state
 from ._events import emit, jsonable
-from ._frames import app_frame, module_name_of, stack, where
+from ._frames import app_frame, is_probe_or_importlib, module_name_of, stack, where
 from ._state import PROBE_FILES, S, in_forked_child
 
 # Modules whose forks are fork+exec of a subprocess, not the app forking itself: stdlib
@@ -145,6 +145,18 @@ def _main_greenlet_stack():
     return stack(frame) if frame is not None else None
 
 
+def _stuck_stack(frame):
+    """The stack where the signal landed, innermost last. A signal that lands while the app is
+    inside one of the probe's own hooks (an import being recorded) reports the app line that
+    called it: that is where the app was, not the probe."""
+    frames = stack(frame)
+    is_app = [not is_probe_or_importlib(f.get("file") or "") for f in frames]
+    if any(is_app):
+        last_app = len(is_app) - 1 - is_app[::-1].index(True)
+        del frames[last_app + 1 :]
+    return frames
+
+
 def on_sigterm(signum, frame):
     if in_forked_child():
         _state.real_exit(128 + signum)
@@ -158,7 +170,7 @@ def on_sigterm(signum, frame):
             signal=signum,
             phase=S.step,
             serve_path=S.serve_path,
-            stack=stack(frame),
+            stack=_stuck_stack(frame),
             main_greenlet_stack=greenlet_stack,
         )
         emit("done", status="error", errors=S.errors, reason="SIGTERM")
