@@ -414,6 +414,25 @@ INTERRUPTED = {
 HOW = ["SIGINT", "SIGINT twice", "SIGTERM", "SIGKILL"]
 
 
+def _interrupt(cli: Cli, how: str) -> dict | None:
+    """Signal the running CLI ``how``; assert the exit code, that it took under 5 s and that
+    nothing of its tree is left; return its JSON report when it printed one (SIGINT/SIGTERM),
+    after asserting the one stderr line and the ``interrupted`` field."""
+    start = time.monotonic()
+    _send(cli, how)
+    code = cli.finish(timeout=30)
+    took = time.monotonic() - start
+    assert code == EXPECTED_CODE[how], cli.stderr
+    assert took < 5, took
+    cli.assert_contained()
+    if how not in INTERRUPTED:
+        return None
+    assert cli.stderr.splitlines() == [f"patchaudit: {INTERRUPTED[how]}"]
+    report = json.loads(cli.stdout)
+    assert (report["interrupted"], report["errors"]) == (INTERRUPTED[how], [])
+    return report
+
+
 @pytest.mark.parametrize("how", HOW)
 def test_signal_while_importing(tmp_path: Path, how: str) -> None:
     cli = Cli(tmp_path, SLOW_IMPORT, "--format", "json", "--timeout", "60").start()
@@ -421,19 +440,10 @@ def test_signal_while_importing(tmp_path: Path, how: str) -> None:
         # Both runs (the audit and its patch-first baseline) are importing, and each has
         # detached two grandchildren.
         cli.wait_for(lambda: len(cli.marks_named("import-")) == 2, "both probes importing")
-        start = time.monotonic()
-        _send(cli, how)
-        code = cli.finish(timeout=30)
-        took = time.monotonic() - start
+        report = _interrupt(cli, how)
     finally:
         cli.finish()
-    assert code == EXPECTED_CODE[how], cli.stderr
-    assert took < 5, took
-    cli.assert_contained()
-    if how in INTERRUPTED:
-        assert cli.stderr.splitlines() == [f"patchaudit: {INTERRUPTED[how]}"]
-        report = json.loads(cli.stdout)
-        assert (report["interrupted"], report["errors"]) == (INTERRUPTED[how], [])
+    if report is not None:
         # The static check had finished: its finding is in the partial report.
         assert ("MPA201", "app.py", 1) in {
             (f["rule"], f["path"], f["line"]) for f in report["findings"]
@@ -457,20 +467,11 @@ def test_signal_while_serving(tmp_path: Path, how: str) -> None:
         mark = cli.wait_for(lambda: cli.marks_named("serving-"), "a request in the handler")
         port = _port(mark[0])
         assert not port_is_closed(port)  # the probe is listening
-        start = time.monotonic()
-        _send(cli, how)
-        code = cli.finish(timeout=30)
-        took = time.monotonic() - start
+        report = _interrupt(cli, how)
     finally:
         cli.finish()
-    assert code == EXPECTED_CODE[how], cli.stderr
-    assert took < 5, took
-    cli.assert_contained()
     assert port_is_closed(port)
-    if how in INTERRUPTED:
-        assert cli.stderr.splitlines() == [f"patchaudit: {INTERRUPTED[how]}"]
-        report = json.loads(cli.stdout)
-        assert (report["interrupted"], report["errors"]) == (INTERRUPTED[how], [])
+    if report is not None:
         # Patched (gunicorn's way), imported and serving, but no request had finished.
         timeline = report["timeline"]
         assert timeline["mode"] == "gunicorn" and timeline["patches"][0]["function"] == "patch_all"
