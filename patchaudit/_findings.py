@@ -94,6 +94,9 @@ class Report:
     # Files analysed through a symlink within the checked tree: shown path -> the real file.
     # Reporters read source lines from here or the shown path, never through a final symlink.
     source_files: dict[str, str] = field(default_factory=dict)
+    # `check`: the programs found in the tree (entry, launcher, frameworks), for --show-programs
+    # and the JSON report, so a user can see why a finding applies.
+    programs: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> dict[str, int]:
         counts = {s.value: 0 for s in Severity}

@@ -56,6 +56,17 @@ def isolated_copy(source: Path, tmp_path: Path) -> Path:
     return project
 
 
+def write_project(root: Path, files: dict[str, str]) -> Path:
+    """A project root (``[tool.patchaudit]``) holding ``files`` (relative path -> text)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "pyproject.toml").write_text("[tool.patchaudit]\n")
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root
+
+
 def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120):
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import assert_nothing_left, run_cli
+from .conftest import assert_nothing_left, run_cli, write_project
 
 WSGI = (
     "\n\ndef application(environ, start_response):\n"
@@ -25,13 +25,7 @@ WSGI = (
 
 
 def _app(tmp_path: Path, files: dict[str, str]) -> Path:
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    (tmp_path / "pyproject.toml").write_text("[tool.patchaudit]\n")
-    for name, text in files.items():
-        path = tmp_path / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return tmp_path
+    return write_project(tmp_path, files)
 
 
 def _audit(

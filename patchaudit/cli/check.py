@@ -1,4 +1,8 @@
-"""`patchaudit check [PATH ...]`: the static analyzer, for CI and pre-commit."""
+"""`patchaudit check [PATH ...]`: the static analyzer, for CI and pre-commit.
+
+The model always comes from the whole project root; PATHs choose what is reported (pre-commit
+passes the staged files): the files named and the files under the folders named.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,12 @@ INTERRUPTIBLE = True
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("paths", nargs="*", type=Path, help="files or folders (default: .)")
+    parser.add_argument(
+        "paths",
+        nargs="*",
+        type=Path,
+        help="files or folders to report on (default: .); the model spans the whole project",
+    )
     add_report_options(parser)
     parser.add_argument(
         "--entry-point",
@@ -27,6 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--framework",
         choices=("auto", "gevent", "eventlet"),
         help="treat the code as running under this framework",
+    )
+    parser.add_argument(
+        "--show-programs",
+        action="store_true",
+        help="list the programs found (entry, launcher, frameworks) instead of the findings",
     )
     parser.add_argument("--jobs", "-j", type=int, help="worker processes (default: all cores)")
     parser.add_argument(
@@ -49,6 +63,9 @@ def run(args: argparse.Namespace) -> int:
     paths = args.paths or [Path(".")]
     config = load_config(paths, REGISTRY.keys(), overrides(args), config_file=args.config)
     report = check(paths, config, cwd=cwd, use_cache=not args.no_cache, jobs=args.jobs)
+    if args.show_programs:
+        _show_programs(report.programs, as_json=args.format == "json")
+        return EXIT_OK
     write_report(args, report, cwd)
     if report.files_seen == 0:
         print("patchaudit: no Python files found", file=sys.stderr)
@@ -57,3 +74,18 @@ def run(args: argparse.Namespace) -> int:
         print("patchaudit: error: none of the files could be read", file=sys.stderr)
         return EXIT_USAGE
     return exit_code(config, report)
+
+
+def _show_programs(programs: list[dict[str, object]], *, as_json: bool) -> None:
+    """One line a program: why a finding applies there (its launcher and what it runs under)."""
+    if as_json:
+        from ..reporters._json import dumps
+
+        sys.stdout.write(dumps({"programs": programs}))
+        return
+    if not programs:
+        print("no programs found (nothing mentions gevent or eventlet)")
+    for program in programs:
+        frameworks = ", ".join(program["frameworks"]) or "no framework"  # type: ignore[arg-type]
+        where = f" ({program['declared_at']})" if program["declared_at"] else ""
+        print(f"{program['entry']}: {program['kind']}, {frameworks}: {program['launcher']}{where}")

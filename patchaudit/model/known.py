@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import sys
 from functools import cache
 from importlib import resources
 from typing import Any
+
+from .source import MODULE, PatchPoint
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -27,3 +30,21 @@ def known_importers() -> dict[str, list[str]]:
 def known_patchers() -> dict[str, dict[str, str]]:
     """Module -> {call, evidence} for packages that patch when imported (FM-08)."""
     return dict(load_table("importers.toml")["patchers"])
+
+
+@cache
+def known_patch_points() -> dict[str, PatchPoint]:
+    """The patchers table as patch points, for replaying imports of packages not installed."""
+    points = {}
+    for module, entry in known_patchers().items():
+        call = ast.parse(entry["call"], mode="eval").body
+        assert isinstance(call, ast.Call)  # the table is ours; a test parses every entry
+        function = ast.unparse(call.func)
+        keywords = tuple(
+            (k.arg, k.value.value if isinstance(k.value, ast.Constant) else "?")
+            for k in call.keywords
+            if k.arg is not None
+        )
+        framework = function.partition(".")[0]
+        points[module] = PatchPoint(0, 0, framework, function, 0, keywords, MODULE, None)
+    return points

@@ -48,6 +48,9 @@ class ImportRecord:
     context: str
     end_line: int
     end_column: int
+    # inside an `if`/`elif`/`else`, an `except` handler or a `match` case: one alternative of
+    # several (`if async_mode == "eventlet": import eventlet`), not what every run executes
+    conditional: bool = False
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ class PatchPoint:
     keywords: tuple[tuple[str, object], ...]  # literal keyword values; non-literals become "?"
     context: str
     enclosing: str | None  # name of the enclosing function, if any
+    conditional: bool = False  # as for ImportRecord: one branch of an if/except/match
 
     @property
     def is_patch_all(self) -> bool:
@@ -98,6 +102,7 @@ class FileContext:
     references: dict[str, tuple[int, int]] = field(default_factory=dict)  # qualname -> first use
     patch_points: list[PatchPoint] = field(default_factory=list)
     module_assigns: list[tuple[ast.stmt, str]] = field(default_factory=list)  # (Assign, context)
+    has_main_guard: bool = False  # an `if __name__ == "__main__":` block at module level
 
     def qualname(self, node: ast.AST) -> str | None:
         """The dotted name an expression refers to, resolved through this file's imports."""

@@ -23,6 +23,8 @@ def build_document(report: Report) -> dict[str, Any]:
     }
     if report.interrupted is not None:  # present only when the run was cut short
         document["interrupted"] = report.interrupted
+    if report.programs:  # `check`: the programs found, each with its launcher and frameworks
+        document["programs"] = report.programs
     if report.timeline is not None:  # the runtime audit's extension of version 1
         document["timeline"] = report.timeline
     return document

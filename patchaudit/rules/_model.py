@@ -49,6 +49,12 @@ class Scope(str, enum.Enum):
     ALWAYS = "always"
     GEVENT_PROGRAM = "gevent-program"
     PRE_PATCH = "pre-patch"
+    # in a gevent program, in a module that is imported (holding the import lock), not a script
+    # that only ever runs as `__main__`
+    GEVENT_IMPORTED = "gevent-imported"
+    # in the code that starts a program: an entry module, or one its start-up imports before
+    # patching; a library's patch helper is called by design by the application's entry point
+    ENTRY = "entry"
 
 
 @dataclass

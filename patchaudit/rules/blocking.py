@@ -30,6 +30,7 @@ _GREENLET_MAKERS = frozenset({"gevent.spawn", "gevent.spawn_later", "gevent.Gree
 While a module is imported, the importing greenlet holds the import lock. A greenlet that needs
 to import anything (many stdlib calls import lazily) then waits for the lock forever, and the
 hub reports `LoopExit: This operation would block forever` (FM-16; gunicorn#1192, gevent#728).
+A script run as `__main__` that nothing imports holds no import lock and is not reported.
 """,
     fix="Start and wait for greenlets from the program's start-up function (`main()`, an app "
     "factory, a server hook), not from module level.",
@@ -43,7 +44,7 @@ def create_app():
     config = gevent.spawn(fetch_config).get()
 """,
     references=("FM-16", "benoitc/gunicorn#1192", "gevent/gevent#728"),
-    scope=Scope.GEVENT_PROGRAM,
+    scope=Scope.GEVENT_IMPORTED,
     triggers=(b"gevent",),
 )
 def check_import_time_wait(ctx: FileContext) -> Iterator[Hit]:
@@ -109,7 +110,8 @@ _NETWORK_CALLS = frozenset(
 DNS and network calls at import time run before the server is up, under the import lock; with
 gevent's threaded resolver the worker thread needs that lock (the idna codec) and the import
 hangs (FM-15, gevent#455). A settings module doing `socket.gethostbyname(...)` is the classic
-case (dnspython#575).
+case (dnspython#575). A script run as `__main__` that nothing imports holds no import lock and
+is not reported.
 """,
     fix="Resolve and connect lazily, on first use or in the app factory, after patching.",
     bad="""
@@ -120,7 +122,7 @@ EMAIL_HOST = socket.gethostbyname("smtp.example.com")
 EMAIL_HOST = "smtp.example.com"      # resolved when the first mail is sent
 """,
     references=("FM-15", "FM-16", "gevent/gevent#455", "rthalley/dnspython#575"),
-    scope=Scope.GEVENT_PROGRAM,
+    scope=Scope.GEVENT_IMPORTED,
     triggers=(b"socket", b"urlopen", b"http.client", b"requests", b"httpx", b"smtplib", b"ftplib"),
 )
 def check_import_time_network(ctx: FileContext) -> Iterator[Hit]:
@@ -143,13 +145,17 @@ _UNPATCHABLE = {
     code="MPA803",
     name="unpatchable-blocking-call",
     category=Category.BLOCKING_CALL,
-    severity=Severity.WARNING,
+    severity=Severity.INFO,
     summary="A call that monkey-patching cannot make cooperative",
     message="`{call}()` blocks every greenlet: {reason}",
     why="""
 Patching replaces sockets, sleeps, locks and subprocesses, not everything that waits: `fcntl.flock`
 waits in the kernel, `os.system` and `input()` wait in C. While they wait, the hub and every other
-greenlet are stopped (FM-29; baseplate.py#200 found `flock` this way).
+greenlet are stopped (FM-29; baseplate.py#200 found `flock` this way). It is a note, not a
+warning: on real code these calls are mostly deliberate one-offs (an interactive prompt, a
+terminal reset at exit, a short file lock between processes), and the source cannot tell a
+one-off from a request path. The runtime audit measures how long each call really stops the hub
+(MPA851).
 """,
     fix="Run it in `gevent.get_hub().threadpool.apply(...)`, or use a cooperative equivalent "
     "(`subprocess.run` instead of `os.system`, a non-blocking `LOCK_NB` retry loop with "

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 from .._findings import Category, Severity
 from ..model.events import OwnersEvent, PatchEvent
-from ..model.source import FileContext
+from ..model.source import MAIN, MODULE, FileContext
 from ._helpers import argument, is_literal, keyword
 from ._model import RUNTIME, Hit, Runner, Scope, rule
 
@@ -27,7 +27,9 @@ from ._model import RUNTIME, Hit, Runner, Scope, rule
 gevent and eventlet each install their own hub and replace the same stdlib attributes. In one
 process they hang, or fail with `TypeError: Cannot convert greenlet.greenlet to
 gevent._gevent_c_greenlet_primitives.SwitchOutGreenletWithLoop`; the gevent maintainer calls it
-"in no way a tested or supported configuration" (FM-06, gevent#1956).
+"in no way a tested or supported configuration" (FM-06, gevent#1956). Imports in mutually
+exclusive places (the branches of `if async_mode == "eventlet": ... elif ...`, separate driver
+functions) are alternatives and are not reported.
 """,
     fix="Pick one framework for the whole process; remove the other's imports (and uninstall it "
     "if a library such as python-engineio would auto-select it).",
@@ -46,18 +48,20 @@ import gevent.socket
 )
 def check_both_imported(project) -> Iterator[Hit]:
     for program in project.programs:
-        if not {"gevent", "eventlet"} <= program.used:
-            continue
-        eventlet_points = program.patch_points("eventlet")
-        if program.patch_points("gevent") and eventlet_points:
+        if program.is_library or not {"gevent", "eventlet"} <= program.used:
+            continue  # a library's modules are not a process: its applications pick one
+        eventlet_points = _every_run(program.patch_points("eventlet"))
+        if _every_run(program.patch_points("gevent")) and eventlet_points:
             continue  # MPA402 reports the two patch calls, which is the sharper finding
-        gevent_imports = list(program.imports("gevent"))
-        eventlet_imports = list(program.imports("eventlet"))
+        gevent_imports = _every_run(program.imports("gevent"))
+        eventlet_imports = _every_run(program.imports("eventlet"))
         if not gevent_imports or not eventlet_imports:
             continue
         primary, other = (
             ("eventlet", gevent_imports) if eventlet_points else ("gevent", eventlet_imports)
         )
+        if primary not in program.frameworks:
+            continue  # nothing runs it on that framework (a test suite importing both drivers)
         reported: set[str] = set()
         for summary, record in other:
             if summary.relpath not in reported:
@@ -68,6 +72,15 @@ def check_both_imported(project) -> Iterator[Hit]:
                     column=record.column,
                     args={"module": record.module, "primary": primary},
                 )
+
+
+def _every_run(found):
+    """What runs whenever the module is imported or run: module level, outside the branches of
+    an `if`, `except` or `match`. `if mode == "eventlet": ... elif mode == "gevent": ...`, a
+    driver per function, or a benchmark per function are alternatives, never one process."""
+    return [
+        (s, item) for s, item in found if item.context in (MODULE, MAIN) and not item.conditional
+    ]
 
 
 @rule(
@@ -99,10 +112,10 @@ monkey.patch_all()
 )
 def check_both_patch(project) -> Iterator[Hit]:
     for program in project.programs:
-        if not {"gevent", "eventlet"} <= program.used:
+        if program.is_library or not {"gevent", "eventlet"} <= program.used:
             continue
-        gevent_points = program.patch_points("gevent")
-        eventlet_points = program.patch_points("eventlet")
+        gevent_points = _every_run(program.patch_points("gevent"))
+        eventlet_points = _every_run(program.patch_points("eventlet"))
         if not gevent_points or not eventlet_points:
             continue
         for mine, others in ((gevent_points, eventlet_points), (eventlet_points, gevent_points)):

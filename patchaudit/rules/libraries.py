@@ -24,6 +24,15 @@ def _matches(module: str, prefixes: list[str]) -> bool:
     return any(module == p or module.startswith(p + ".") for p in prefixes)
 
 
+# Modules and names that hold only exception classes and constants: importing them is not use.
+_DATA_MODULES = frozenset({"error", "errors", "exceptions", "exc", "constants", "const"})
+_DATA_NAME = re.compile(r"[A-Za-z]\w*(?:Error|Exception|Warning)|[A-Z][A-Z0-9_]*")
+
+
+def _data_only(module: str) -> bool:
+    return module.rpartition(".")[2] in _DATA_MODULES
+
+
 def _import_check(entry: dict[str, Any]) -> Callable[[Any], Iterator[Hit]]:
     """Project check: the library is imported and no fix is referenced anywhere."""
     modules = entry["modules"]
@@ -33,8 +42,12 @@ def _import_check(entry: dict[str, Any]) -> Callable[[Any], Iterator[Hit]]:
     def counts(record: ImportRecord) -> bool:
         if not _matches(record.module, modules) or _matches(record.module, unless):
             return False
+        if _data_only(record.module):
+            return False  # `import zmq.error`: exception classes and constants do no I/O
         if not record.names:
             return True  # `import zmq`
+        if all(_DATA_NAME.fullmatch(name) for name in record.names):
+            return False  # `from zmq import ZMQError, POLLIN`
         # `from zmq import green as zmq` imports the fix; `from zmq import ZMQError` a name the
         # fix shares with the library.
         return not all(
@@ -51,7 +64,7 @@ def _import_check(entry: dict[str, Any]) -> Callable[[Any], Iterator[Hit]]:
             if record is None:
                 continue
             for program in project.programs_of(summary):
-                if not ("gevent" in program.frameworks or "gevent" in project.global_frameworks):
+                if "gevent" not in project.frameworks_of(program):
                     continue
                 if any(program.references(name) for name in entry["fixed_by"]):
                     continue  # the fix is installed somewhere in this program

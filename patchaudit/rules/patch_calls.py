@@ -10,10 +10,21 @@ from collections.abc import Iterator
 
 from .._findings import Category, Severity
 from ..model.events import SettingsEvent
-from ..model.known import known_patchers
+from ..model.known import known_patch_points, known_patchers
 from ..model.machinery import IMPORTANT_PATCH_OPTIONS
-from ..model.source import MAIN, MODULE, FileContext, is_entry_point, module_key
-from ._model import RUNTIME, Hit, Runner, rule
+from ..model.source import MAIN, MODULE, FileContext, PatchPoint, module_key
+from ._model import RUNTIME, Hit, Runner, Scope, rule
+
+
+def disabled_options(point: PatchPoint) -> list[str]:
+    """The options of a `patch_all()` call that turn off patching a subsystem."""
+    return [k for k in IMPORTANT_PATCH_OPTIONS if point.keyword(k) is False]
+
+
+def call_text(point: PatchPoint) -> str:
+    """`patch_all(thread=False, select=False)`: the call as it reads, literal keywords only."""
+    arguments = ", ".join(f"{k}={v!r}" for k, v in point.keywords if v != "?")
+    return f"{point.function.rsplit('.', 1)[-1]}({arguments})"
 
 
 @rule(
@@ -50,7 +61,7 @@ def check_partial_patch_all(project) -> Iterator[Hit]:
     for summary, point in project.all_patch_points():
         if point.function != "gevent.monkey.patch_all":
             continue
-        disabled = [k for k in IMPORTANT_PATCH_OPTIONS if point.keyword(k) is False]
+        disabled = disabled_options(point)
         if not disabled:
             continue
         modules = sorted(
@@ -83,7 +94,9 @@ def check_partial_patch_all(project) -> Iterator[Hit]:
     message="`{call}()` patches only part of the standard library",
     why="""
 Patching one module (`patch_socket()`) leaves threads, locks, `select` and `ssl` native. Code that
-mixes them crashes or blocks: gevent#1009 is a crash after `patch_socket()` alone (FM-07).
+mixes them crashes or blocks: gevent#1009 is a crash after `patch_socket()` alone (FM-07). It is
+reported in code that starts a program; a library's documented minimal-patch helper is the
+library's design, and the application chooses whether to call it.
 """,
     fix="Use `monkey.patch_all()`; it applies the patches in the order gevent requires.",
     bad="""
@@ -95,6 +108,7 @@ from gevent import monkey
 monkey.patch_all()
 """,
     references=("FM-07", "gevent/gevent#1009"),
+    scope=Scope.ENTRY,
     triggers=(b"patch_",),
 )
 def check_individual_patch(ctx: FileContext) -> Iterator[Hit]:
@@ -115,8 +129,7 @@ def check_individual_patch(ctx: FileContext) -> Iterator[Hit]:
     category=Category.LIBRARY_PATCHES,
     severity=Severity.WARNING,
     summary="A module that other modules import patches at import time",
-    message="`{module}` patches when imported (imported by {importers}); "
-    "patching belongs in the entry point",
+    message="`{module}` patches when imported ({importers}); patching belongs in the entry point",
     why="""
 A patch call that runs when a module is imported happens wherever that import happens to be,
 usually too late and sometimes twice with different arguments (`Patching more than once will
@@ -146,23 +159,47 @@ def check_patch_in_imported_module(project) -> Iterator[Hit]:
             for target in (record.module, *(f"{record.module}.{n}" for n in record.names)):
                 importers.setdefault(target, set()).add(summary.relpath)
     for summary in project.modules.values():
-        key = module_key(summary.module, summary.relpath)
-        users = sorted(importers.get(key, set()) - {summary.relpath})
-        if not users or is_entry_point(
-            summary.module, summary.relpath, project.config.entry_points
-        ):
-            continue
         if summary.module is None or summary.module.endswith("__main__"):
             continue
-        for point in summary.patch_points:
-            if point.context == MODULE:
-                yield Hit(
-                    path=summary.relpath,
-                    line=point.line,
-                    column=point.column,
-                    args={"module": key, "importers": ", ".join(users[:3])},
-                    evidence={"importers": users},
-                )
+        points = [p for p in summary.patch_points if p.context == MODULE]
+        if not points or project.starts_own_program(summary):
+            continue
+        key = module_key(summary.module, summary.relpath)
+        users = sorted(importers.get(key, set()) - {summary.relpath})
+        if users and all(_inside(u, summary) for u in users) and _patches_first(summary, points):
+            continue  # a package that patches first thing: its own submodules always run it first
+        if not users and project.is_test_code(summary):
+            continue
+        shown = (
+            "imported by " + ", ".join(users[:3])
+            if users
+            else "a module the project ships, so in every application that imports it"
+        )
+        for point in points:
+            yield Hit(
+                path=summary.relpath,
+                line=point.line,
+                column=point.column,
+                args={"module": key, "importers": shown},
+                evidence={"importers": users},
+            )
+
+
+def _inside(relpath: str, package: object) -> bool:
+    folder = package.relpath.rpartition("/")[0]  # type: ignore[attr-defined]
+    return package.is_package and relpath.startswith(folder + "/")  # type: ignore[attr-defined]
+
+
+def _patches_first(summary, points: list[PatchPoint]) -> bool:
+    """The module's first patch runs before it imports anything but the framework and stdlib
+    basics: whoever imports it is patched before anything else of the package loads."""
+    first = min(p.line for p in points)
+    harmless = {"__future__", "gevent", "eventlet", "os", "sys"}
+    return all(
+        r.line >= first or r.module.split(".")[0] in harmless
+        for r in summary.imports
+        if r.context == MODULE and not r.conditional  # a branch that exits is not the path
+    )
 
 
 @rule(
@@ -170,14 +207,18 @@ def check_patch_in_imported_module(project) -> Iterator[Hit]:
     name="imports-patching-library",
     category=Category.LIBRARY_PATCHES,
     severity=Severity.WARNING,
-    summary="An imported package monkey-patches the process when it is imported",
-    message="importing `{module}` runs `{call}` at import time",
+    summary="An imported package patches the process partially when it is imported",
+    message="importing `{module}` runs `{call}` at import time: a partial patch of the process",
     why="""
 Some packages (grequests, locust, older ws4py clients) call `patch_all()` themselves when
-imported, often with partial arguments such as `thread=False`. The patch then happens wherever
-the import is, after much of the program has loaded, and possibly with settings that differ from
-the application's own call (FM-08). patchaudit reads installed packages' source to find such
-calls, and keeps a table for packages that are not installed.
+imported. Such an import is a patch point like the application's own call: whatever was
+imported before it is reported as patch-order (MPA101, MPA102) with the import chain. This rule
+reports the packages whose call turns part of the patching off, such as grequests'
+`patch_all(thread=False, select=False)`: native threads and `select` then sit next to gevent
+sockets for the whole process, and celery, redis and multiprocessing break (FM-08). patchaudit
+reads installed packages' source to find such calls, and keeps a table for packages that are
+not installed. A program whose launcher has patched fully first (locust's CLI, a gunicorn gevent
+worker) is not reported: gevent applies a second call as the union of both.
 """,
     fix="Patch first in the entry point, before importing the package; for locust set "
     "`LOCUST_SKIP_MONKEY_PATCH=1` if your launcher already patches.",
@@ -195,8 +236,9 @@ import grequests
 def check_imports_patching_library(project) -> Iterator[Hit]:
     table = known_patchers()
     for summary in project.summaries.values():
-        if summary.relpath.rpartition("/")[2].startswith("locustfile"):
-            continue  # locust's CLI has patched before it imports a locustfile
+        programs = project.programs_of(summary)
+        if programs and all(p.patched_by for p in programs):
+            continue  # its launcher patched fully first (locust, gunicorn -k gevent)
         patched = _full_patch_lines(summary)
         for record in summary.imports:
             if record.context not in (MODULE, MAIN) or project.summary_of(record.module):
@@ -206,19 +248,21 @@ def check_imports_patching_library(project) -> Iterator[Hit]:
             node = project.index.get(record.module)
             points = [p for p in node.patch_points if p.context == MODULE] if node else []
             if points:
-                call = f"{points[0].function}()"
-                source = f"{node.path}:{points[0].line}"
+                point, source = points[0], f"{node.path}:{points[0].line}"
             elif node is None and record.module in table:
-                call = table[record.module]["call"]
+                point = known_patch_points()[record.module]
                 source = f"not installed; known patcher ({table[record.module]['evidence']})"
             else:
                 continue
+            disabled = disabled_options(point)
+            if not disabled:
+                continue  # a full patch: MPA101/MPA102 judge what was imported before it
             yield Hit(
                 path=summary.relpath,
                 line=record.line,
                 column=record.column,
-                args={"module": record.module, "call": call},
-                evidence={"patch_call": source},
+                args={"module": record.module, "call": call_text(point)},
+                evidence={"patch_call": source, "disabled": disabled},
             )
 
 

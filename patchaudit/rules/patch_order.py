@@ -16,10 +16,21 @@ _HANDLED_BY_GEVENT = frozenset({"logging"})
 _HARMLESS_EARLY = frozenset({"__future__", "gevent", "eventlet", "sys", "os", "typing"})
 
 
+def _watched(project) -> frozenset[str]:
+    """Modules whose early import matters: what the installed gevent patches, minus what the
+    interpreter has loaded at start-up and what gevent fixes up itself."""
+    lists = project.patch_lists
+    return frozenset(lists.patched_modules() - lists.startup_modules - _HANDLED_BY_GEVENT)
+
+
+def _loads_patched_first(project, hit: Hit) -> bool:
+    """The module's own imports load a patched module before its late patch call runs."""
+    return bool(project.loaded_at_import(hit.path) & _watched(project))
+
+
 def _pre_patch_imports(project) -> dict[tuple[str, int, int], dict]:
     """Group the patched modules that ran before a patch call by the import that started them."""
-    lists = project.patch_lists
-    watched = lists.patched_modules() - lists.startup_modules - _HANDLED_BY_GEVENT
+    watched = _watched(project)
     groups: dict[tuple[str, int, int], dict] = {}
     for sim in project.simulations:
         for name in sorted(watched & sim.executed.keys()):
@@ -28,6 +39,8 @@ def _pre_patch_imports(project) -> dict[tuple[str, int, int], dict]:
             if location is None:
                 continue
             summary, record = location
+            if len(chain) > 1 and chain[-2][0] in _HANDLED_BY_GEVENT:
+                continue  # loaded for logging's locks, which gevent re-creates when it patches
             if record.module == name and name != "ssl":
                 # `import x` holds the module, whose attributes are patched in place; what
                 # `from x import y` binds is MPA201's business. What x itself loads still counts.
@@ -55,11 +68,6 @@ def _label(project, sim, module, via) -> str:
     return f"{name}:{via.line}" if via is not None else name
 
 
-def _patch_at(project, sim) -> str:
-    summary = project.summary_of(sim.patch_module)
-    return f"{summary.relpath if summary else sim.patch_module}:{sim.patch.line}"
-
-
 def _import_hits(project, want_ssl: bool) -> Iterator[Hit]:
     """One hit per import statement: MPA101 when it loads ssl, MPA102 for the other modules."""
     for (path, line, column), group in _pre_patch_imports(project).items():
@@ -81,7 +89,7 @@ def _import_hits(project, want_ssl: bool) -> Iterator[Hit]:
             args={
                 "imported": record.module,
                 "modules": ", ".join(f"`{n}`" for n in names),
-                "patch": _patch_at(project, group["sim"]),
+                "patch": project.patch_location(group["sim"]),
             },
             evidence={"import_chain": modules[shown], "modules": names},
         )
@@ -167,6 +175,10 @@ A patch call inside a function runs whenever that function is called: after ever
 module imported at the top, possibly on another thread (a reloader, a server hook such as
 gunicorn's `post_fork`, which runs before the worker patches). Patching late or off the main
 thread leaves stale references and makes gevent warn about `KeyError` at shutdown (FM-02, FM-04).
+It is reported in code that starts a program (an entry module, a gunicorn config, what they
+import before patching), when the module's own imports load a module gevent patches; a
+library's patch helper, called first by the application by design, and a script that imports
+only `os`, `sys` and `json` before calling its patching function, are not.
 """,
     fix="Call the patch function at module level as the first statement of the entry point, or "
     "call the enclosing function at the very top of the module before other imports.",
@@ -183,7 +195,9 @@ monkey.patch_all()
 import requests
 """,
     references=("FM-02", "FM-04", "benoitc/gunicorn#2023"),
+    scope=Scope.ENTRY,
     triggers=(b"patch_", b"monkey_patch"),
+    applies=_loads_patched_first,
 )
 def check_patch_inside_function(ctx: FileContext) -> Iterator[Hit]:
     called = {
@@ -330,4 +344,57 @@ def check_thread_before_patch(ctx: FileContext) -> Iterator[Hit]:
                 column=pos["column"],
                 context=call.context,
                 args={"call": call.qualname, "what": what},
+            )
+
+
+@rule(
+    code="MPA107",
+    name="launcher-imported-before-patch",
+    category=Category.PATCH_ORDER,
+    severity=Severity.INFO,
+    summary="The test runner imported patched modules before the suite's patch call",
+    message="pytest imported {modules} before this patch; launch the suite with "
+    "`python -m gevent.monkey --module pytest`",
+    why="""
+pytest imports `socket`, `select`, `signal`, `subprocess` and `threading` for itself before it
+loads any conftest or test module, so a `patch_all()` in `conftest.py` always comes after them
+(FM-22). The modules are patched in place and most code sees the patched versions, but
+whatever pytest bound first stays native. Moving imports in the conftest cannot change this;
+only patching before pytest starts can. It is one note per test suite, not a warning per file.
+""",
+    fix="Run the suite as `python -m gevent.monkey --module pytest ...` (patches before pytest "
+    "imports anything), or keep the conftest patch and accept pytest's own native objects.",
+    bad="""
+# conftest.py, run by `pytest`
+from gevent import monkey
+monkey.patch_all()
+""",
+    good="""
+# run by `python -m gevent.monkey --module pytest`
+import pytest
+""",
+    references=("FM-22", "FM-02", "pytest-dev/pytest#6210", "gevent/gevent#1481"),
+    runners=Runner.PROJECT,
+)
+def check_launcher_loaded_first(project) -> Iterator[Hit]:
+    watched = _watched(project)
+    loaded = sorted(m for m in project.launcher_loads.get("pytest", ()) if m in watched)
+    loaded = [m for m in loaded if not m.startswith("_")]
+    for program in project.programs:
+        if program.kind != "pytest" or not loaded:
+            continue
+        roots = {project.summary_of(k).relpath for k in program.roots if project.summary_of(k)}
+        points = sorted(
+            (s.relpath, p.line, p.column)
+            for s, p in program.patch_points()
+            if s.relpath in roots and p.context == MODULE
+        )
+        if points:
+            path, line, column = points[0]
+            yield Hit(
+                path=path,
+                line=line,
+                column=column,
+                args={"modules": ", ".join(f"`{m}`" for m in loaded)},
+                evidence={"launcher": "pytest", "modules": loaded},
             )

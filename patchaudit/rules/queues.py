@@ -34,7 +34,8 @@ _MULTIPROCESSING = frozenset(
     category=Category.UNPATCHED_QUEUE,
     severity=Severity.WARNING,
     summary="A multiprocessing queue, pool, manager or event is used in a gevent program",
-    message="`{call}()` relies on helper threads that become greenlets once threading is patched",
+    message="`{call}()` relies on helper threads or C-level waits that break once threading is "
+    "patched",
     why="""
 `multiprocessing` queues, pools and managers use feeder and handler threads plus a blocking
 `select()` in `Connection.poll()`. With threading patched those threads are greenlets, so the
@@ -58,10 +59,22 @@ with gipc.pipe() as (reader, writer):
     triggers=(b"multiprocessing", b"ProcessPoolExecutor", b"billiard"),
 )
 def check_multiprocessing(ctx: FileContext) -> Iterator[Hit]:
+    waits_forever = None
     for call in ctx.calls:
         name = call.qualname or _context_method(ctx, call.node)
-        if name in _MULTIPROCESSING:
-            yield Hit(line=call.node.lineno, column=call.node.col_offset + 1, args={"call": name})
+        if name not in _MULTIPROCESSING:
+            continue
+        if name.endswith(".Event"):
+            # An Event has no helper thread: what hangs is `wait()` with no timeout, blocking
+            # in C (gevent#2017). A handshake that waits with a timeout returns.
+            if waits_forever is None:
+                waits_forever = any(
+                    c.method == "wait" and not c.node.args and not c.node.keywords
+                    for c in ctx.calls
+                )
+            if not waits_forever:
+                continue
+        yield Hit(line=call.node.lineno, column=call.node.col_offset + 1, args={"call": name})
 
 
 def _context_method(ctx: FileContext, node: ast.Call) -> str | None:

@@ -68,8 +68,20 @@ def _blocking_call(ctx: FileContext, handler) -> tuple[str, int] | None:
     return None
 
 
+# Calls that run an asyncio loop: a handler installed next to one serves asyncio, not the hub
+# (a server adapter for aiohttp in a framework that also offers a gevent server).
+_ASYNCIO_LOOP = frozenset(
+    {"asyncio.run", "asyncio.new_event_loop", "asyncio.set_event_loop", "asyncio.get_event_loop"}
+)
+
+
 def _handlers(ctx: FileContext) -> Iterator[tuple[ast.Call, str, ast.expr]]:
+    asyncio_functions = {
+        id(c.function) for c in ctx.calls if c.function is not None and c.qualname in _ASYNCIO_LOOP
+    }
     for call in ctx.calls_to("signal.signal"):
+        if call.function is not None and id(call.function) in asyncio_functions:
+            continue
         signum = argument(call.node, 0, "signalnum")
         handler = argument(call.node, 1, "handler")
         if signum is None or handler is None:
@@ -92,7 +104,8 @@ def _handlers(ctx: FileContext) -> Iterator[tuple[ast.Call, str, ast.expr]]:
     why="""
 gevent patches only SIGCHLD. Other handlers installed with `signal.signal` run in whatever
 greenlet is current when the signal arrives, usually the hub, where nothing may block or switch;
-an Event set only from such a handler does not keep the loop alive (`LoopExit`) (FM-13).
+an Event set only from such a handler does not keep the loop alive (`LoopExit`) (FM-13). A
+handler installed in a function that runs an asyncio loop serves that loop and is not reported.
 """,
     fix="Use `gevent.signal_handler(signal.SIGTERM, handler)`, which runs the handler in a new "
     "greenlet.",

@@ -44,6 +44,137 @@ def _split(qualname: str | None) -> tuple[str, str] | None:
     return (module, name) if module in _CANDIDATE_MODULES else None
 
 
+# Not a use of the patched object: constants (`socket.AF_INET`, `select.POLLIN`) and exception
+# classes (`socket.timeout`) are the same objects before and after patching.
+_NOT_USED = frozenset({"error", "herror", "gaierror", "timeout", "Empty", "Full", "ShutDown"})
+_PARTIALS = frozenset({"functools.partial", "functools.partialmethod"})
+_MAIN_GUARDS = frozenset({"__name__ == '__main__'", "'__main__' == __name__"})
+_HOLE = "\x00"  # where the element goes in the binding text: `HANDLERS = {"sleep": \x00, ...}`
+_SHAPES = {ast.List: "[\x00, ...]", ast.Tuple: "(\x00, ...)", ast.Set: "{\x00, ...}"}
+
+
+def _is_use(name: str) -> bool:
+    bare = name.strip("_")
+    exception = name.endswith(("Error", "Exception", "Warning", "Exit")) or name in _NOT_USED
+    return bool(bare) and bare.upper() != bare and not exception
+
+
+def _import_time(ctx: FileContext) -> Iterator[tuple[ast.stmt, str, bool]]:
+    """(statement, context, in a class body) for each statement run at import, in the contexts
+    the engine gives calls: through if/for/with/try/match and class bodies, never into function
+    bodies or `if TYPE_CHECKING:`; `if __name__ == "__main__":` is MAIN."""
+    todo: list[tuple[ast.stmt, str, bool]] = [(s, MODULE, False) for s in reversed(ctx.tree.body)]
+    while todo:
+        stmt, context, in_class = todo.pop()
+        yield stmt, context, in_class
+        if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        test = ast.unparse(stmt.test) if isinstance(stmt, ast.If) else ""
+        body_context = MAIN if test in _MAIN_GUARDS and context == MODULE else context
+        others = [getattr(stmt, "orelse", []), getattr(stmt, "finalbody", [])]
+        others += [h.body for h in [*getattr(stmt, "handlers", ()), *getattr(stmt, "cases", ())]]
+        in_class = in_class or isinstance(stmt, ast.ClassDef)
+        todo += [(c, context, in_class) for body in reversed(others) for c in reversed(body)]
+        if test.rpartition(".")[2] != "TYPE_CHECKING":
+            todo += [(c, body_context, in_class) for c in reversed(getattr(stmt, "body", []))]
+
+
+def _lambdas(stmt: ast.stmt) -> Iterator[ast.Lambda]:
+    """Lambdas the statement creates at import (their defaults run then, their bodies later)."""
+    if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        todo = [*stmt.decorator_list, *getattr(stmt, "bases", ())]
+        todo += [k.value for k in getattr(stmt, "keywords", ())]
+        if not isinstance(stmt, ast.ClassDef):
+            todo += [*stmt.args.defaults, *stmt.args.kw_defaults]
+    else:
+        todo = [
+            getattr(item, "context_expr", item)
+            for _, value in ast.iter_fields(stmt)
+            for item in (value if isinstance(value, list) else [value])
+            if isinstance(item, ast.expr | ast.withitem)
+        ]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.Lambda):
+            yield node
+            todo += [*node.args.defaults, *node.args.kw_defaults]
+        elif node is not None:
+            todo += ast.iter_child_nodes(node)
+
+
+def _defaults(args: ast.arguments) -> Iterator[tuple[str, ast.expr]]:
+    positional = [*args.posonlyargs, *args.args]
+    named = positional[len(positional) - len(args.defaults) :]
+    yield from ((a.arg, d) for a, d in zip(named, args.defaults, strict=True))
+    yield from (
+        (a.arg, d) for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True) if d is not None
+    )
+
+
+def _captured(ctx: FileContext, expr: ast.expr, text: str, depth: int = 0) -> Iterator[tuple]:
+    """(node, module, name, binding text) for each patched-module attribute ``expr`` holds:
+    itself, or an element of a list/tuple/set/dict/`dict(...)`, one nested container deep. A
+    bare name (`from time import sleep`) is reported at its import instead."""
+    if isinstance(expr, ast.Attribute):
+        split = _split(ctx.qualname(expr))
+        if split and _is_use(split[1]):
+            yield expr, *split, text.replace(_HOLE, ".".join(split))
+        return
+    items: list[tuple[ast.expr | None, str]] = []
+    if isinstance(expr, ast.List | ast.Tuple | ast.Set):
+        items = [(e, _SHAPES[type(expr)]) for e in expr.elts]
+    elif isinstance(expr, ast.Dict):
+        for key, value in zip(expr.keys, expr.values, strict=True):
+            if key is not None:  # not `**more`
+                short = isinstance(key, ast.Constant) and len(repr(key.value)) < 30
+                shown = ast.unparse(key) if short else "..."
+                items += [(key, f"{{{_HOLE}: ...}}"), (value, f"{{{shown}: {_HOLE}, ...}}")]
+    elif isinstance(expr, ast.Call) and getattr(expr.func, "id", None) == "dict":
+        if "dict" not in ctx.aliases:  # the builtin, not an imported `dict`
+            items = [(a, f"dict({_HOLE})") for a in expr.args]
+            items += [(k.value, f"dict({k.arg}={_HOLE}, ...)") for k in expr.keywords if k.arg]
+    for item, shape in items if depth < 2 else ():
+        if item is not None:
+            yield from _captured(ctx, item, text.replace(_HOLE, shape), depth + 1)
+
+
+def _capture_hits(ctx: FileContext) -> Iterator[Hit]:
+    """The indirect forms: defaults of import-time defs and lambdas, containers, partials."""
+    class_values: set[int] = set()
+    lambdas = "lambda" in ctx.source  # walking every expression for them is the costly part
+    for stmt, context, in_class in _import_time(ctx):
+        found: list[tuple] = []
+        if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
+            for arg, default in _defaults(stmt.args):
+                found += _captured(ctx, default, f"def {stmt.name}({arg}={_HOLE})")
+        for lam in _lambdas(stmt) if lambdas else ():
+            for arg, default in _defaults(lam.args):
+                found += _captured(ctx, default, f"lambda {arg}={_HOLE}: ...")
+        if isinstance(stmt, ast.Assign | ast.AnnAssign) and stmt.value is not None:
+            targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+            if in_class:
+                class_values.add(id(stmt.value))
+            # `x = time.sleep` is the plain binding above; in a class body it is MPA202's
+            named = isinstance(stmt, ast.Assign) and any(isinstance(t, ast.Name) for t in targets)
+            if not (isinstance(stmt.value, ast.Attribute) and (in_class or named)):
+                caught = list(_captured(ctx, stmt.value, _HOLE))
+                lhs = " = ".join(ast.unparse(t) for t in targets) if caught else ""
+                found += [(*c[:3], f"{lhs} = {c[3]}") for c in caught]
+        for node, module, name, binding in found:
+            yield _binding_hit(position(node), context, binding, module, name)
+    for call in ctx.calls:  # at import, outside a class body's `nap = partial(...)` (MPA202)
+        if call.qualname in _PARTIALS and call.context in (MODULE, MAIN) and call.node.args:
+            if id(call.node) not in class_values:
+                shown = f"{call.qualname}({_HOLE}, ...)"
+                for node, module, name, binding in _captured(ctx, call.node.args[0], shown, 2):
+                    yield _binding_hit(position(node), call.context, binding, module, name)
+
+
+def _binding_hit(at: dict[str, int], context: str, binding: str, module: str, name: str) -> Hit:
+    args = {"binding": binding, "module": module, "name": name, "harm": _harm(module, name)}
+    return Hit(**at, context=context, args=args)
+
+
 def _harm(module: str, name: str) -> str:
     if module == "ssl":
         return "can recurse until RecursionError"
@@ -57,25 +188,33 @@ def _harm(module: str, name: str) -> str:
     name="stale-module-binding",
     category=Category.STALE_REFERENCE,
     severity=Severity.ERROR,
-    summary="A module-level name is bound to a patched object before the patch call",
+    summary="A patched object is bound at import (a name, default value, partial or container) "
+    "before the patch call",
     message="`{binding}` binds the original `{module}.{name}` before patching; it {harm}",
     why="""
 Monkey-patching replaces the attribute on the module (`time.sleep`), not the objects other
 modules already hold. `from time import sleep` or `sleep = time.sleep` executed before the patch
 keeps the blocking original forever: every greenlet that calls it stops the whole process, with
-no error (FM-03). gevent's own warning covers only `ssl.SSLContext`.
+no error (FM-03). So do the less direct forms evaluated at import: default values
+(`def retry(fn, sleep=time.sleep)`, `lambda s=time.sleep: ...`), `partial(time.sleep, 0.1)` and
+containers (`HANDLERS = {"sleep": time.sleep}`). gevent's own warning covers only `ssl.SSLContext`.
 """,
     fix="Patch before this module is imported; or refer to the attribute at call time "
-    "(`import time` ... `time.sleep(1)`) so the patched version is used.",
+    "(`import time` ... `time.sleep(1)`, a default of `None` looked up in the body) so the "
+    "patched version is used.",
     bad="""
+import time
 from time import sleep               # the original, blocking sleep
+def retry(fn, pause=time.sleep): ... # a default value holds it too
 from gevent import monkey
 monkey.patch_all()
 """,
     good="""
 from gevent import monkey
 monkey.patch_all()
+import time
 from time import sleep               # gevent's cooperative sleep
+def retry(fn, pause=time.sleep): ...
 """,
     references=("FM-03", "FM-01", "gevent/gevent#112"),
     scope=Scope.PRE_PATCH,
@@ -84,38 +223,19 @@ from time import sleep               # gevent's cooperative sleep
 )
 def check_stale_binding(ctx: FileContext) -> Iterator[Hit]:
     for record in ctx.imports:
-        if record.context not in (MODULE, MAIN) or record.module not in _CANDIDATE_MODULES:
-            continue
-        for name in record.names:
-            if name != "*":
-                yield Hit(
-                    line=record.line,
-                    column=record.column,
-                    context=record.context,
-                    args={
-                        "binding": f"from {record.module} import {name}",
-                        "module": record.module,
-                        "name": name,
-                        "harm": _harm(record.module, name),
-                    },
-                )
+        if record.context in (MODULE, MAIN) and record.module in _CANDIDATE_MODULES:
+            at = {"line": record.line, "column": record.column}
+            at.update(end_line=record.end_line, end_column=record.end_column)
+            for name in (n for n in record.names if n != "*"):
+                binding = f"from {record.module} import {name}"
+                yield _binding_hit(at, record.context, binding, record.module, name)
     for node, context in ctx.module_assigns:
         split = _split(ctx.qualname(node.value)) if isinstance(node.value, ast.Attribute) else None
         targets = [t.id for t in node.targets if isinstance(t, ast.Name)]
         if split and targets:
-            module, name = split
-            pos = position(node)
-            yield Hit(
-                line=pos["line"],
-                column=pos["column"],
-                context=context,
-                args={
-                    "binding": f"{targets[0]} = {module}.{name}",
-                    "module": module,
-                    "name": name,
-                    "harm": _harm(module, name),
-                },
-            )
+            binding = f"{targets[0]} = {split[0]}.{split[1]}"
+            yield _binding_hit(position(node), context, binding, *split)
+    yield from _capture_hits(ctx)
 
 
 @rule(
@@ -226,23 +346,43 @@ def check_subclass(ctx: FileContext) -> Iterator[Hit]:
         for base in cls.bases:
             split = _split(ctx.qualname(base))
             if split:
-                yield Hit(
-                    line=cls.lineno,
-                    column=cls.col_offset + 1,
-                    context=context,
-                    args={"owner": cls.name, "module": split[0], "name": split[1]},
-                )
+                args = {"owner": cls.name, "module": split[0], "name": split[1]}
+                yield Hit(line=cls.lineno, column=cls.col_offset + 1, context=context, args=args)
 
 
-_LOCK_FACTORIES = {
-    "threading.Lock": ("_thread", "allocate_lock"),
-    "threading.RLock": ("_thread", "allocate_lock"),
-    "threading.Condition": ("_thread", "allocate_lock"),
-    "threading.Semaphore": ("_thread", "allocate_lock"),
-    "threading.BoundedSemaphore": ("_thread", "allocate_lock"),
-    "_thread.allocate_lock": ("_thread", "allocate_lock"),
-    "_thread.RLock": ("_thread", "allocate_lock"),
+_LOCK, _ON_LOCK = "a native lock", " _thread.allocate_lock threading.Lock"
+_QUEUE = "a queue built on native locks"
+# call -> (what it creates, the names it is built on: when the installed gevent patches any of
+# them, the object made before the patch is the original). ThreadPoolExecutor() is MPA106's;
+# SelectSelector() is left out, as patching re-points its class's `_select`.
+_CONSTRUCTORS = {
+    "threading.Lock": (_LOCK, "threading.Lock" + _ON_LOCK),
+    "threading.RLock": (_LOCK, "threading._CRLock" + _ON_LOCK),
+    "threading.Condition": ("a condition on a native lock", _ON_LOCK),
+    "threading.Semaphore": ("a semaphore on a native lock", _ON_LOCK),
+    "threading.BoundedSemaphore": ("a semaphore on a native lock", _ON_LOCK),
+    "threading.Barrier": ("a barrier on a native lock", _ON_LOCK),
+    "threading.Event": ("an event on a native lock", "threading.Event" + _ON_LOCK),
+    "_thread.allocate_lock": (_LOCK, _ON_LOCK),
+    "_thread.RLock": (_LOCK, _ON_LOCK),
+    "threading.local": ("a native thread-local that all greenlets share", "threading.local"),
+    "queue.Queue": (_QUEUE, "queue.Queue" + _ON_LOCK),
+    "queue.LifoQueue": (_QUEUE, "queue.LifoQueue" + _ON_LOCK),
+    "queue.PriorityQueue": (_QUEUE, "queue.PriorityQueue" + _ON_LOCK),
+    "queue.SimpleQueue": ("a native queue whose `get()` blocks", "queue.SimpleQueue"),
+    "selectors.DefaultSelector": ("a native selector", "selectors.DefaultSelector"),
+    "selectors.EpollSelector": ("a native selector", "selectors.EpollSelector select.epoll"),
+    "selectors.PollSelector": ("a selector on a native `select.poll`", "select.poll"),
+    "select.poll": ("a native poll object", "select.poll"),
+    "select.epoll": ("a native epoll object", "select.epoll"),
+    "socket.socket": ("a blocking socket", "socket.socket"),
+    "socket.socketpair": ("blocking sockets", "socket.socketpair"),
 }
+
+
+def _constructs_original(project, hit: Hit) -> bool:
+    names = _CONSTRUCTORS.get(hit.args["call"], ("", ""))[1].split()
+    return any(project.patch_lists.is_patched(*n.rsplit(".", 1)) for n in names)
 
 
 @rule(
@@ -250,17 +390,24 @@ _LOCK_FACTORIES = {
     name="native-lock-before-patch",
     category=Category.STALE_REFERENCE,
     severity=Severity.WARNING,
-    summary="A lock is created at import time before the patch call",
-    message="`{call}()` at import creates a native lock before patching",
+    summary="A lock, queue, thread-local, selector or socket is created at import time before "
+    "the patch call",
+    message="`{call}()` at import creates {what} before patching",
     why="""
 A lock created before patching is a real OS lock. When one greenlet holds it and another tries to
 take it, the second blocks the only thread, so the holder never runs again: a hang with no error
-(FM-05). gevent re-owns some locks it knows about (logging's), not yours.
+(FM-05). gevent re-owns some locks it knows about (logging's), not yours. The same holds for the
+other objects of patched modules made at import: `queue.Queue()` (native locks inside),
+`threading.local()` (one slot shared by every greenlet), `selectors.DefaultSelector()` and
+`socket.socket()` (they block the whole process), also as class attributes or default values
+(`def f(*, lock=threading.Lock())`).
 """,
-    fix="Patch before this module is imported, or create the lock lazily after start-up.",
+    fix="Patch before this module is imported, or create the object lazily after start-up "
+    "(in the function that uses it, or with a default of `None`).",
     bad="""
 import threading
 _cache_lock = threading.Lock()
+_state = threading.local()           # one slot shared by every greenlet
 from gevent import monkey
 monkey.patch_all()
 """,
@@ -269,23 +416,22 @@ from gevent import monkey
 monkey.patch_all()
 import threading
 _cache_lock = threading.Lock()
+_state = threading.local()
 """,
     references=("FM-05", "benoitc/gunicorn#1056"),
     scope=Scope.PRE_PATCH,
-    triggers=(b"Lock", b"Condition", b"Semaphore", b"allocate_lock"),
-    applies=_patched,
+    triggers=(
+        *(b"Lock", b"Condition", b"Semaphore", b"Barrier", b"Event", b"allocate_lock"),
+        *(b"local", b"Queue", b"Selector", b"poll", b"socket"),
+    ),
+    applies=_constructs_original,
 )
 def check_native_lock(ctx: FileContext) -> Iterator[Hit]:
     for call in ctx.calls:
-        patched = _LOCK_FACTORIES.get(call.qualname or "")
-        if patched and call.context in (MODULE, MAIN):
+        made = _CONSTRUCTORS.get(call.qualname or "")
+        if made and call.context in (MODULE, MAIN):
             pos = position(call.node)
-            yield Hit(
-                line=pos["line"],
-                column=pos["column"],
-                context=call.context,
-                args={"call": call.qualname, "module": patched[0], "name": patched[1]},
-            )
+            yield Hit(**pos, context=call.context, args={"call": call.qualname, "what": made[0]})
 
 
 # -- at run time (MPA251): references the probe found still holding an original ------------

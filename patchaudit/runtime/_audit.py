@@ -9,6 +9,7 @@ report.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -120,7 +121,9 @@ def _gather(
     got: _Gathered,
 ) -> None:
     if options.static:
-        got.static_report, got.project = analyze([chdir], config, cwd=cwd, use_cache=use_cache)
+        # The audited target is how this program starts, whatever else the tree launches.
+        entry = dataclasses.replace(config, entry_points=(*config.entry_points, target.module))
+        got.static_report, got.project = analyze([chdir], entry, cwd=cwd, use_cache=use_cache)
     gunicorn = _gunicorn_config(options, chdir)
     got.mode, got.reason = resolve_mode(
         options.mode, _target_patches(got.project, target), gunicorn

@@ -43,7 +43,7 @@ from ._summary import FileSummary
 if TYPE_CHECKING:
     from ._modules import ModuleNode
 
-FORMAT = 1  # bump when the layout or any cached dataclass changes
+FORMAT = 2  # bump when the layout or any cached dataclass changes
 FOLDER_NAME = ".patchaudit_cache"
 CACHEDIR_TAG = "Signature: 8a477f597d28d172789f06886806bc55\n# patchaudit cache\n"
 _MARKERS = (("CACHEDIR.TAG", CACHEDIR_TAG), (".gitignore", "*\n"))

@@ -37,6 +37,7 @@ class _Walker(ast.NodeVisitor):
         self.context = MODULE
         self.function: ast.FunctionDef | ast.AsyncFunctionDef | None = None
         self.class_depth = 0  # > 0 inside a class body (its assignments are class attributes)
+        self.branches = 0  # > 0 inside one alternative: an if/elif/else, except or match case
 
     # -- scopes -------------------------------------------------------------------------------
     def _visit_in(self, nodes: list[ast.stmt] | list[ast.AST], context: str) -> None:
@@ -49,18 +50,33 @@ class _Walker(ast.NodeVisitor):
     def visit_If(self, node: ast.If) -> None:
         self.visit(node.test)
         if _is_main_guard(node.test):
+            if self.context == MODULE:
+                self.ctx.has_main_guard = True
             self._visit_in(node.body, MAIN if self.context == MODULE else self.context)
             self._visit_in(node.orelse, self.context)
         elif _is_type_checking(node.test):
             self._visit_in(node.body, TYPE_CHECKING)
             self._visit_in(node.orelse, self.context)
         else:
-            self.generic_visit_body(node)
+            self._in_branch(node.body, node.orelse)
 
-    def generic_visit_body(self, node: ast.AST) -> None:
-        for child in ast.iter_child_nodes(node):
-            if child is not getattr(node, "test", None):
+    def _in_branch(self, *bodies: list[ast.stmt] | list[ast.AST]) -> None:
+        self.branches += 1
+        for body in bodies:
+            for child in body:
                 self.visit(child)
+        self.branches -= 1
+
+    def visit_ExceptHandler(self, node: ast.ExceptHandler) -> None:
+        if node.type is not None:
+            self.visit(node.type)
+        self._in_branch(node.body)
+
+    def visit_match_case(self, node: ast.match_case) -> None:
+        self.visit(node.pattern)
+        if node.guard is not None:
+            self.visit(node.guard)
+        self._in_branch(node.body)
 
     def _visit_function(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
         for decorator in node.decorator_list:
@@ -69,11 +85,11 @@ class _Walker(ast.NodeVisitor):
         if node.returns is not None:
             self.visit(node.returns)
         self.ctx.functions.setdefault(node.name, node)
-        saved_function = self.function
-        self.function = node
+        saved_function, saved_branches = self.function, self.branches
+        self.function, self.branches = node, 0  # a function's own branches are its business
         inner = FUNCTION if self.context != TYPE_CHECKING else TYPE_CHECKING
         self._visit_in(node.body, inner)
-        self.function = saved_function
+        self.function, self.branches = saved_function, saved_branches
 
     visit_FunctionDef = _visit_function
     visit_AsyncFunctionDef = _visit_function
@@ -111,6 +127,7 @@ class _Walker(ast.NodeVisitor):
                 context=self.context,
                 end_line=node.end_lineno or node.lineno,
                 end_column=(node.end_col_offset or node.col_offset) + 1,
+                conditional=self.branches > 0,
             )
         )
 
@@ -137,12 +154,13 @@ class _Walker(ast.NodeVisitor):
         method = node.func.attr if isinstance(node.func, ast.Attribute) else None
         self.ctx.calls.append(CallSite(node, qualname, self.context, self.function, method))
         if qualname in GEVENT_PATCH_FUNCTIONS or qualname in EVENTLET_PATCH_FUNCTIONS:
-            self.ctx.patch_points.append(_patch_point(node, qualname, self.context, self.function))
+            point = _patch_point(node, qualname, self.context, self.function, self.branches > 0)
+            self.ctx.patch_points.append(point)
         self.generic_visit(node)
 
 
 def _patch_point(
-    node: ast.Call, qualname: str, context: str, function: ast.AST | None
+    node: ast.Call, qualname: str, context: str, function: ast.AST | None, conditional: bool
 ) -> PatchPoint:
     keywords = []
     for kw in node.keywords:
@@ -159,6 +177,7 @@ def _patch_point(
         keywords=tuple(keywords),
         context=context,
         enclosing=getattr(function, "name", None),
+        conditional=conditional,
     )
 
 

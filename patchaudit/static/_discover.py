@@ -18,7 +18,7 @@ import keyword
 import os
 import re
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +27,7 @@ import pathspec
 from .._safeio import read_regular, resolve_within
 from .._safeio import reason as _reason
 
-__all__ = ["SKIP_DIRS", "DiscoveryError", "SourceFile", "discover"]
+__all__ = ["SKIP_DIRS", "DiscoveryError", "SourceFile", "discover", "walk_named"]
 
 # Never project source. site-packages is deliberately not here: use `exclude` for it.
 SKIP_DIRS = frozenset(
@@ -49,6 +49,7 @@ SKIP_DIRS = frozenset(
         "dist",
     }
 )
+WALK_LIMITS = (12, 50_000)  # walk_named: folders deep, entries seen
 _NAMED_GROUP = re.compile(r"\(\?P<[A-Za-z_]\w*>")
 _Key = tuple[int, int]  # (st_dev, st_ino) of a real directory
 _Specs = tuple[tuple[int, "_Matcher"], ...]  # (length of base prefix, patterns of one .gitignore)
@@ -138,6 +139,46 @@ def discover(
     for full in resolved:
         walker.add_path(full)
     return walker.results()
+
+
+def walk_named(
+    root: Path, accept: Callable[[str, bool], bool], exclude: Sequence[str], gitignore: bool
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """(root-relative posix path, path to read) of the files ``accept(name, False)`` takes in the
+    folders ``accept(name, True)`` lets in, and problems. Discover's pruning, but links to folders
+    are not entered, and ``WALK_LIMITS`` bound the walk: it runs on every check, maybe hostile."""
+    deepest, most = WALK_LIMITS
+    walker, found, count = _Walker(exclude, Path(os.path.abspath(root)), root, gitignore), [], 0
+    stack: list[tuple[str, _Specs, int]] = [(walker.root, (), 0)]
+    while stack and count <= most:
+        folder, specs, depth = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            walker.problem(folder, _reason(exc), is_dir=True)
+            continue
+        if depth and any(e.name == "pyvenv.cfg" for e in entries):  # a virtualenv
+            continue
+        matcher = _read_gitignore(os.path.join(folder, ".gitignore")) if gitignore else None
+        specs = specs if matcher is None else (*specs, (len(folder) + 1, matcher))
+        for entry in entries[: most + 1 - count]:
+            count, full, link = count + 1, folder + os.sep + entry.name, entry.is_symlink()
+            is_dir = not link and entry.is_dir()
+            pruned = count > most or is_dir and (entry.name in SKIP_DIRS or depth >= deepest)
+            if pruned or not accept(entry.name, is_dir) or walker.ignored(full, is_dir, specs):
+                continue
+            real = resolve_within(full, walker.real_root) if link else full
+            if is_dir:
+                stack.append((full, specs, depth + 1))
+            elif real is None:
+                walker.problem(full, LINK_OUT, is_dir=False)
+            elif os.path.isfile(real) if link else entry.is_file(follow_symlinks=False):
+                found.append((_posix(full[len(walker.root) + 1 :]), real))
+            else:  # a FIFO, socket or device: opening it could block
+                walker.problem(full, "not a regular file", is_dir=False)
+    over = {f"stopped looking after {most} entries"} if count > most else set()
+    return sorted(found), sorted(walker.problems | over)
 
 
 class _Walker:

@@ -9,6 +9,11 @@ processes, and its summary cached by content hash.
 The checked tree may be hostile: nothing in it is executed, imported or unpickled, files are read
 through :mod:`patchaudit._safeio` (no final symlink followed, nothing but regular files opened),
 files over ``max-file-size`` are not read, and a worker process that dies costs one file.
+
+``check`` builds the model from the whole project root (``config.root``) whatever paths it is
+given, and reports only what lands in them: pre-commit passes the staged files, and a mistake an
+unchanged file causes in a staged one (importing it before the patch) is still found. The cache
+keeps the unchanged files cheap: they are only stat'ed.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ class _FileState:
     relevant: bool = False  # imports something or contains a trigger: worth parsing
     summary: FileSummary | None = None
     too_large: int | None = None  # its size, when over max-file-size: never read
+    failed: bool = False  # could not be read, or its worker died
 
 
 def check(
@@ -60,8 +66,13 @@ def check(
     use_cache: bool = True,
     jobs: int | None = None,
 ) -> Report:
-    """Run the static analysis over ``paths`` and return the report."""
-    return analyze(paths, config, cwd=cwd, use_cache=use_cache, jobs=jobs)[0]
+    """Run the static analysis and report the findings in ``paths``.
+
+    The model comes from the whole root (see :func:`analyze`'s ``model_from_root``), so a
+    finding an unnamed file causes in a named one is reported; findings in files outside
+    ``paths`` are not.
+    """
+    return analyze(paths, config, cwd=cwd, use_cache=use_cache, jobs=jobs, model_from_root=True)[0]
 
 
 def analyze(
@@ -71,12 +82,21 @@ def analyze(
     cwd: Path,
     use_cache: bool = True,
     jobs: int | None = None,
+    model_from_root: bool = False,
 ) -> tuple[Report, Project | None]:
-    """Like :func:`check`, also returning the project model (the runtime audit reuses it)."""
+    """Like :func:`check`, also returning the project model (the runtime audit reuses it).
+
+    ``paths`` decide what is reported: the files named, whatever their extension and even if
+    ``.gitignore`` excludes them, and the files found under the folders named (see
+    :func:`discover`). With ``model_from_root`` the model (import graph, programs, what runs
+    before each patch) is built from every file under ``config.root`` plus those, and findings,
+    errors and counts are kept for the reported files only. Without it the model is the
+    reported files alone: the runtime audit models the folder it runs the application from.
+    """
     started_ns = time.time_ns()
     target = " ".join(str(p) for p in paths)
     report = Report(target=target)
-    files, problems = discover(
+    named, problems = discover(
         paths,
         exclude=config.exclude,
         root=config.root,
@@ -84,8 +104,10 @@ def analyze(
         respect_gitignore=config.respect_gitignore,
     )
     report.errors.extend(problems)
-    report.files_seen = len(files)
+    files = _model_files(named, paths, config, cwd) if model_from_root else named
     report.source_files.update((f.relpath, str(f.target)) for f in files if f.target is not None)
+    # Files of the model whose findings, errors and counts are not reported.
+    hidden = frozenset(f.relpath for f in files) - {f.relpath for f in named}
 
     folder = _cache_folder(config, cwd, report) if use_cache else None
     files_name = _cache.files_name(config.fingerprint())
@@ -115,12 +137,12 @@ def analyze(
             "no gevent or eventlet use found; nothing to audit (set [tool.patchaudit] framework"
             ' = "gevent" when a server such as `gunicorn -k gevent` patches this code)'
         )
+        too_large = [s for s in too_large if s.source.relpath not in hidden]
         if too_large:
             report.notes.append(
                 f"{len(too_large)} file(s) over max-file-size ({config.max_file_size} bytes) "
                 "were not read"
             )
-    report.files_analyzed = sum(1 for s in states if s.summary is not None and not s.too_large)
 
     if folder is not None and (changed or len(cached) != len(states)):
         _cache.store_files(
@@ -153,8 +175,76 @@ def analyze(
             cwd=cwd,
             cache=folder,
         )
+    reported = [s for s in states if s.source.relpath not in hidden] if hidden else states
+    report.files_seen = len(reported)
+    report.files_analyzed = sum(1 for s in reported if s.summary is not None and not s.too_large)
+    report.files_failed = sum(1 for s in reported if s.failed)
+    if hidden:
+        report.findings = [f for f in report.findings if f.path not in hidden]
+        errors = len(report.errors)
+        report.errors = [e for e in report.errors if not _about(e, hidden)]
+        if frameworks:
+            note = _model_note(len(reported), len(states), config.root, cwd)
+            if errors > len(report.errors):
+                note += f"; {errors - len(report.errors)} of the other files could not be analysed"
+            report.notes.append(note)
     report.findings.sort(key=lambda f: f.sort_key)
     return report, project
+
+
+def _model_files(
+    named: list[SourceFile], paths: list[Path], config: Config, cwd: Path
+) -> list[SourceFile]:
+    """Every file under the root, as a walk of the root finds it, plus the named files that
+    walk does not take (an extensionless script, a file ``.gitignore`` excludes).
+
+    A named file replaces the root's entry for the same file, so it keeps the spelling and
+    module name it was named with (a path through a symlinked folder within the tree).
+    """
+    root = os.path.normpath(os.path.join(cwd, config.root))
+    if any(os.path.normpath(os.path.join(cwd, p)) == root for p in paths):
+        return named  # the root was named: its walk is the model already
+    walked, _problems = discover(  # problems outside the named paths are not reported
+        [Path(root)],
+        exclude=config.exclude,
+        root=config.root,
+        cwd=cwd,
+        respect_gitignore=config.respect_gitignore,
+    )
+    by_path = {str(f.path): f for f in walked}
+    real_root = os.path.realpath(root)
+    for source in named:
+        key = str(source.path)
+        if key not in by_path:  # not walked, or walked under another spelling
+            real = os.path.realpath(source.path)
+            if real.startswith(real_root + os.sep):
+                by_path.pop(root + real[len(real_root) :], None)
+        by_path[key] = source
+    files = list(by_path.values())
+    files.sort(key=lambda f: f.relpath.replace("/", "\0"))  # discover's order
+    return files
+
+
+def _about(error: str, relpaths: frozenset[str]) -> bool:
+    """Whether an error line (``relpath: reason``) is about one of ``relpaths``."""
+    start = error.find(": ")
+    while start != -1:
+        if error[:start] in relpaths:
+            return True
+        start = error.find(": ", start + 1)
+    return False
+
+
+def _model_note(checked: int, modelled: int, root: Path, cwd: Path) -> str:
+    try:
+        shown = root.relative_to(cwd).as_posix()
+    except ValueError:
+        shown = str(root)
+    files = "1 file" if checked == 1 else f"{checked} files"
+    return (
+        f"{files} checked against the whole project: the model spans {modelled} files under "
+        f"{shown}; findings in other files are not shown"
+    )
 
 
 def states_to_summaries(states: list[_FileState]) -> list[tuple[SourceFile, FileSummary | None]]:
@@ -212,7 +302,7 @@ def _prescan(
         return False
     except OSError as exc:
         report.errors.append(f"{source.relpath}: cannot read ({exc.strerror or exc})")
-        report.files_failed += 1
+        state.failed = True
         return False
     state.stat = _cache.stat_key(st, started_ns)
     state.digest = _cache.content_hash(data)
@@ -304,4 +394,4 @@ def _parse_all(states: list[_FileState], jobs: int | None, limit: int, report: R
         state.summary = summary
         if summary is None:
             report.errors.append(f"{state.source.relpath}: {WORKER_DIED}")
-            report.files_failed += 1
+            state.failed = True

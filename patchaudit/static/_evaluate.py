@@ -9,14 +9,14 @@ from .._config import Config
 from .._findings import Report
 from .._gevent_patches import PatchListError, load_patch_lists
 from ..judge import UNUSED_NOQA, Judge, project_noqa
-from ..model.known import known_importers
-from ..model.source import is_entry_point as matches_entry_point
+from ..model.known import known_importers, known_patch_points
 from ..rules._model import REGISTRY, Hit, Rule, Runner, Scope
 from . import _cache
 from ._discover import SourceFile
+from ._launchers import declared_frameworks, distributed_modules, find_launchers
 from ._modules import ModuleIndex
-from ._programs import build_programs
-from ._project import Project, module_key, project_nodes, simulate
+from ._programs import PYTEST, build_programs
+from ._project import Project, Replay, loaded_by, module_key, project_nodes, simulate
 from ._summary import FileSummary
 
 INTERNAL_ERROR_PREFIX = "internal error"
@@ -55,6 +55,13 @@ def evaluate(
     nodes = project_nodes(unparsed + parsed, str(cwd))
     roots = [config.root, config.root / "src"]
     index = ModuleIndex(nodes, [r for r in roots if r.is_dir()], cache=module_cache)
+    # Frameworks every file runs under: configured, or a run-time dependency of the project. A
+    # gunicorn config choosing a gevent worker makes its own program a gevent one, not the tree.
+    # A run-time dependency only says the project uses it somewhere: it applies to code that no
+    # program the tree launches reaches (an app started by a server configured elsewhere).
+    declared = declared_frameworks(config.root, config.max_file_size)
+    configured = frozenset({config.framework}) if config.framework != "auto" else frozenset()
+    global_frameworks = configured
     project = Project(
         config=config,
         patch_lists=patch_lists,
@@ -62,10 +69,34 @@ def evaluate(
         index=index,
         modules={module_key(s): s for s in parsed},
         global_frameworks=global_frameworks,
-        mentions_eventlet="eventlet" in mentions | global_frameworks,
+        declared_frameworks=declared,
+        mentions_eventlet="eventlet" in mentions | global_frameworks | declared,
     )
-    project.programs = build_programs(project.modules, global_frameworks)
-    _run_simulations(project, parsed)
+    launchers, problems = find_launchers(
+        config.root,
+        exclude=config.exclude,
+        respect_gitignore=config.respect_gitignore,
+        limit=config.max_file_size,
+    )
+    report.warnings.extend(problems)
+    by_path = {
+        _root_relative(source.path, config.root): module_key(summary)
+        for source, summary in files
+        if summary is not None and summary.parse_error is None
+    }
+    packages = frozenset(s.module for s, _ in files if s.is_package and s.module)
+    project.distributed = distributed_modules(config.root, config.max_file_size)
+    project.programs = build_programs(
+        project.modules, launchers, config.entry_points, by_path, packages
+    )
+    report.programs = [p.to_json() for p in project.programs if not p.is_library]
+    for launcher in launchers:
+        config_key = by_path.get(launcher.source.rpartition(":")[0])
+        masters = frozenset(name for name, side in launcher.hooks if side == "master")
+        if config_key is not None and masters:
+            relpath = project.modules[config_key].relpath
+            project.master_hooks[relpath] = project.master_hooks.get(relpath, masters) | masters
+    _run_simulations(project)
     _apply_rules(project, report, cwd)
     if cache is not None and index.cache_dirty:
         _cache.store_modules(cache, index.cache)
@@ -88,57 +119,50 @@ def _unname_duplicates(parsed: list[FileSummary], report: Report) -> None:
         )
 
 
-def _run_simulations(project: Project, parsed: list[FileSummary]) -> None:
+def _root_relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def _run_simulations(project: Project) -> None:
+    """Replay each program's start until its first patch call (the pre-patch sets)."""
     importers = known_importers()
-    call_lines = {module_key(s): s.module_calls for s in parsed}
-    for root in _roots(project, parsed):
-        sim = simulate(root, project.index, call_lines, importers)
+    patches = known_patch_points()
+    call_lines = {key: s.module_calls for key, s in project.modules.items()}
+    for replay in _replays(project, importers):
+        sim = simulate(replay, project.index, call_lines, importers, patches)
         if sim is not None:
             project.simulations.append(sim)
 
 
-def _roots(project: Project, parsed: list[FileSummary]) -> list[str]:
-    """Entry modules to replay: configured entry points, else modules nothing else imports."""
-    keys = {module_key(s): s for s in parsed}
-    if project.config.entry_points:
-        return [k for k, s in keys.items() if is_entry_point(s, project.config.entry_points)]
-    imported: set[str] = set()
-    for summary in parsed:
-        for record in summary.imports:
-            imported.add(record.module)
-            imported.update(f"{record.module}.{n}" for n in record.names)
-    patching = {k for k, s in keys.items() if s.patch_points}
-    if not patching:
-        return []
-    reach = _reaches_patch(keys, patching)
-    return sorted(k for k in keys if k in reach and k not in imported)
+def _replays(project: Project, importers: dict[str, list[str]]) -> list[Replay]:
+    """How each program starts, for the programs whose own code decides when patching runs."""
+    replays = []
 
+    def loads(launcher: str) -> frozenset[str]:
+        """What the launcher itself imported before any of the program's code ran."""
+        if launcher not in project.launcher_loads:
+            project.launcher_loads[launcher] = loaded_by(launcher, project.index, importers)
+        return project.launcher_loads[launcher]
 
-def _reaches_patch(keys: dict[str, FileSummary], patching: set[str]) -> set[str]:
-    """Project modules from which some module with a patch call is reachable by imports."""
-    importers: dict[str, set[str]] = {}
-    for key, summary in keys.items():
-        for record in summary.imports:
-            targets = [record.module, *(f"{record.module}.{n}" for n in record.names)]
-            parts = record.module.split(".")
-            targets += [".".join(parts[:i]) for i in range(1, len(parts))]
-            for target in targets:
-                importers.setdefault(target, set()).add(key)
-        parent = key.rpartition(".")[0]
-        if parent and not key.startswith("__main__:"):
-            importers.setdefault(parent, set()).add(key)  # importing a submodule runs its package
-    reach = set(patching)
-    todo = list(patching)
-    while todo:
-        for importer in importers.get(todo.pop(), ()):
-            if importer not in reach:
-                reach.add(importer)
-                todo.append(importer)
-    return reach
-
-
-def is_entry_point(summary: FileSummary, entry_points: tuple[str, ...]) -> bool:
-    return matches_entry_point(summary.module, summary.relpath, entry_points)
+    for program in project.programs:
+        if program.is_library:
+            continue
+        if program.kind == PYTEST:
+            first = loads("pytest")
+            replays.extend(Replay(root, as_main=False, preloaded=first) for root in program.roots)
+        elif program.worker_framework is not None:
+            label = f"{program.source} (gunicorn's {program.worker_framework} worker patches after)"
+            first = loads("gunicorn.app.wsgiapp")
+            replays.append(Replay(program.root, False, preloaded=first, patched_after=label))
+        elif program.patched_by is None:
+            replays.append(Replay(program.root, program.as_main, program.function))
+        elif program.preload:
+            label = f"{program.source or program.launcher} (the worker patches after --preload)"
+            replays.append(Replay(program.root, False, program.function, patched_after=label))
+    return replays
 
 
 def _apply_rules(project: Project, report: Report, cwd: Path) -> None:
@@ -153,7 +177,15 @@ def _apply_rules(project: Project, report: Report, cwd: Path) -> None:
     for rule in REGISTRY.values():
         if rule.runs_in(Runner.PROJECT) and rule.code != UNUSED_NOQA:
             candidates.extend((rule, hit, hit.path or "") for hit in rule.check(project))
+    framework_code = {p for p, s in project.summaries.items() if project.is_framework_code(s)}
+    if framework_code:
+        report.notes.append(
+            f"{len(framework_code)} file(s) of the framework's own package were not audited: "
+            "they are the machinery programs are checked against"
+        )
     for rule, hit, relpath in candidates:
+        if relpath in framework_code:
+            continue
         found = judge.admit(rule, hit, relpath)
         if found is not None:
             report.findings.append(found)
@@ -164,23 +196,25 @@ def _apply_rules(project: Project, report: Report, cwd: Path) -> None:
 
 
 def _in_scope(project: Project, rule: Rule, summary: FileSummary, hit: Hit) -> bool:
-    if rule.scope is Scope.GEVENT_PROGRAM and not project.uses("gevent", summary):
+    if rule.scope in (Scope.GEVENT_PROGRAM, Scope.GEVENT_IMPORTED):
+        if not project.uses("gevent", summary):
+            return False
+        if rule.scope is Scope.GEVENT_IMPORTED and project.runs_only_as_main(summary):
+            return False  # a script's module level runs without the import lock
+        if project.in_master_hook(summary, hit.line):
+            return False
+    if rule.scope is Scope.ENTRY and not project.starts_program(summary):
         return False
     if rule.scope is Scope.PRE_PATCH:
         sim = project.runs_before_patch(summary, hit.line, hit.context)
         if sim is None:
             return False
-        hit.evidence.setdefault("patch_point", _patch_location(project, sim))
+        hit.evidence.setdefault("patch_point", project.patch_location(sim))
         chain = _chain_text(project, sim, module_key(summary))
         if len(chain) > 1:
             hit.evidence.setdefault("import_chain", chain)
+    hit.path = hit.path or summary.relpath  # what `applies` asks about
     return rule.applies is None or rule.applies(project, hit)
-
-
-def _patch_location(project: Project, sim) -> str:
-    summary = project.modules.get(sim.patch_module)
-    where = summary.relpath if summary else sim.patch_module
-    return f"{where}:{sim.patch.line}"
 
 
 def _chain_text(project: Project, sim, module: str) -> list[str]:

@@ -15,11 +15,19 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
 
+from ..model.known import known_importers
 from ..model.machinery import is_machinery
 from ..model.source import FUNCTION, MAIN, MODULE, ImportRecord, PatchPoint
 from ..model.source import module_key as source_key
 from ._modules import PROJECT, ModuleIndex, ModuleNode
-from ._programs import Program
+from ._programs import (
+    PATCHING,
+    PYTEST,
+    Program,
+    import_edges,
+    is_test_summary,
+    library_view,
+)
 from ._summary import FileSummary
 
 if TYPE_CHECKING:
@@ -71,11 +79,16 @@ class Project:
     summaries: dict[str, FileSummary]  # by relpath
     index: ModuleIndex
     modules: dict[str, FileSummary] = field(default_factory=dict)  # by module key
-    # frameworks that apply to every file: configured, declared as dependencies, gunicorn workers
-    global_frameworks: frozenset[str] = frozenset()
+    global_frameworks: frozenset[str] = frozenset()  # `framework = "gevent"`: every file
+    declared_frameworks: frozenset[str] = frozenset()  # run-time dependencies of the project
     mentions_eventlet: bool = False  # the word appears in code or requirements (see MPA403)
     programs: list[Program] = field(default_factory=list)
     simulations: list[Simulation] = field(default_factory=list)
+    distributed: frozenset[str] = frozenset()  # top-level modules the packaging metadata ships
+    master_hooks: dict[str, frozenset[str]] = field(default_factory=dict)  # config relpath
+    _loaded: dict[str, frozenset[str]] = field(default_factory=dict, repr=False)
+    _views: dict[str, Program] = field(default_factory=dict, repr=False)
+    launcher_loads: dict[str, frozenset[str]] = field(default_factory=dict)  # pytest -> modules
     # relpath -> {(line, code)} of `# noqa` entries that silenced a finding (for MPA002)
     suppressions_used: dict[str, set[tuple[int, str]]] = field(default_factory=dict)
 
@@ -89,14 +102,95 @@ class Project:
         return by_path
 
     def programs_of(self, summary: FileSummary) -> list[Program]:
-        """The programs ``summary`` runs in (files that failed to parse run in none)."""
-        return self._programs_of.get(summary.relpath, [])
+        """The programs ``summary`` runs in; for code no entry reaches, the library
+        pseudo-programs that contain it (files that failed to parse run in none)."""
+        found = self._programs_of.get(summary.relpath, [])
+        if _top(summary.module) in self.distributed:
+            # The package the project ships is judged by the programs it starts itself (its
+            # console scripts, launchers), not by examples or tests that import a constant of it.
+            found = [p for p in found if p.is_library or _top(p.root) in self.distributed]
+        real = [p for p in found if not p.is_library]
+        if real or found:
+            return real or found
+        if summary.parse_error is not None or summary.too_large is not None:
+            return []
+        return [self._library_view(module_key(summary))]
+
+    def _library_view(self, key: str) -> Program:
+        if key not in self._views:
+            self._views[key] = library_view(key, self.modules, self._edges)
+        return self._views[key]
+
+    @cached_property
+    def _edges(self) -> dict[str, set[str]]:
+        return import_edges(self.modules)
+
+    def is_framework_code(self, summary: FileSummary) -> bool:
+        """gevent's or eventlet's own package (checking the framework's repository): the
+        machinery programs are audited against, with tests that patch and block on purpose."""
+        return is_machinery(summary.module)
+
+    @cached_property
+    def _main_only(self) -> set[str]:
+        imported = set().union(*self._edges.values()) if self.modules else set()
+        roots = {p.root for p in self.programs if p.as_main}
+        others = {p.root for p in self.programs if not p.as_main and p.kind != PYTEST}
+        return {k for k in roots if k not in imported and k not in others}
+
+    @cached_property
+    def _start_up(self) -> set[str]:
+        keys = {p.root for p in self.programs if not p.is_library and p.kind != PYTEST}
+        for sim in self.simulations:
+            keys.update(sim.executed)
+        return keys
+
+    def starts_program(self, summary: FileSummary) -> bool:
+        """Whether the file is a program's entry module or runs in its start-up before the
+        patch (where a patch helper is the program's own choice, not a library's design)."""
+        return module_key(summary) in self._start_up
+
+    def starts_own_program(self, summary: FileSummary) -> bool:
+        """Whether the file is the entry module of a program, rather than a module the project
+        ships for applications to import (a distributed module that patches is the latter)."""
+        key = module_key(summary)
+        for program in self.programs:
+            if program.root != key or program.is_library:
+                continue
+            # `import fastreq` runs it: the distribution's own import name patches on import.
+            # A submodule (`myapp.wsgi`) that patches is more likely a server's entry point.
+            return not (program.kind == PATCHING and summary.module in self.distributed)
+        return False
+
+    def in_master_hook(self, summary: FileSummary, line: int) -> bool:
+        """Whether ``line`` is in a gunicorn config hook that only the master runs (`on_starting`,
+        `when_ready`): the master never patches, whatever the workers run under."""
+        hooks = self.master_hooks.get(summary.relpath, ())
+        return any(
+            first <= line <= last
+            for name, (first, last) in summary.function_lines.items()
+            if name in hooks
+        )
+
+    def is_test_code(self, summary: FileSummary) -> bool:
+        return is_test_summary(summary)
+
+    def runs_only_as_main(self, summary: FileSummary) -> bool:
+        """Whether the file is only ever run as `__main__` (a script nothing imports): its
+        module level then runs without the import lock."""
+        return module_key(summary) in self._main_only
 
     def uses(self, framework: str, summary: FileSummary) -> bool:
         """Whether the code in ``summary`` runs in a program that uses ``framework``."""
         if framework in self.global_frameworks:
             return True
-        return any(framework in p.frameworks for p in self.programs_of(summary))
+        return any(framework in self.frameworks_of(p) for p in self.programs_of(summary))
+
+    def frameworks_of(self, program: Program) -> frozenset[str]:
+        """What ``program`` runs under; code no launched program reaches also runs under what
+        the project declares as a run-time dependency."""
+        if program.is_library:
+            return program.frameworks | self.declared_frameworks | self.global_frameworks
+        return program.frameworks | self.global_frameworks
 
     def summary_of(self, module: str) -> FileSummary | None:
         return self.modules.get(module)
@@ -132,8 +226,27 @@ class Project:
             return None
         return sim if limit is None or line < limit else None
 
+    def loaded_at_import(self, relpath: str) -> frozenset[str]:
+        """Every module that importing the file executes, up to its first patch call."""
+        if relpath not in self._loaded:
+            key = module_key(self.summaries[relpath])
+            loaded = loaded_by(key, self.index, known_importers(), without_packages=True)
+            self._loaded[relpath] = loaded
+        return self._loaded[relpath]
+
+    def patch_location(self, sim: Simulation) -> str:
+        """Where the patch of ``sim`` runs: ``path:line``, or the launcher that patches."""
+        if sim.patch.line == 0:  # a launcher, or a package that patches, known from the table
+            return sim.patch_module
+        summary = self.modules.get(sim.patch_module)
+        return f"{summary.relpath if summary else sim.patch_module}:{sim.patch.line}"
+
     def exists(self, module: str) -> bool:
         return self.index.exists(module)
+
+
+def _top(module: str | None) -> str:
+    return (module or "").split(".")[0]
 
 
 def _wider(new: int | None, old: int | None) -> bool:
@@ -167,29 +280,51 @@ def import_targets(record: ImportRecord, index: ModuleIndex) -> list[str]:
     return targets
 
 
+@dataclass(frozen=True)
+class Replay:
+    """How one program starts, for :func:`simulate`."""
+
+    root: str
+    as_main: bool = True  # the root runs as `__main__` (its main block runs)
+    then_call: str | None = None  # a function of the root called once it is imported
+    preloaded: frozenset[str] = frozenset()  # modules the launcher imported before the root
+    patched_after: str | None = None  # the launcher patches once the root is imported (label)
+    without_packages: bool = False  # the root's own imports only, not its packages' __init__
+
+
 def simulate(
-    root: str,
+    replay: Replay | str,
     index: ModuleIndex,
     call_lines: dict[str, dict[str, tuple[int, str]]],
     known_importers: dict[str, list[str]],
+    known_patches: dict[str, PatchPoint] | None = None,
     *,
     as_main: bool = True,
 ) -> Simulation | None:
-    """Replay import-time execution from ``root`` until the first patch call; None if none runs.
+    """Replay import-time execution of a program until the first patch call; None if none runs.
 
     ``call_lines`` maps module key -> {function name: (line, context)} for functions called at
     module level, so a patch call inside ``def main()`` runs where ``main()`` is called.
+    Packages that patch when imported are patch points: installed ones by their own source,
+    others by ``known_patches`` (the data table).
     """
+    if isinstance(replay, str):
+        replay = Replay(replay, as_main=as_main)
+    root = replay.root
     executed: dict[str, Executed] = {}
     missing: dict[str, Executed] = {}
+    patches = known_patches or {}
+    calls_of = dict(call_lines)
+    if replay.then_call:
+        calls_of[root] = {**call_lines.get(root, {}), replay.then_call: (10**9, MODULE)}
 
     def events(name: str, node: ModuleNode) -> list[tuple[int, int, object]]:
-        contexts = (MODULE, MAIN) if name == root and as_main else (MODULE,)
+        contexts = (MODULE, MAIN) if name == root and replay.as_main else (MODULE,)
         found: list[tuple[int, int, object]] = []
         for record in node.imports:
             if record.context in contexts:
                 found.append((record.line, record.column, record))
-        calls = call_lines.get(name, {})
+        calls = calls_of.get(name, {})
         for point in node.patch_points:
             if point.context in contexts:
                 found.append((point.line, point.column, point))
@@ -201,16 +336,19 @@ def simulate(
         return found
 
     def run(name: str, parent: str | None, via: ImportRecord | None) -> None:
-        if name in executed or name in missing:
+        if name in executed or name in missing or name in replay.preloaded:
             return
         package = name.rpartition(".")[0]
-        if package and not name.startswith("__main__:"):
+        own = replay.without_packages and name == root
+        if package and not name.startswith("__main__:") and not own:
             run(package, parent, via)
             if package in missing:
                 return
         node = index.get(name)
         if node is None:
             missing[name] = Executed(name, parent, via)
+            if name in patches:
+                raise _PatchReached(name, patches[name])
             top = name.split(".")[0]
             for reached in known_importers.get(name, known_importers.get(top, [])):
                 if name == top:
@@ -237,4 +375,26 @@ def simulate(
         return None
     finally:
         sys.setrecursionlimit(old_limit)
+    if replay.patched_after is not None:  # gunicorn --preload: the worker patches after this
+        point = PatchPoint(0, 0, "gevent", "gevent.monkey.patch_all", 0, (), MODULE, None)
+        return Simulation(root, replay.patched_after, point, executed, missing)
     return None
+
+
+def loaded_by(
+    module: str,
+    index: ModuleIndex,
+    known_importers: dict[str, list[str]],
+    *,
+    without_packages: bool = False,
+) -> frozenset[str]:
+    """Every module that importing ``module`` executes (a launcher such as pytest)."""
+    replay = Replay(module, False, patched_after=module, without_packages=without_packages)
+    sim = simulate(replay, index, {}, known_importers)
+    if sim is None:
+        return frozenset()
+    return (
+        frozenset(sim.executed)
+        | frozenset(sim.missing)
+        | frozenset(known_importers.get(module, ()))
+    )

@@ -33,6 +33,10 @@ class FileSummary:
     parse_error: tuple[int, int, str] | None = None  # (line, column, message)
     internal_error: str | None = None  # a check crashed: reported, never raised
     too_large: int | None = None  # size in bytes when over max-file-size: not read at all
+    # written to be run: an `if __name__ == "__main__":` block or a `#!` line (see _programs)
+    runs_as_script: bool = False
+    # module-level functions: name -> (first line, last line), to place a line in its function
+    function_lines: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def imported_modules(self) -> set[str]:
@@ -116,6 +120,12 @@ def _analyse(summary: FileSummary, source: str, tree: ast.Module, data: bytes) -
     summary.patch_points = ctx.patch_points
     summary.references = ctx.references
     summary.suppressions = parse_suppressions(source, tree)
+    summary.runs_as_script = ctx.has_main_guard or source.startswith("#!")
+    summary.function_lines = {
+        node.name: (node.lineno, node.end_lineno or node.lineno)
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+    }
     for call in ctx.calls:
         if call.context in (MODULE, MAIN) and isinstance(call.node.func, ast.Name):
             name = call.node.func.id
