@@ -18,7 +18,7 @@ from patchaudit.rules import REGISTRY
 from patchaudit.static import check
 
 from ._expect import expectations_in, mismatches
-from .conftest import FIXTURES, isolated_copy, run_cli
+from .conftest import FIXTURES, isolated_copy, run_cli, write_project
 
 PRECISION = FIXTURES / "precision"
 CLASSES = sorted(p.name for p in PRECISION.iterdir() if p.is_dir())
@@ -51,3 +51,43 @@ def test_show_programs_names_each_launcher_and_framework(tmp_path: Path) -> None
     assert programs["load/shop_journey.py"]["patched_by_launcher"] == "gevent"
     assert programs["load/debug_one.py"]["kind"] == "script"
     assert programs["load/debug_one.py"]["launcher"] == "python load/debug_one.py"
+
+
+def test_procfile_preload_with_gevent_worker_makes_the_app_imports_pre_patch(
+    tmp_path: Path,
+) -> None:
+    project = write_project(
+        tmp_path / "shop",
+        {
+            "Procfile": "web: gunicorn -k gevent --preload shop:app\n",
+            "shop.py": "import requests\n\n\ndef app(environ, start_response):\n    pass\n",
+        },
+    )
+    found = [(f.rule, f.path, f.line) for f in _report(project).findings]
+    assert sorted(found) == [("MPA101", "shop.py", 1), ("MPA108", "Procfile", 1)]
+
+
+def test_the_same_app_without_preload_is_patched_first(tmp_path: Path) -> None:
+    project = write_project(
+        tmp_path / "shop",
+        {
+            "Procfile": "web: gunicorn -k gevent shop:app\n",
+            "shop.py": "import requests\n\n\ndef app(environ, start_response):\n    pass\n",
+        },
+    )
+    assert [(f.rule, f.path, f.line) for f in _report(project).findings] == []
+
+
+def test_patch_options_spread_from_django_settings_count_as_written(tmp_path: Path) -> None:
+    project = write_project(
+        tmp_path / "site",
+        {
+            "site/__init__.py": "",
+            "site/settings.py": 'DEBUG = False\nGEVENT_PATCH = {"thread": False}\n',
+            "wsgi.py": "from gevent import monkey\nfrom django.conf import settings\n\n"
+            "monkey.patch_all(**settings.GEVENT_PATCH)\nimport threading\n",
+        },
+    )
+    [finding] = _report(project).findings
+    assert (finding.rule, finding.path, finding.line) == ("MPA301", "wsgi.py", 4)
+    assert finding.evidence["settings"] == ["site/settings.py:GEVENT_PATCH"]

@@ -231,3 +231,23 @@ def test_gevent_and_eventlet_share_one_table_driven_wrapper() -> None:
         "marked": True,
         "names": ["patch_all", "patch_socket", "monkey_patch", "monkey_patch"],
     }
+
+
+def test_a_stack_caught_inside_a_probe_hook_ends_at_the_app_line(tmp_path: Path) -> None:
+    """The timeout can land while a probe hook (recording an import) is inside the stdlib
+    (linecache): the report still ends at the app's line, not in what the probe called."""
+    import linecache
+
+    from patchaudit.probe._process_wrappers import _stuck_stack
+    from patchaudit.probe._state import PROBE_FILES
+
+    probe_file = sorted(PROBE_FILES)[0]
+    app_file = str(tmp_path / "app.py")
+    scope: dict = {"sys": sys}
+    exec(
+        compile("def in_stdlib():\n    return sys._getframe()\n", linecache.__file__, "exec"), scope
+    )
+    exec(compile("def hook():\n    return in_stdlib()\n", probe_file, "exec"), scope)
+    exec(compile("def app():\n    return hook()\n", app_file, "exec"), scope)
+    frames = _stuck_stack(scope["app"]())
+    assert (frames[-1]["file"], frames[-1]["line"]) == (app_file, 2)

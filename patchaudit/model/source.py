@@ -64,6 +64,9 @@ class PatchPoint:
     context: str
     enclosing: str | None  # name of the enclosing function, if any
     conditional: bool = False  # as for ImportRecord: one branch of an if/except/match
+    # `patch_all(**settings.GEVENT_PATCH)`: what each `**` argument names (resolved through the
+    # file's imports when it can be), for the project stage to look up
+    spread: tuple[str, ...] = ()
 
     @property
     def is_patch_all(self) -> bool:

@@ -145,15 +145,32 @@ def _main_greenlet_stack():
     return stack(frame) if frame is not None else None
 
 
+_STDLIB = os.path.dirname(os.__file__) + os.sep
+
+
+def _in_stdlib(filename: str) -> bool:
+    return filename.startswith(_STDLIB) and "site-packages" not in filename
+
+
 def _stuck_stack(frame):
     """The stack where the signal landed, innermost last. A signal that lands while the app is
     inside one of the probe's own hooks (an import being recorded) reports the app line that
     called it: that is where the app was, not the probe."""
     frames = stack(frame)
-    is_app = [not is_probe_or_importlib(f.get("file") or "") for f in frames]
-    if any(is_app):
-        last_app = len(is_app) - 1 - is_app[::-1].index(True)
-        del frames[last_app + 1 :]
+    files = [f.get("file") or "" for f in frames]
+    is_app = [not is_probe_or_importlib(name) for name in files]
+    if not any(is_app):
+        return frames
+    # What a probe hook called (linecache, while recording an import) is the probe's doing too:
+    # cut at the first probe frame inside the app, then back to the app's own last line.
+    own = [i for i, name in enumerate(files) if is_app[i] and not _in_stdlib(name)]
+    first_app = own[0] if own else is_app.index(True)
+    inner = [i for i in range(first_app, len(files)) if files[i] in PROBE_FILES]
+    if inner:
+        del frames[inner[0] :]
+        del is_app[inner[0] :]
+    last_app = len(is_app) - 1 - is_app[::-1].index(True)
+    del frames[last_app + 1 :]
     return frames
 
 

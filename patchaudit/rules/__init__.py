@@ -11,6 +11,7 @@ from . import (  # noqa: F401  (imported for their @rule registrations)
     blocking,
     eventlet,
     fork,
+    launchers,
     libraries,
     patch_calls,
     patch_order,

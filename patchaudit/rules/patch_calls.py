@@ -6,6 +6,7 @@ the patching thread, the threads already alive).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 from .._findings import Category, Severity
@@ -39,7 +40,9 @@ gevent's patches depend on each other: with `thread=False`, native threads share
 and hub objects (`greenlet.error: cannot switch to a different thread`); without `os`, SIGCHLD
 handling breaks; without `socket` or `select`, I/O blocks every greenlet (FM-07). Library gevent
 integrations assume a full patch. The finding is an error when the project uses the subsystem
-it turned off.
+it turned off. Test code, where `thread=False` keeps pytest's own threads native, is not
+reported. Options spread from a literal dict (`patch_all(**settings.GEVENT_PATCH)`, with
+the dict in a project module or Django settings) count as written in the call.
 """,
     fix="Call `patch_all()` with no arguments. If a subsystem must stay native, isolate that code "
     "in a separate process instead of a partially patched one.",
@@ -55,12 +58,19 @@ import threading
 """,
     references=("FM-07", "gevent/gevent#1862", "locustio/locust#2250"),
     runners=Runner.PROJECT,
+    # a settings module holding `{"thread": False}` for a `patch_all(**...)` elsewhere is parsed
+    triggers=tuple(
+        form % name.encode()
+        for name in IMPORTANT_PATCH_OPTIONS
+        for form in (b'"%s": False', b"'%s': False", b"%s=False")
+    ),
 )
 def check_partial_patch_all(project) -> Iterator[Hit]:
     lists = project.patch_lists
     for summary, point in project.all_patch_points():
-        if point.function != "gevent.monkey.patch_all":
-            continue
+        if point.function != "gevent.monkey.patch_all" or project.is_test_code(summary):
+            continue  # a suite may keep pytest's own threads native with thread=False
+        point, settings = _with_spread_settings(project, summary, point)
         disabled = disabled_options(point)
         if not disabled:
             continue
@@ -81,8 +91,28 @@ def check_partial_patch_all(project) -> Iterator[Hit]:
                 "modules": ", ".join(f"`{m}`" for m in modules),
                 "usage": f" and the program uses {', '.join(used)}" if used else "",
             },
-            evidence={"disabled": disabled, "unpatched_modules": modules, "used": used},
+            evidence={
+                "disabled": disabled,
+                "unpatched_modules": modules,
+                "used": used,
+                **({"settings": settings} if settings else {}),
+            },
         )
+
+
+def _with_spread_settings(project, summary, point: PatchPoint) -> tuple[PatchPoint, list[str]]:
+    """`patch_all(**settings.GEVENT_PATCH)`: the call with the literal options it spreads, and
+    where they are; a `**` argument that names no literal dict adds nothing."""
+    spread: list[tuple[str, object]] = []
+    where: list[str] = []
+    for name in point.spread:
+        found = project.option_dict(summary, name)
+        if found is not None:
+            spread.extend(found[0].items())
+            where.append(found[1])
+    if not spread:
+        return point, []
+    return dataclasses.replace(point, keywords=(*spread, *point.keywords)), where
 
 
 @rule(
@@ -168,8 +198,8 @@ def check_patch_in_imported_module(project) -> Iterator[Hit]:
         users = sorted(importers.get(key, set()) - {summary.relpath})
         if users and all(_inside(u, summary) for u in users) and _patches_first(summary, points):
             continue  # a package that patches first thing: its own submodules always run it first
-        if not users and project.is_test_code(summary):
-            continue
+        if project.is_test_code(summary):
+            continue  # test helpers patch for the suite, which pytest starts
         shown = (
             "imported by " + ", ".join(users[:3])
             if users

@@ -37,6 +37,7 @@ class Launcher:
     framework: str | None  # "gevent"/"eventlet" when the launcher patches before the target
     preload: bool | None = None  # gunicorn: --preload/preload_app; None for an expression
     hooks: tuple[tuple[str, str], ...] = ()  # gunicorn config: (hook, "master" | "worker")
+    preload_at: str | None = None  # gunicorn: "path:line" of the preload_app setting, if any
 
 
 # gunicorn's server hooks by the process they run in (arbiter.py, workers/base.py). worker_exit
@@ -111,6 +112,11 @@ class GunicornConfig:
     @property
     def framework(self) -> str | None:
         return worker_framework(self.settings.get("worker_class", (None, 0))[0])
+
+    @property
+    def preload_at(self) -> str | None:
+        line = self.settings.get("preload_app", (None, 0))[1]
+        return f"{self.path}:{line}" if line else None
 
     @property
     def preload(self) -> bool | None:
@@ -365,6 +371,8 @@ class Site:
         found = {"module": module, "function": function, "hooks": cfg.hook_kinds if cfg else ()}
         found["framework"] = worker_framework(worker) if worker else cfg and cfg.framework
         found["preload"] = True if "--preload" in options else cfg.preload if cfg else False
+        if "--preload" not in options and cfg is not None:
+            found["preload_at"] = cfg.preload_at
         return self._make("gunicorn", shown, **found)
 
     def _config(self, value: str | None) -> GunicornConfig | None:

@@ -154,17 +154,26 @@ class _Walker(ast.NodeVisitor):
         method = node.func.attr if isinstance(node.func, ast.Attribute) else None
         self.ctx.calls.append(CallSite(node, qualname, self.context, self.function, method))
         if qualname in GEVENT_PATCH_FUNCTIONS or qualname in EVENTLET_PATCH_FUNCTIONS:
-            point = _patch_point(node, qualname, self.context, self.function, self.branches > 0)
+            point = _patch_point(
+                self.ctx, node, qualname, self.context, self.function, self.branches > 0
+            )
             self.ctx.patch_points.append(point)
         self.generic_visit(node)
 
 
 def _patch_point(
-    node: ast.Call, qualname: str, context: str, function: ast.AST | None, conditional: bool
+    ctx: FileContext,
+    node: ast.Call,
+    qualname: str,
+    context: str,
+    function: ast.AST | None,
+    conditional: bool,
 ) -> PatchPoint:
     keywords = []
+    spread = []
     for kw in node.keywords:
         if kw.arg is None:
+            spread.append(ctx.qualname(kw.value) or ast.unparse(kw.value))
             continue
         value: object = kw.value.value if isinstance(kw.value, ast.Constant) else "?"
         keywords.append((kw.arg, value))
@@ -178,6 +187,7 @@ def _patch_point(
         context=context,
         enclosing=getattr(function, "name", None),
         conditional=conditional,
+        spread=tuple(spread),
     )
 
 

@@ -30,11 +30,12 @@ from typing import TYPE_CHECKING
 from .. import rules as _rules  # noqa: F401  (registers every rule)
 from .._config import Config
 from .._findings import Report
-from .._safeio import FileTooLargeError, read_regular, resolve_within
+from .._safeio import FileTooLargeError, read_regular
 from ..model.known import known_patchers
 from ..rules._model import REGISTRY
 from . import _cache
 from ._discover import SourceFile, discover
+from ._launchers import Launcher, declared_frameworks, find_launchers
 from ._summary import FileSummary
 from ._workers import WORKER_DIED, parse_all
 
@@ -42,8 +43,6 @@ if TYPE_CHECKING:
     from ._project import Project
 
 FRAMEWORK_MENTION = re.compile(rb"\b(?:gevent|eventlet)\b")
-GUNICORN_WORKER = re.compile(rb"""worker_class\s*=\s*["'](gevent|eventlet)""")
-DECLARED_DEPENDENCY = re.compile(r"""(?im)^\s*["']?(gevent|eventlet)\b""")
 
 
 @dataclass
@@ -119,9 +118,15 @@ def analyze(
         entry = cached.get(state.source.relpath)
         changed |= _prescan(state, entry, trigger_rx, report, config.max_file_size, started_ns)
 
-    global_frameworks = _global_frameworks(states, config)
+    launchers, problems = find_launchers(
+        config.root,
+        exclude=config.exclude,
+        respect_gitignore=config.respect_gitignore,
+        limit=config.max_file_size,
+    )
+    report.warnings.extend(problems)
     mentions = frozenset().union(*(s.mentions for s in states)) if states else frozenset()
-    frameworks = global_frameworks | {m for m in mentions if ":" not in m}
+    frameworks = _frameworks_to_audit(config, launchers) | mentions
     too_large = [s for s in states if s.too_large is not None]
     if frameworks:
         to_parse = [s for s in states if s.relevant and s.summary is None and s.digest]
@@ -169,7 +174,7 @@ def analyze(
         project = evaluate(
             states_to_summaries(states),
             config,
-            global_frameworks,
+            launchers,
             mentions,
             report,
             cwd=cwd,
@@ -319,9 +324,6 @@ def _prescan(
         for rx, framework, names in _patcher_imports()
         if any(name in data for name in names) and rx.search(data)
     )
-    if source.path.name.startswith("gunicorn"):
-        # a gunicorn config choosing a gevent worker makes the whole project a gevent program
-        mentions.update("gunicorn:" + m.decode() for m in GUNICORN_WORKER.findall(data))
     state.mentions = frozenset(mentions)
     state.relevant = bool(mentions) or trigger_rx.search(data) is not None
     return True
@@ -355,34 +357,13 @@ def _patcher_imports() -> tuple[tuple[re.Pattern[bytes], str, tuple[bytes, ...]]
     )
 
 
-def _global_frameworks(states: list[_FileState], config: Config) -> frozenset[str]:
-    """Frameworks that apply to every file: configured, declared, or a gunicorn worker class."""
+def _frameworks_to_audit(config: Config, launchers: list[Launcher]) -> frozenset[str]:
+    """Frameworks the project runs under besides what its code names: configured, a run-time
+    dependency, or what a launcher patches with (`gunicorn -k gevent` in a Procfile)."""
     if config.framework != "auto":
         return frozenset({config.framework})
-    found = {m.partition(":")[2] for s in states for m in s.mentions if m.startswith("gunicorn:")}
-    return frozenset(found) | _declared_frameworks(config.root, config.max_file_size)
-
-
-def _declared_frameworks(root: Path, limit: int) -> frozenset[str]:
-    """gevent/eventlet named as a dependency of the project (pre-commit passes single files)."""
-    found: set[str] = set()
-    for name in ("requirements.txt", "requirements.in", "setup.cfg"):
-        text = _read_root_file(root, name, limit)
-        found.update(m.lower() for m in DECLARED_DEPENDENCY.findall(text))
-    text = _read_root_file(root, "pyproject.toml", limit)
-    found.update(m.lower() for m in re.findall(r"""["'](gevent|eventlet)\b""", text))
-    return frozenset(found)
-
-
-def _read_root_file(root: Path, name: str, limit: int) -> str:
-    """A file at the root, through a link only if it stays in the tree; "" when unusable."""
-    path = resolve_within(str(root / name), os.path.realpath(root))
-    if path is None:
-        return ""
-    try:
-        return read_regular(path, limit).decode(errors="replace")
-    except OSError:
-        return ""
+    found = {launcher.framework for launcher in launchers if launcher.framework}
+    return frozenset(found) | declared_frameworks(config.root, config.max_file_size)
 
 
 def _parse_all(states: list[_FileState], jobs: int | None, limit: int, report: Report) -> None:

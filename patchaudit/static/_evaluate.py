@@ -13,7 +13,7 @@ from ..model.known import known_importers, known_patch_points
 from ..rules._model import REGISTRY, Hit, Rule, Runner, Scope
 from . import _cache
 from ._discover import SourceFile
-from ._launchers import declared_frameworks, distributed_modules, find_launchers
+from ._launchers import Launcher, declared_frameworks, distributed_modules
 from ._modules import ModuleIndex
 from ._programs import PYTEST, build_programs
 from ._project import Project, Replay, loaded_by, module_key, project_nodes, simulate
@@ -25,7 +25,7 @@ INTERNAL_ERROR_PREFIX = "internal error"
 def evaluate(
     files: list[tuple[SourceFile, FileSummary | None]],
     config: Config,
-    global_frameworks: frozenset[str],
+    launchers: list[Launcher],
     mentions: frozenset[str],
     report: Report,
     *,
@@ -72,19 +72,14 @@ def evaluate(
         declared_frameworks=declared,
         mentions_eventlet="eventlet" in mentions | global_frameworks | declared,
     )
-    launchers, problems = find_launchers(
-        config.root,
-        exclude=config.exclude,
-        respect_gitignore=config.respect_gitignore,
-        limit=config.max_file_size,
-    )
-    report.warnings.extend(problems)
     by_path = {
         _root_relative(source.path, config.root): module_key(summary)
         for source, summary in files
         if summary is not None and summary.parse_error is None
     }
+    _add_launched_files(project, files, launchers, by_path)
     packages = frozenset(s.module for s, _ in files if s.is_package and s.module)
+    project.root_prefix = _root_relative(config.root, cwd) if config.root != cwd else ""
     project.distributed = distributed_modules(config.root, config.max_file_size)
     project.programs = build_programs(
         project.modules, launchers, config.entry_points, by_path, packages
@@ -117,6 +112,28 @@ def _unname_duplicates(parsed: list[FileSummary], report: Report) -> None:
             f"({', '.join(clashes[:3])}{', ...' if len(clashes) > 3 else ''}); "
             "those files are analysed as separate scripts"
         )
+
+
+def _add_launched_files(
+    project: Project,
+    files: list[tuple[SourceFile, FileSummary | None]],
+    launchers: list[Launcher],
+    by_path: dict[str, str],
+) -> None:
+    """A file a launcher starts is part of the model even when nothing in it needed parsing
+    (an app module with no imports): the pre-scan skipped it, its program still exists."""
+    named = {launcher.path for launcher in launchers if launcher.path}
+    stems = {(launcher.module or "").replace(".", "/") for launcher in launchers}
+    for source, summary in files:
+        relative = _root_relative(source.path, project.config.root)
+        if relative in by_path or source.module is None and relative not in named:
+            continue
+        stem = relative.removesuffix("/__init__.py").removesuffix(".py")
+        if relative in named or any(stem == s or stem.endswith("/" + s) for s in stems if s):
+            empty = summary or FileSummary(source.relpath, source.module, source.is_package)
+            if empty.parse_error is None:
+                project.modules[module_key(empty)] = empty
+                by_path[relative] = module_key(empty)
 
 
 def _root_relative(path: Path, root: Path) -> str:
@@ -183,6 +200,8 @@ def _apply_rules(project: Project, report: Report, cwd: Path) -> None:
             f"{len(framework_code)} file(s) of the framework's own package were not audited: "
             "they are the machinery programs are checked against"
         )
+    # setup.py runs when the project is built or installed, never in the deployed process
+    framework_code |= {p for p, s in project.summaries.items() if project.is_build_script(s)}
     for rule, hit, relpath in candidates:
         if relpath in framework_code:
             continue

@@ -93,7 +93,16 @@ def _config_launcher(config: GunicornConfig | None, named: bool) -> Launcher | N
     command = f"gunicorn -c {config.path}" + (f" ({shown})" if shown else "")
     source, framework, hooks = f"{config.path}:{line}", config.framework, config.hook_kinds
     return Launcher(
-        "gunicorn", command, source, module, None, function, framework, config.preload, hooks
+        "gunicorn",
+        command,
+        source,
+        module,
+        None,
+        function,
+        framework,
+        config.preload,
+        hooks,
+        config.preload_at,
     )
 
 

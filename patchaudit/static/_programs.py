@@ -55,6 +55,7 @@ class Program:
     function: str | None = None  # called after the root is imported (console scripts)
     preload: bool | None = False  # gunicorn --preload: the master imports the app unpatched
     source: str | None = None  # where the launcher is declared ("Procfile:1")
+    preload_at: str | None = None  # where gunicorn's preload_app is set, when it is
     roots: tuple[str, ...] = ()  # the pytest suite: every conftest and test module
     worker_framework: str | None = None  # a gunicorn config: what its workers patch with
     _names: set[str] | None = field(default=None, repr=False)  # every dotted prefix named
@@ -195,7 +196,7 @@ def build_programs(
                 source=launcher.source,
             )
         key = _launched_module(launcher, modules, by_path)
-        if key is not None and not is_machinery(key):
+        if key is not None and not is_machinery(key) and modules[key].relpath != "setup.py":
             add(
                 key,
                 launcher.kind,
@@ -204,6 +205,7 @@ def build_programs(
                 function=launcher.function,
                 preload=launcher.preload,
                 source=launcher.source,
+                preload_at=launcher.preload_at,
                 as_main=launcher.kind == "python" and launcher.module is None,
             )
     tests = sorted(k for k, s in modules.items() if is_test_summary(s))
@@ -275,13 +277,12 @@ def _launched_module(
         return by_path.get(launcher.path)
     if launcher.module is None:
         return None
-    if launcher.module in modules:
-        return launcher.module
-    # `gunicorn chat:app` in examples/chat/Procfile imports from that folder (its cwd)
+    # `gunicorn chat:app` in examples/chat/Procfile imports from that folder (its cwd) first
     folder = launcher.source.rpartition(":")[0].rpartition("/")[0]
     base = f"{folder}/" if folder else ""
     stem = launcher.module.replace(".", "/")
-    return by_path.get(f"{base}{stem}.py") or by_path.get(f"{base}{stem}/__init__.py")
+    found = by_path.get(f"{base}{stem}.py") or by_path.get(f"{base}{stem}/__init__.py")
+    return found or (launcher.module if launcher.module in modules else None)
 
 
 def _fill(program: Program, modules: dict[str, FileSummary], edges: dict[str, set[str]]) -> None:

@@ -9,6 +9,7 @@ set the ordering and stale-reference rules work from.
 
 from __future__ import annotations
 
+import posixpath
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -84,12 +85,13 @@ class Project:
     mentions_eventlet: bool = False  # the word appears in code or requirements (see MPA403)
     programs: list[Program] = field(default_factory=list)
     simulations: list[Simulation] = field(default_factory=list)
+    root_prefix: str = ""  # the project root as seen from cwd ("" when they are the same)
     distributed: frozenset[str] = frozenset()  # top-level modules the packaging metadata ships
     master_hooks: dict[str, frozenset[str]] = field(default_factory=dict)  # config relpath
     _loaded: dict[str, frozenset[str]] = field(default_factory=dict, repr=False)
     _views: dict[str, Program] = field(default_factory=dict, repr=False)
     launcher_loads: dict[str, frozenset[str]] = field(default_factory=dict)  # pytest -> modules
-    # relpath -> {(line, code)} of `# noqa` entries that silenced a finding (for MPA002)
+    # relpath -> {(line, code)} of the noqa comments that silenced a finding (for MPA002)
     suppressions_used: dict[str, set[tuple[int, str]]] = field(default_factory=dict)
 
     # -- queries the rules use ----------------------------------------------------------------
@@ -161,6 +163,10 @@ class Project:
             return not (program.kind == PATCHING and summary.module in self.distributed)
         return False
 
+    def is_build_script(self, summary: FileSummary) -> bool:
+        """The project's own setup.py: packaging, run by pip or setuptools at build time."""
+        return self.shown_path("setup.py") == summary.relpath
+
     def in_master_hook(self, summary: FileSummary, line: int) -> bool:
         """Whether ``line`` is in a gunicorn config hook that only the master runs (`on_starting`,
         `when_ready`): the master never patches, whatever the workers run under."""
@@ -225,6 +231,33 @@ class Project:
         if context not in (MODULE, MAIN):
             return None
         return sim if limit is None or line < limit else None
+
+    def option_dict(self, summary: FileSummary, name: str) -> tuple[dict[str, bool], str] | None:
+        """The literal dict that `patch_all(**name)` in ``summary`` spreads, and where it is:
+        a name of that file, an attribute of a project module, or, for Django's lazy
+        `django.conf.settings.X`, the project's settings modules."""
+        module, _, attr = name.rpartition(".")
+        if not module:
+            found = summary.option_dicts.get(name)
+            return (found, f"{summary.relpath}:{name}") if found is not None else None
+        target = self.modules.get(module)
+        if target is not None:
+            candidates = [target]
+        elif module == "django.conf.settings":
+            candidates = [
+                s for k, s in sorted(self.modules.items()) if "settings" in k.rpartition(".")[2]
+            ]
+        else:
+            candidates = []
+        for candidate in candidates:
+            found = candidate.option_dicts.get(attr)
+            if found is not None:
+                return found, f"{candidate.relpath}:{attr}"
+        return None
+
+    def shown_path(self, root_relative: str) -> str:
+        """A path relative to the project root as reports show paths (relative to cwd)."""
+        return posixpath.normpath(posixpath.join(self.root_prefix, root_relative))
 
     def loaded_at_import(self, relpath: str) -> frozenset[str]:
         """Every module that importing the file executes, up to its first patch call."""

@@ -37,6 +37,9 @@ class FileSummary:
     runs_as_script: bool = False
     # module-level functions: name -> (first line, last line), to place a line in its function
     function_lines: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # module-level `NAME = {"thread": False, ...}`: literal dicts of booleans, which a
+    # `patch_all(**NAME)` elsewhere may spread (see MPA301)
+    option_dicts: dict[str, dict[str, bool]] = field(default_factory=dict)
 
     @property
     def imported_modules(self) -> set[str]:
@@ -121,6 +124,7 @@ def _analyse(summary: FileSummary, source: str, tree: ast.Module, data: bytes) -
     summary.references = ctx.references
     summary.suppressions = parse_suppressions(source, tree)
     summary.runs_as_script = ctx.has_main_guard or source.startswith("#!")
+    summary.option_dicts = _option_dicts(tree)
     summary.function_lines = {
         node.name: (node.lineno, node.end_lineno or node.lineno)
         for node in tree.body
@@ -132,6 +136,32 @@ def _analyse(summary: FileSummary, source: str, tree: ast.Module, data: bytes) -
             if name in ctx.functions:
                 summary.module_calls.setdefault(name, (call.node.lineno, call.context))
     _run_file_checks(ctx, summary, data)
+
+
+def _option_dicts(tree: ast.Module) -> dict[str, dict[str, bool]]:
+    found: dict[str, dict[str, bool]] = {}
+    for node in tree.body:
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1):
+            continue
+        target, value = node.targets[0], node.value
+        if not isinstance(target, ast.Name):
+            continue
+        pairs: list[tuple[object, object]] = []
+        if isinstance(value, ast.Dict) and None not in value.keys:
+            pairs = list(zip(value.keys, value.values, strict=True))
+        elif isinstance(value, ast.Call) and getattr(value.func, "id", None) == "dict":
+            pairs = [(ast.Constant(k.arg), k.value) for k in value.keywords if k.arg]
+        options = {
+            k.value: v.value
+            for k, v in pairs
+            if isinstance(k, ast.Constant)
+            and isinstance(k.value, str)
+            and isinstance(v, ast.Constant)
+            and isinstance(v.value, bool)
+        }
+        if options and len(options) == len(pairs):
+            found[target.id] = options
+    return found
 
 
 def _run_file_checks(ctx: FileContext, summary: FileSummary, data: bytes) -> None:
