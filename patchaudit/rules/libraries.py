@@ -66,6 +66,8 @@ def _import_check(entry: dict[str, Any]) -> Callable[[Any], Iterator[Hit]]:
             for program in project.programs_of(summary):
                 if "gevent" not in project.frameworks_of(program):
                     continue
+                if entry["fixed_by"] and program.is_library:
+                    continue  # the fix is a call the application makes; it is not in the tree
                 if any(program.references(name) for name in entry["fixed_by"]):
                     continue  # the fix is installed somewhere in this program
                 yield Hit(

@@ -310,11 +310,7 @@ def _fill(program: Program, modules: dict[str, FileSummary], edges: dict[str, se
         if _runs_at_start(s, p, _key(s) in starts, program.function)
     )
     # ... and what the entry imports when it starts (not in a function it may never call)
-    if program.roots:  # the suite runs under what its conftests import or patch
-        conftests = [k for k in program.roots if modules[k].relpath.endswith("conftest.py")]
-        for key in conftests:
-            runs |= _file_frameworks(modules[key], at_import=True)
-    else:
+    if not program.roots:  # a test suite runs on gevent only when something in it patches
         runs |= _file_frameworks(modules[program.root], at_import=True, as_main=program.as_main)
     program.frameworks = frozenset(runs)
 

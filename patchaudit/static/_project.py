@@ -212,12 +212,20 @@ class Project:
         limits: dict[str, tuple[int | None, Simulation]] = {}
         for sim in self.simulations:
             for name, entry in sim.executed.items():
-                if name not in self.modules:
+                if name not in self.modules or not self._judged_by(name, sim):
                     continue
                 previous = limits.get(name)
                 if previous is None or _wider(entry.limit, previous[0]):
                     limits[name] = (entry.limit, sim)
         return limits
+
+    def _judged_by(self, key: str, sim: Simulation) -> bool:
+        """A module of the package the project ships runs before a patch only in the programs
+        the package starts itself: an example that imports it before patching is the example's
+        mistake (MPA101/MPA102 report it there), not the library's."""
+        if _top(self.modules[key].module) not in self.distributed:
+            return True
+        return _top(sim.root) in self.distributed
 
     def runs_before_patch(self, summary: FileSummary, line: int, context: str) -> Simulation | None:
         """The simulation in which ``line`` of ``summary`` executes before a patch call, if any."""
