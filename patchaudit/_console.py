@@ -113,3 +113,34 @@ def add_format_option(
     parser: argparse.ArgumentParser, choices: tuple[str, ...], default: str | None = None
 ) -> None:
     parser.add_argument("--format", type=canonical_format, choices=choices, default=default)
+
+
+class StatusLine:
+    """One live line on a terminal's stderr for work that takes a while ("parsed 120/417").
+
+    Silent when stderr is not a terminal (pipes, CI logs, pre-commit) and for the first
+    ``delay`` seconds, so quick runs print nothing; ``close()`` erases it before the report.
+    """
+
+    def __init__(self, stream: TextIO = sys.stderr, delay: float = 2.0) -> None:
+        import time
+
+        self._clock = time.monotonic
+        self._stream = stream
+        self._live = isatty(stream)
+        self._start = self._clock() + delay
+        self._shown = False
+
+    def update(self, text: str) -> None:
+        if not self._live or self._clock() < self._start:
+            return
+        width = terminal_width(self._stream, 80) - 1
+        self._stream.write("\r\x1b[K" + text[:width])
+        self._stream.flush()
+        self._shown = True
+
+    def close(self) -> None:
+        if self._shown:
+            self._stream.write("\r\x1b[K")
+            self._stream.flush()
+            self._shown = False

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -149,3 +150,30 @@ def test_a_file_check_reuses_and_keeps_the_whole_root_cache(
     entries = _cache.load_files(folder, name)
     assert set(entries) == {"helper.py", "wsgi.py"}
     assert all(entry.summary is not None for entry in entries.values())
+
+
+def _many_files(root: Path) -> Path:
+    files = {f"pkg/mod{i}.py": "import gevent\n" for i in range(60)}
+    return write_project(root, {"pkg/__init__.py": "", **files})
+
+
+def test_a_terminal_sees_a_progress_line_that_is_erased_before_the_report(tmp_path: Path) -> None:
+    from ._terminal import run_on_a_terminal
+
+    project = _many_files(tmp_path / "p")
+    code, output = run_on_a_terminal(
+        [sys.executable, "-m", "patchaudit", "check", "--no-cache", "-j", "1", "."],
+        cwd=project,
+        env={"PATCHAUDIT_PROGRESS_DELAY": "0"},
+    )
+    assert code == 0
+    assert "patchaudit check: parsed 60/60 files" in output
+    assert "\r\x1b[K" in output.split("parsed 60/60 files", 1)[1]  # erased, then the report
+
+
+def test_a_pipe_gets_no_progress_line(tmp_path: Path) -> None:
+    project = _many_files(tmp_path / "p")
+    result = run_cli(
+        "check", "--no-cache", "-j", "1", ".", cwd=project, env={"PATCHAUDIT_PROGRESS_DELAY": "0"}
+    )
+    assert "parsed" not in result.stderr and "\x1b" not in result.stderr

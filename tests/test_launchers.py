@@ -342,7 +342,8 @@ def test_problems_say_which_file(tmp_path: Path) -> None:
     tree(tmp_path, {"Procfile": "ok: true\nweb: gunicorn 'app:app\n", "gunicorn.conf.py": "x = ("})
     launchers, problems = find_launchers(tree(tmp_path, {"pyproject.toml": "[", "setup.py": "("}))
     assert launchers == []
-    files = ["Procfile", "gunicorn.conf.py", "pyproject.toml", "setup.py"]
+    # an unsplittable command line is skipped silently: shell scripts have thousands of them
+    files = ["gunicorn.conf.py", "pyproject.toml", "setup.py"]
     assert [p.split(":")[0] for p in problems] == files
 
 

@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from .._console import EXIT_OK, EXIT_USAGE, UsageError
+from .._console import EXIT_OK, EXIT_USAGE, StatusLine, UsageError
 from ._report import add_report_options, exit_code, overrides, write_report
 
 HELP = "static analysis of Python files (fast; for CI and pre-commit)"
@@ -62,7 +62,18 @@ def run(args: argparse.Namespace) -> int:
     cwd = Path.cwd()
     paths = args.paths or [Path(".")]
     config = load_config(paths, REGISTRY.keys(), overrides(args), config_file=args.config)
-    report = check(paths, config, cwd=cwd, use_cache=not args.no_cache, jobs=args.jobs)
+    status = StatusLine(delay=float(os.environ.get("PATCHAUDIT_PROGRESS_DELAY", "2")))
+    try:
+        report = check(
+            paths,
+            config,
+            cwd=cwd,
+            use_cache=not args.no_cache,
+            jobs=args.jobs,
+            progress=lambda text: status.update(f"patchaudit check: {text}"),
+        )
+    finally:
+        status.close()
     if args.show_programs:
         _show_programs(report.programs, as_json=args.format == "json")
         return EXIT_OK

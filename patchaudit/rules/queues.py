@@ -94,15 +94,20 @@ def _gevent_patches_queue(project, hit: Hit) -> bool:
     return project.patch_lists.is_patched("queue", "Queue")
 
 
-def _queue_names(ctx: FileContext) -> set[str]:
-    """Names (``q``, ``self.q``) bound to a stdlib queue instance somewhere in the file."""
+def _queue_uses(ctx: FileContext) -> tuple[set[str], list[ast.Attribute]]:
+    """In one walk: the names (``q``, ``self.q``) bound to a stdlib queue instance anywhere in
+    the file, and the attribute uses that could touch its internals."""
     names: set[str] = set()
+    candidates: list[ast.Attribute] = []
     for node in ast.walk(ctx.tree):
-        if isinstance(node, ast.Assign | ast.AnnAssign) and isinstance(node.value, ast.Call):
+        if isinstance(node, ast.Attribute):
+            if node.attr in _INTERNALS or isinstance(node.ctx, ast.Store):
+                candidates.append(node)
+        elif isinstance(node, ast.Assign | ast.AnnAssign) and isinstance(node.value, ast.Call):
             if ctx.qualname(node.value.func) in _STDLIB_QUEUES:
                 targets = node.targets if isinstance(node, ast.Assign) else [node.target]
                 names.update(ast.unparse(t) for t in targets)
-    return names
+    return names, candidates
 
 
 @rule(
@@ -134,7 +139,7 @@ while not q.empty():
 """,
     references=("FM-17", "miguelgrinberg/python-engineio#403", "gevent/gevent#2113"),
     scope=Scope.GEVENT_PROGRAM,
-    triggers=(b"queue", b"Queue"),
+    triggers=(b"Queue(", b"Queue)", b"Queue,", b"Queue as"),  # built, subclassed or renamed
     applies=_gevent_patches_queue,
 )
 def check_queue_internals(ctx: FileContext) -> Iterator[Hit]:
@@ -143,12 +148,12 @@ def check_queue_internals(ctx: FileContext) -> Iterator[Hit]:
             if ctx.qualname(base) in _STDLIB_QUEUES:
                 detail = f"`{cls.name}` subclasses `{ctx.qualname(base)}`"
                 yield Hit(line=cls.lineno, column=cls.col_offset + 1, args={"detail": detail})
-    queues = _queue_names(ctx)
+    queues, candidates = _queue_uses(ctx)
     if not queues:
         return
-    for node in ast.walk(ctx.tree):
-        if isinstance(node, ast.Attribute) and ast.unparse(node.value) in queues:
-            receiver = ast.unparse(node.value)
+    for node in candidates:
+        receiver = ast.unparse(node.value)
+        if receiver in queues:
             if node.attr in _INTERNALS:
                 detail = f"`{receiver}.{node.attr}` is a stdlib-only internal"
             elif isinstance(node.ctx, ast.Store) and node.attr != "queue":

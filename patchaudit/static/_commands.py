@@ -67,6 +67,9 @@ _RUNNER_VALUED = frozenset(
     "--with --with-editable --with-requirements --python -p --extra --group --only-group "
     "--package --project --directory --env-file --index --index-url -C -P -e".split()
 )
+# Every launcher starts one of these (`python3.11 -m`, `pypy3`, `gunicorn`...): a line without any
+# of them is not worth tokenising.
+_COMMAND_WORD = re.compile(r"python|pypy|gunicorn|celery|uwsgi|locust")
 _PYTHON = re.compile(r"python(?:\d+(?:\.\d+)?)?[a-z]?\Z|pypy3?\Z")
 _ASSIGNMENT = re.compile(r"[A-Za-z_]\w*=")
 _DOTTED = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*\Z")
@@ -227,13 +230,14 @@ class Site:
 
     def shell(self, text: str, depth: int = 0) -> list[Launcher]:
         """The launchers in one shell command line (``a && b; exec c | d`` ...)."""
+        if _COMMAND_WORD.search(text) is None:
+            return []  # no command this module knows: most lines of a shell script or Makefile
         try:
             lexer = shlex.shlex(text, posix=True, punctuation_chars=True)
             lexer.whitespace_split = True
             tokens = list(lexer)
-        except ValueError as exc:  # unbalanced quotes: no command can be read from this line
-            self.tree.problems.add(f"{self.source}: cannot split the command ({exc})")
-            return []
+        except ValueError:  # unbalanced quotes: a line of a multi-line shell construct, or not
+            return []  # a command at all (autotools scripts have thousands): nothing to say
         found: list[Launcher] = []
         segment: list[str] = []
         skip = False

@@ -39,6 +39,32 @@ class _Walker(ast.NodeVisitor):
         self.class_depth = 0  # > 0 inside a class body (its assignments are class attributes)
         self.branches = 0  # > 0 inside one alternative: an if/elif/else, except or match case
 
+    # ast.NodeVisitor dispatches by building a method name and iterating fields through a
+    # generator for every node: most of the walk's cost. Dispatch by type from a table built once
+    # per node class, and visit only the fields that can hold nodes (never ``ctx``).
+    def visit(self, node: ast.AST) -> None:
+        method = _METHODS.get(type(node))
+        if method is None:
+            method = getattr(type(self), "visit_" + type(node).__name__, _Walker.generic_visit)
+            if method is ast.NodeVisitor.visit_Constant:  # a shim for the removed ast.Num & co
+                method = _Walker.generic_visit
+            _METHODS[type(node)] = method
+        method(self, node)
+
+    def generic_visit(self, node: ast.AST) -> None:
+        fields = _CHILD_FIELDS.get(type(node))
+        if fields is None:
+            fields = _CHILD_FIELDS[type(node)] = _child_fields(type(node))
+        visit = self.visit
+        for name in fields:
+            value = getattr(node, name, None)
+            if type(value) is list:
+                for item in value:
+                    if isinstance(item, ast.AST):
+                        visit(item)
+            elif isinstance(value, ast.AST):
+                visit(value)
+
     # -- scopes -------------------------------------------------------------------------------
     def _visit_in(self, nodes: list[ast.stmt] | list[ast.AST], context: str) -> None:
         saved = self.context
@@ -159,6 +185,18 @@ class _Walker(ast.NodeVisitor):
             )
             self.ctx.patch_points.append(point)
         self.generic_visit(node)
+
+
+_METHODS: dict[type, Callable[[_Walker, ast.AST], None]] = {}
+_CHILD_FIELDS: dict[type, tuple[str, ...]] = {}
+_LEAF_FIELDS = frozenset({"ctx", "id", "attr", "arg", "name", "names", "module", "level"})
+
+
+def _child_fields(cls: type) -> tuple[str, ...]:
+    """The fields of a node class that may hold nodes: what generic_visit has to look at."""
+    if cls is ast.Constant or issubclass(cls, ast.expr_context):
+        return ()
+    return tuple(f for f in cls._fields if f not in _LEAF_FIELDS)  # type: ignore[attr-defined]
 
 
 def _patch_point(

@@ -22,6 +22,7 @@ import os
 import re
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -64,6 +65,7 @@ def check(
     cwd: Path,
     use_cache: bool = True,
     jobs: int | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> Report:
     """Run the static analysis and report the findings in ``paths``.
 
@@ -71,7 +73,15 @@ def check(
     finding an unnamed file causes in a named one is reported; findings in files outside
     ``paths`` are not.
     """
-    return analyze(paths, config, cwd=cwd, use_cache=use_cache, jobs=jobs, model_from_root=True)[0]
+    return analyze(
+        paths,
+        config,
+        cwd=cwd,
+        use_cache=use_cache,
+        jobs=jobs,
+        model_from_root=True,
+        progress=progress,
+    )[0]
 
 
 def analyze(
@@ -82,6 +92,7 @@ def analyze(
     use_cache: bool = True,
     jobs: int | None = None,
     model_from_root: bool = False,
+    progress: Callable[[str], None] | None = None,
 ) -> tuple[Report, Project | None]:
     """Like :func:`check`, also returning the project model (the runtime audit reuses it).
 
@@ -130,7 +141,7 @@ def analyze(
     too_large = [s for s in states if s.too_large is not None]
     if frameworks:
         to_parse = [s for s in states if s.relevant and s.summary is None and s.digest]
-        _parse_all(to_parse, jobs, config.max_file_size, report)
+        _parse_all(to_parse, jobs, config.max_file_size, report, progress)
         changed |= bool(to_parse)
         for state in too_large:  # reported as MPA003 by the project stage
             source = state.source
@@ -170,6 +181,9 @@ def analyze(
     project = None
     if frameworks:
         from ._evaluate import evaluate
+
+        if progress is not None:  # simulating the programs' imports can take a second or two
+            progress(f"building the model of {len(states):,} files")
 
         project = evaluate(
             states_to_summaries(states),
@@ -366,12 +380,20 @@ def _frameworks_to_audit(config: Config, launchers: list[Launcher]) -> frozenset
     return frozenset(found) | declared_frameworks(config.root, config.max_file_size)
 
 
-def _parse_all(states: list[_FileState], jobs: int | None, limit: int, report: Report) -> None:
+def _parse_all(
+    states: list[_FileState],
+    jobs: int | None,
+    limit: int,
+    report: Report,
+    progress: Callable[[str], None] | None,
+) -> None:
+    total = len(states)
+    told = None if progress is None else (lambda done: progress(f"parsed {done:,}/{total:,} files"))
     work = [
         (s.source.relpath, s.source.module, s.source.is_package, str(s.source.readable), limit)
         for s in states
     ]
-    for state, summary in zip(states, parse_all(work, jobs), strict=True):
+    for state, summary in zip(states, parse_all(work, jobs, told), strict=True):
         state.summary = summary
         if summary is None:
             report.errors.append(f"{state.source.relpath}: {WORKER_DIED}")

@@ -9,6 +9,7 @@ again is named and costs only itself; the run goes on.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
@@ -25,12 +26,20 @@ WORKER_DIED = (
 Work = tuple[str, str | None, bool, str, int]  # relpath, module, is_package, path, size limit
 
 
-def parse_all(work: list[Work], jobs: int | None) -> list[FileSummary | None]:
-    """Summaries in the order of ``work``; None for a file whose worker process died."""
+def parse_all(
+    work: list[Work], jobs: int | None, progress: Callable[[int], None] | None = None
+) -> list[FileSummary | None]:
+    """Summaries in the order of ``work``; None for a file whose worker process died.
+    ``progress`` is told how many files are done, as they finish."""
+    report = progress or (lambda done: None)
     workers = jobs or os.cpu_count() or 1
     if workers > 1 and len(work) >= PARALLEL_THRESHOLD:
-        return _in_pool(work, workers)
-    return [summarize_path(item) for item in work]
+        return _in_pool(work, workers, report)
+    results: list[FileSummary | None] = []
+    for item in work:
+        results.append(summarize_path(item))
+        report(len(results))
+    return results
 
 
 def summarize_path(item: Work) -> FileSummary:
@@ -48,7 +57,9 @@ def _summarize_chunk(items: list[Work]) -> list[FileSummary]:
     return [summarize_path(item) for item in items]
 
 
-def _in_pool(work: list[Work], workers: int) -> list[FileSummary | None]:
+def _in_pool(
+    work: list[Work], workers: int, report: Callable[[int], None]
+) -> list[FileSummary | None]:
     results: list[FileSummary | None] = [None] * len(work)
     chunk = max(1, len(work) // (workers * 4))
     unfinished: list[int] = []
@@ -62,6 +73,7 @@ def _in_pool(work: list[Work], workers: int) -> list[FileSummary | None]:
             try:
                 for index, summary in zip(indexes, future.result(), strict=True):
                     results[index] = summary
+                report(indexes.stop)
             except BrokenProcessPool:
                 unfinished.extend(indexes)
     if unfinished:
