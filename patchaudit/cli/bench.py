@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "serve one page patched and unpatched and load it (the seed's experiment)"
+HELP = (
+    "serve one page patched and unpatched and load it (the experiment of "
+    '"gevent: the Good, the Bad, the Ugly")'
+)
 LAZY = True  # its options import the harness
 
 

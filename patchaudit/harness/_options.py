@@ -16,7 +16,7 @@ from .sweep import SweepOptions
 
 ENGINES = ("builtin", "ab", "wrk")
 DEFAULT_SERVERS = "gevent,threaded"
-DEFAULT_CONCURRENCY = "10,100,1000,5000,10000"  # the seed's range
+DEFAULT_CONCURRENCY = "10,100,1000,5000,10000"  # the post's range
 DEFAULT_REQUESTS = 100_000
 QUICK = {"concurrency": "10,100,1000", "requests": 2_000, "max_time": 10.0}
 

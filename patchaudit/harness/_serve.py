@@ -39,7 +39,7 @@ import json  # noqa: E402 - after the fork: the supervisor needs none of this
 
 EXIT_START_FAILED = 3
 
-# The seed's page ("gevent: the Good, the Bad, the Ugly"): lorem ipsum x10, text/html.
+# The post's page ("gevent: the Good, the Bad, the Ugly"): lorem ipsum x10, text/html.
 _PARAGRAPH = """
         Lorem ipsum dolor sit amet,
         consectetur adipisicing elit,
@@ -68,7 +68,7 @@ PAGE = (
 
 
 def demo_app(environ, start_response):
-    # Content-Length (absent from the seed) lets every server keep connections alive and lets
+    # Content-Length (absent from the post) lets every server keep connections alive and lets
     # the client check that the whole body arrived.
     start_response("200 OK", [("Content-Type", "text/html"), ("Content-Length", str(len(PAGE)))])
     return [PAGE]
@@ -207,7 +207,7 @@ def serve_threaded(config):
             threadpool_workers=config["concurrency"],
             # Paste asserts spawn_if_under (default 5) <= workers: keep small pools working.
             threadpool_options={"spawn_if_under": min(5, config["concurrency"])},
-            request_queue_size=config["backlog"] or 5,  # Paste's default, as in the seed
+            request_queue_size=config["backlog"] or 5,  # Paste's default, as in the post
             start_loop=False,
         )
     except OSError as exc:
@@ -254,7 +254,7 @@ def serve_gunicorn(config, worker_class):
 
 
 def serve_gevent_multi(config):
-    """Pre-forked gevent workers sharing one listening socket: the seed's "Ugly", no nginx."""
+    """Pre-forked gevent workers sharing one listening socket: the post's "Ugly", no nginx."""
     import signal
     import socket
 

@@ -1,6 +1,6 @@
 """`--engine ab|wrk`: the same runs driven by ApacheBench or wrk, parsed into the same rows.
 
-ab is the seed's client (``ab -n N -c C -r``). wrk runs for a duration, so a Lua script counts
+ab is the post's client (``ab -n N -c C -r``). wrk runs for a duration, so a Lua script counts
 responses per thread, prints a marker when its share is done, and we stop wrk with SIGINT once
 every thread has (wrk then prints its summary through the script's ``done`` hook).
 

@@ -1,4 +1,4 @@
-"""Results of a sweep: the rich table, the JSON document and the seed's figure."""
+"""Results of a sweep: the rich table, the JSON document and the post's figure."""
 
 from __future__ import annotations
 
@@ -119,7 +119,7 @@ def check_plot_path(path: Path) -> str | None:
 
 
 def plot(runs: list[RunResult], path: Path, title: str | None = None) -> None:
-    """Redraw the seed's figure: req/s and failed requests against concurrency."""
+    """Redraw the post's figure: req/s and failed requests against concurrency."""
     try:
         import matplotlib
 

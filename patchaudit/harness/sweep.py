@@ -1,6 +1,6 @@
 """The sweep: every server x every concurrency x every engine, each run on a fresh server.
 
-A fresh server per run, with its pool sized to the run's concurrency, is what the seed did
+A fresh server per run, with its pool sized to the run's concurrency, is what the post did
 (``server.py gevent|threaded CONCURRENCY``). Ctrl-C or SIGTERM stops the current run, keeps what
 it measured, and still stops the server (with a short grace: the user is waiting) before
 returning. A second signal is :func:`patchaudit._process.interruptible`'s: it kills every child
