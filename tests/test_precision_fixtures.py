@@ -91,3 +91,33 @@ def test_patch_options_spread_from_django_settings_count_as_written(tmp_path: Pa
     [finding] = _report(project).findings
     assert (finding.rule, finding.path, finding.line) == ("MPA301", "wsgi.py", 4)
     assert finding.evidence["settings"] == ["site/settings.py:GEVENT_PATCH"]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "worker: celery -A tasks worker -P gevent --concurrency 100",
+        "web: python -m gevent.monkey --module tasks",
+        "web: gunicorn -k gevent tasks:app",
+    ],
+)
+def test_a_launcher_that_patches_first_makes_its_app_a_patched_gevent_program(
+    tmp_path: Path, command: str
+) -> None:
+    app = "import requests\nimport multiprocessing\n\nJOBS = multiprocessing.Queue()\n"
+    project = write_project(tmp_path / "svc", {"Procfile": command + "\n", "tasks.py": app})
+    found = [(f.rule, f.path, f.line) for f in _report(project).findings]
+    # patched before the app loads: no patch-order finding, but it runs on gevent (MPA551)
+    assert found == [("MPA551", "tasks.py", 4)]
+    result = run_cli("check", "--no-cache", "--show-programs", ".", cwd=project)
+    assert result.stdout.startswith("tasks.py: ") and ", gevent: " in result.stdout
+
+
+def test_a_suite_launched_by_gevent_monkey_gets_no_pytest_note(tmp_path: Path) -> None:
+    conftest = "from gevent import monkey\n\nmonkey.patch_all()\n"
+    files = {"tests/conftest.py": conftest, "tests/test_x.py": "def test_x():\n    pass\n"}
+    plain = write_project(tmp_path / "plain", files)
+    assert [f.rule for f in _report(plain).findings] == ["MPA107"]
+    makefile = "test:\n\tpython -m gevent.monkey --module pytest tests\n"
+    launched = write_project(tmp_path / "launched", {**files, "Makefile": makefile})
+    assert _report(launched).findings == []

@@ -167,7 +167,7 @@ def _replays(project: Project, importers: dict[str, list[str]]) -> list[Replay]:
     for program in project.programs:
         if program.is_library:
             continue
-        if program.kind == PYTEST:
+        if program.kind == PYTEST and program.patched_by is None:
             first = loads("pytest")
             replays.extend(Replay(root, as_main=False, preloaded=first) for root in program.roots)
         elif program.worker_framework is not None:

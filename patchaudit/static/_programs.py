@@ -226,7 +226,16 @@ def build_programs(
         conftests = sorted(tests, key=lambda k: (modules[k].relpath.count("/"), k))
         conftests = [k for k in conftests if modules[k].relpath.endswith("conftest.py")]
         root = conftests[0] if conftests else tests[0]
-        program = Program(root, PYTEST, "pytest", roots=tuple(conftests + tests))
+        # `python -m gevent.monkey --module pytest` (in a Makefile, tox.ini...) patches first
+        early = next((x for x in launchers if x.framework and x.module == "pytest"), None)
+        program = Program(
+            root,
+            PYTEST,
+            early.command if early else "pytest",
+            roots=tuple(conftests + tests),
+            patched_by=early.framework if early else None,
+            source=early.source if early else None,
+        )
         _fill(program, modules, edges)
         programs.append(program)
     reached = {m.relpath for p in programs for m in p.members}
