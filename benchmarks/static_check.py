@@ -1,30 +1,36 @@
-"""Time `patchaudit check` against ruff and flake8 on the running interpreter's standard library.
+"""Time `patchaudit check` against ruff (and flake8) on the corpora that matter, in one run.
 
-    python benchmarks/static_check.py [--repeat 5] [--flake8-repeat 3] [--json results.json]
+    python benchmarks/static_check.py [--corpus a,b,c,d,one-file] [--repeat 3] [--json FILE]
 
-The corpus is ``sysconfig.get_paths()["stdlib"]`` without ``site-packages``. Every tool runs with
-that folder as its working directory on ``.`` so that each one's exclude option applies (patchaudit
-matches ``exclude`` patterns relative to its root, which is the working directory when there is
-no ``pyproject.toml``). The three file lists are compared before anything is timed.
+Corpora (``_corpora.py``; copies under a temporary folder, since the warm runs edit a file): (a)
+the gevent 26.9.0 sdist, ``extend-exclude = ["src/greentest"]`` for both tools; (b) the running
+venv's site-packages, ``--framework gevent``; (c) the stdlib, ``--framework gevent`` and the
+default mode (pre-scan only); (d) a monorepo of renamed copies of ``fixtures/examples/shop`` at
+1x/4x/16x; a one-file project. patchaudit's discovery and ``ruff check --show-files`` (and
+flake8's list with ``--flake8``) must give the same ``.py`` files before anything is timed.
 
-Timed, in interleaved rounds so that background load hits every tool alike:
+Timed in interleaved rounds (each round runs every command of every corpus once, so background
+load hits all alike; medians of ``--repeat``): ``patchaudit check --no-cache`` (cold; on (c) also
+``-j 1``); ``patchaudit check`` warm (cache primed by an untimed run, then one file edited by
+appending a comment before every timed run; not on the one-file project); ``ruff check
+--isolated --no-cache --select F``; ``python -c pass``; ``flake8 --select F -j auto`` on (c) with
+``--flake8`` (about 100 s a run). Every run of a corpus in one mode (cold, ``-j 1``, warm) must
+give the same findings and programs in its JSON report. Peak memory comes from each corpus's
+untimed first cold run: ``getrusage(RUSAGE_CHILDREN).ru_maxrss`` in a wrapper process (largest
+process of the tree), and a sampled sum of the tree's RSS. A robustness pass then runs
+``summarize()`` on every stdlib file and cross-checks its parse errors with ``compile()``.
 
-* ``patchaudit check --no-cache`` (cold) and ``patchaudit check`` with a primed cache (warm), in the
-  default mode (a project that never mentions gevent/eventlet is only pre-scanned) and with
-  ``--framework gevent`` (every relevant file is parsed and the project rules run);
-* ``ruff check --no-cache --select F`` and ``flake8 --select F -j auto``.
+Targets (2-core machine): see ``RATIO_TARGETS``; also peak memory < 300 MB on (b) and, on (d),
+the cold time per file at 16x within 20 % of 1x, leaving out the fixed cost (the cold time of a
+one-package monorepo, ``d-base``, timed in the same rounds; raw times per file are printed too).
+Exit status: 0 when every target is met and every check passes, 1 otherwise, 2 when a tool fails
+or a corpus cannot be built.
 
-Then a robustness pass calls ``patchaudit.static._summary.summarize`` on every file, in process,
-and cross-checks its parse errors against ``compile()``.
-
-The tools are the ones next to ``sys.executable``. patchaudit is run with bytecode caching on (into
-a temporary ``PYTHONPYCACHEPREFIX``) like an installed wheel; ``--no-bytecode-cache`` keeps
-``PYTHONDONTWRITEBYTECODE`` from the environment instead. Exit status: 0 when every target is met
-and every check passes, 1 otherwise, 2 when a tool fails (an exit status other than 0 or 1).
-
-patchaudit's cache key includes the size and mtime of its own source files, so editing it while
-the benchmark runs turns the warm runs cold (the script detects this and fails). To measure a
-working tree that is being edited, time a copy:
+The tools are those next to ``sys.executable``. patchaudit runs with bytecode caching on (into a
+temporary ``PYTHONPYCACHEPREFIX``) like an installed wheel; ``--no-bytecode-cache`` keeps the
+environment's settings. patchaudit's cache key covers its own source files, so editing them
+while the benchmark runs makes the warm runs cold (detected: FAIL). To measure a working tree
+that others are editing, time a copy:
 ``cp -r patchaudit /tmp/snap/ && PYTHONPATH=/tmp/snap python benchmarks/static_check.py``.
 """
 
@@ -32,137 +38,99 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.metadata
 import json
 import os
 import platform
 import statistics
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import time
-import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
-BIN = Path(sys.executable).parent
-PATCHAUDIT = [str(BIN / "patchaudit"), "check", "."]
-PA_COMMON = ["--exclude", "site-packages", "--format", "concise"]
-FULL = ["--framework", "gevent"]
-RUFF = [
-    str(BIN / "ruff"),
-    "check",
-    "--isolated",
-    "--no-cache",
-    "--select",
-    "F",
-    "--output-format",
-    "concise",
-]
-# patchaudit never walks folders named venv (and ruff's defaults skip them too); ruff would also
-# take the one .pyi stub. Excluding both gives the three tools the same files.
-RUFF_EXCLUDE = ["--exclude", "site-packages,venv,*.pyi"]
-FLAKE8 = [
-    str(BIN / "flake8"),
-    "--isolated",
-    "--select",
-    "F",
-    "-j",
-    "auto",
-    "--extend-exclude",
-    "site-packages,venv",
-]
-OK_CODES = (0, 1)  # 1 = findings
+import _corpora
+import real_projects
+from _corpora import Corpus, SetupError
 
-TARGETS = [
-    # (name, numerator, denominator, comparison, limit, description)
-    ("cold", "patchaudit cold", "ruff", "<=", 2.0, "patchaudit cold / ruff <= 2"),
-    ("warm", "patchaudit warm", "ruff", "<=", 0.5, "patchaudit warm / ruff cold <= 0.5"),
-    ("flake8", "flake8", "patchaudit cold", ">=", 20.0, "flake8 / patchaudit cold >= 20"),
-]
+BIN = Path(sys.executable).parent
+PATCHAUDIT = [str(BIN / "patchaudit"), "check", "--format", "json"]
+RUFF = [str(BIN / "ruff"), "check", "--isolated", "--no-cache", "--select", "F"]
+RUFF += ["--output-format", "concise"]
+FLAKE8 = [str(BIN / "flake8"), "--isolated", "--select", "F", "-j", "auto"]
+OK_CODES = (0, 1)  # 1 = findings
+MB = 1e6
 
 
 class ToolFailure(Exception):
     pass
 
 
+@dataclass
+class Run:
+    corpus: Corpus
+    name: str  # "cold", "warm", "cold -j 1", "ruff", ...
+    cmd: list[str]
+    env: dict
+    mode: str = ""  # patchaudit: the findings group ("full", "auto", "pre-scan")
+    edit: bool = False
+    repeat: int = 0  # 0: --repeat
+    output: Path | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.corpus.key}: {self.name}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeat", type=int, default=5, help="timed runs per tool (default 5)")
-    parser.add_argument("--flake8-repeat", type=int, default=3, help="flake8 runs (default 3)")
+    parser.add_argument("--corpus", default=",".join(_corpora.ALL), help="comma-separated")
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs per command (3)")
+    parser.add_argument("--monorepo-base", type=int, default=128, help="packages at 1x (128)")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
-    parser.add_argument("--skip-flake8", action="store_true", help="do not time flake8")
-    parser.add_argument("--skip-full", action="store_true", help="do not time --framework gevent")
+    parser.add_argument("--flake8", action="store_true", help="also time flake8 on (c)")
+    parser.add_argument("--flake8-repeat", type=int, default=3, help="flake8 runs (3)")
+    parser.add_argument("--skip-flake8", action="store_true", help=argparse.SUPPRESS)  # default
     parser.add_argument("--skip-robustness", action="store_true", help="skip the robustness pass")
-    parser.add_argument(
-        "--no-bytecode-cache",
-        action="store_true",
-        help="run patchaudit with the environment's bytecode settings",
-    )
+    bytecode = "run patchaudit with the environment's bytecode settings"
+    parser.add_argument("--no-bytecode-cache", action="store_true", help=bytecode)
     args = parser.parse_args()
-
-    stdlib = Path(sysconfig.get_paths()["stdlib"]).resolve()
-    results: dict = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine_info(),
-        "versions": tool_versions(),
-        "corpus": {"path": str(stdlib)},
-        "ok": True,
-    }
-    print(f"corpus: {stdlib} (without site-packages)")
-    print(f"machine: {describe_machine(results['machine'])}")
-    print("versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items()))
-
+    keys = [k.strip() for k in args.corpus.split(",") if k.strip()]
+    if not keys or set(keys) - set(_corpora.ALL):
+        parser.error(f"--corpus: choose from {','.join(_corpora.ALL)}")
+    results: dict = {"date": _now(), "machine": machine_info(), "ok": True}
     with tempfile.TemporaryDirectory(prefix="patchaudit-bench-") as tmp:
+        ws = Path(tmp)
         env = dict(os.environ)
         env.pop("PATCHAUDIT_CACHE_DIR", None)
         if not args.no_bytecode_cache:
             env.pop("PYTHONDONTWRITEBYTECODE", None)
-            env["PYTHONPYCACHEPREFIX"] = os.path.join(tmp, "pycache")
-        warm_env = {**env, "PATCHAUDIT_CACHE_DIR": os.path.join(tmp, "cache")}
-
-        files = check_file_sets(stdlib, env, results)
-        commands = {
-            "patchaudit cold": (PATCHAUDIT + PA_COMMON + ["--no-cache"], env),
-            "patchaudit warm": (PATCHAUDIT + PA_COMMON, warm_env),
-            "ruff": (RUFF + RUFF_EXCLUDE + ["."], env),
+            env["PYTHONPYCACHEPREFIX"] = str(ws / "pycache")
+        results["versions"] = tool_versions(env, args.flake8)
+        print_header(results)
+        corpora = _corpora.build(keys, ws / "corpora", args.monorepo_base)
+        runs = plan(corpora, env, ws, args)
+        results["commands"] = {r.key: " ".join(_short(r.cmd)) for r in runs}
+        results["corpora"] = {
+            c.key: {"label": c.label, "root": str(c.root), **c.info} for c in corpora
         }
-        if not args.skip_full:
-            commands["patchaudit full cold"] = (PATCHAUDIT + PA_COMMON + FULL + ["--no-cache"], env)
-            commands["patchaudit full warm"] = (PATCHAUDIT + PA_COMMON + FULL, warm_env)
-        if not args.skip_flake8:
-            commands["flake8"] = (FLAKE8 + ["."], dict(os.environ))
-        results["commands"] = {name: " ".join(_short(c)) for name, (c, _) in commands.items()}
-
-        # Untimed: fill the bytecode cache and prime the patchaudit result caches.
-        for name, (cmd, run_env) in commands.items():
-            if name.startswith("patchaudit"):
-                run(cmd, stdlib, run_env)
-        cache_dir = Path(warm_env["PATCHAUDIT_CACHE_DIR"])
-        primed = _cache_files(cache_dir)
-        timings = time_commands(commands, stdlib, args)
-        results["timings"] = timings
-        # The cache key covers patchaudit's own files: an edit during the runs makes them cold.
-        results["warm_runs_hit_cache"] = _cache_files(cache_dir) == primed
-        if not results["warm_runs_hit_cache"]:
-            print(
-                "\nWARNING: the warm runs wrote new cache files (was patchaudit's source edited "
-                "while they ran?), so they were not warm; see PYTHONPATH in this script's doc"
-            )
-        report_timings(timings, results)
-
-        results["analysis"] = check_analysis(stdlib, warm_env, args.skip_full)
-        if not args.skip_full:
-            results["cli_json"] = check_cli_json(stdlib, env)
-    if not args.skip_robustness:
-        results["robustness"] = robustness(stdlib, files)
-
-    results["ok"] = (
-        results["warm_runs_hit_cache"]
-        and all(t["pass"] for t in results["targets"].values())
-        and results["analysis"]["ok"]
-        and results.get("cli_json", {}).get("ok", True)
-        and results.get("robustness", {}).get("ok", True)
-    )
+        results["memory"] = prime(runs)
+        caches = {r.key: _cache_files(r) for r in runs if r.name.startswith("warm")}
+        reports: dict[str, list[dict]] = {}
+        results["timings"] = time_runs(runs, args, reports)
+        results["checks"] = checks(runs, caches, reports, ws, results.setdefault("reports", {}))
+        results["analysis"] = analysis(runs)
+        results["targets"] = evaluate(results, corpora)
+    if "c" in keys and not args.skip_robustness:
+        stdlib = Path(results["corpora"]["c"]["source"])
+        results["robustness"] = _corpora.robustness(stdlib, results["corpora"]["c"]["files"])
+        results["checks"]["robustness"] = results["robustness"]["ok"]
+    results["machine"]["load_average_at_end"] = _load()
+    results["machine"]["uptime_at_end"] = _uptime()
+    print_tables(results, corpora)
+    passed = [t["passed"] for t in results["targets"].values()]
+    results["ok"] = all(passed) and all(results["checks"].values())
     print(f"\noverall: {'PASS' if results['ok'] else 'FAIL'}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
@@ -170,115 +138,151 @@ def main() -> int:
     return 0 if results["ok"] else 1
 
 
+def _pa(c: Corpus, name: str, extra: list[str], mode: str, ws: Path, env: dict, warm: bool) -> Run:
+    """A patchaudit run; it writes its JSON report to its own file, its cache to its own folder."""
+    folder = f"{c.key}-{name.replace(' ', '')}"
+    cache = ws / ("cache" if warm else "cold-cache") / folder
+    out = ws / "out" / f"{folder}.json"
+    out.parent.mkdir(exist_ok=True)
+    cmd = [*PATCHAUDIT, *extra, *([] if warm else ["--no-cache"]), "--output", str(out), "."]
+    env = {**env, "PATCHAUDIT_CACHE_DIR": str(cache)}
+    return Run(c, name, cmd, env, mode, edit=warm and bool(c.edit), output=out)
+
+
+def plan(corpora: list[Corpus], env: dict, ws: Path, args: argparse.Namespace) -> list[Run]:
+    """The commands per corpus, after checking that the tools see the same files."""
+    runs: list[Run] = []
+    for c in corpora:
+
+        def pa(name: str, extra: list[str], mode: str, warm: bool, c: Corpus = c) -> Run:
+            return _pa(c, name, extra, mode, ws, env, warm)
+
+        excludes = _corpora.file_set(
+            c, RUFF, env, run, FLAKE8 if args.flake8 and c.key == "c" else None
+        )
+        info = c.info
+        print(
+            f"[{c.key}] {c.label}: {info['files']:,} .py files, {info['lines']:,} lines, "
+            f"{info['bytes'] / MB:.1f} MB, the same for {' and '.join(info['same_files'])}"
+        )
+
+        mode = "full" if "--framework" in c.pa_args else "auto"
+        ruff = Run(c, "ruff", [*RUFF, *excludes["ruff"], "."], env)
+        if c.key == "one-file":
+            runs += [
+                pa("warm", c.pa_args, mode, True),
+                Run(c, "python -c pass", [sys.executable, "-c", "pass"], env),
+            ]
+            continue
+        runs.append(pa("cold", c.pa_args, mode, False))
+        if c.key == "c":
+            runs.append(pa("cold -j 1", [*c.pa_args, "--jobs", "1"], mode, False))
+            if os.cpu_count() != 2:
+                runs.append(pa("cold -j 2", [*c.pa_args, "--jobs", "2"], mode, False))
+        if c.edit:
+            runs.append(pa("warm", c.pa_args, mode, True))
+        runs.append(ruff)
+        if c.key == "c":  # the default mode: the stdlib never mentions gevent, so pre-scan only
+            runs += [
+                pa("pre-scan cold", [], "pre-scan", False),
+                pa("pre-scan warm", [], "pre-scan", True),
+            ]
+            if args.flake8:
+                cmd = [*FLAKE8, *excludes["flake8"], "."]
+                runs.append(Run(c, "flake8", cmd, dict(os.environ), repeat=args.flake8_repeat))
+    return runs
+
+
 # -- environment -------------------------------------------------------------------------------
 
 
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def _uptime() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return ""
+
+
 def machine_info() -> dict:
-    cpu = ""
+    cpu, ram_gib = platform.processor(), None
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        cpu = platform.processor()
-    ram_gib = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                ram_gib = round(int(line.split()[1]) / 1024**2, 1)
-    except OSError:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = next(
+            (ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), cpu
+        )
+        mem = next(ln for ln in Path("/proc/meminfo").read_text().splitlines() if "MemTotal" in ln)
+        ram_gib = round(int(mem.split()[1]) / 1024**2, 1)
+    except (OSError, StopIteration):
         pass
-    return {
-        "cpus": os.cpu_count(),
-        "cpu_model": cpu,
-        "ram_gib": ram_gib,
-        "platform": platform.platform(),
-        "python": sys.version.split()[0],
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-    }
+    return {"cpus": os.cpu_count(), "cpu_model": cpu, "ram_gib": ram_gib,
+            "platform": platform.platform(), "load_average_at_start": _load(),
+            "uptime_at_start": _uptime()}  # fmt: skip
 
 
-def describe_machine(m: dict) -> str:
-    return (
-        f"{m['cpus']} CPUs ({m['cpu_model']}), {m['ram_gib']} GiB RAM, Python {m['python']}, "
-        f"load average {m['load_average_at_start']}"
-    )
+_WHERE = """
+import hashlib, json, pathlib, patchaudit
+top = pathlib.Path(patchaudit.__file__).parent
+digest = hashlib.sha256()
+for path in sorted(top.rglob("*.py")):
+    digest.update(path.relative_to(top).as_posix().encode() + b"\\0" + path.read_bytes())
+print(json.dumps({"path": str(top), "sha256": digest.hexdigest()[:16]}))
+"""
 
 
-def tool_versions() -> dict:
-    versions = {}
-    for tool in ("patchaudit", "ruff", "flake8"):
-        out = subprocess.run([str(BIN / tool), "--version"], capture_output=True, text=True)
-        versions[tool] = out.stdout.strip().removeprefix(f"{tool} ").split()[0]
+def tool_versions(env: dict, flake8: bool) -> dict:
+    versions = {"python": sys.version.split()[0]}
+    for tool in ("patchaudit", "ruff", *(["flake8"] if flake8 else [])):
+        proc = subprocess.run(
+            [str(BIN / tool), "--version"], env=env, capture_output=True, text=True
+        )
+        if proc.returncode or not proc.stdout.strip():
+            raise ToolFailure(f"{tool} --version exited {proc.returncode}: {proc.stderr[-300:]}")
+        versions[tool] = proc.stdout.strip().removeprefix(f"{tool} ").split()[0]
+    try:
+        versions["gevent"] = importlib.metadata.version("gevent")
+    except importlib.metadata.PackageNotFoundError:
+        versions["gevent"] = "not installed"
+    where = json.loads(run([*_corpora.PY, "-c", _WHERE], Path.cwd(), env).stdout)
+    versions["patchaudit_from"], versions["patchaudit_sha256"] = where["path"], where["sha256"]
+    versions["repository_head"] = real_projects._commit()
     return versions
 
 
-def _cache_files(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.glob("files-*.json"))
+def print_header(results: dict) -> None:
+    m, v = results["machine"], results["versions"]
+    print(f"date: {results['date']}")
+    print(f"machine: {m['cpus']} CPUs ({m['cpu_model']}), {m['ram_gib']} GiB RAM, {m['platform']}")
+    print(f"load average at start: {m['load_average_at_start']} ({m['uptime_at_start']})")
+    names = [k for k in ("python", "patchaudit", "ruff", "gevent", "flake8") if k in v]
+    print("versions: " + ", ".join(f"{k} {v[k]}" for k in names))
+    print(
+        f"patchaudit imported from {v['patchaudit_from']} (sources sha256 "
+        f"{v['patchaudit_sha256']}), repository HEAD {v['repository_head']}"
+    )
+    if Path(v["patchaudit_from"]).resolve().is_relative_to(_corpora.REPO):
+        print(
+            "WARNING: timing the working tree itself; if it is being edited, time a snapshot "
+            "(PYTHONPATH, see this script's doc)"
+        )
+
+
+def _cache_files(r: Run) -> list[str]:
+    return sorted(p.name for p in Path(r.env["PATCHAUDIT_CACHE_DIR"]).glob("files-*.json"))
 
 
 def _short(cmd: list[str]) -> list[str]:
     return [Path(cmd[0]).name, *cmd[1:]]
 
 
-# -- file sets ---------------------------------------------------------------------------------
-
-_PATCHAUDIT_FILES = """
-import json, os
-from pathlib import Path
-from patchaudit._config import load_config
-from patchaudit.rules import REGISTRY
-from patchaudit.static._discover import discover
-config = load_config([Path(".")], REGISTRY.keys(), {"exclude": ["site-packages"]})
-files, problems = discover([Path(".")], exclude=config.exclude, root=config.root, cwd=Path.cwd(),
-                           respect_gitignore=config.respect_gitignore)
-print(json.dumps({"root": str(config.root), "config": str(config.source) if config.source else None,
-                  "files": [str(f.path) for f in files], "problems": problems}))
-"""
-_FLAKE8_FILES = """
-import json, os, sys
-from flake8.main.application import Application
-app = Application()
-app.initialize(sys.argv[1:])
-app.file_checker_manager.start()
-print(json.dumps([os.path.abspath(f) for f in app.file_checker_manager.filenames]))
-"""
-
-
-def check_file_sets(stdlib: Path, env: dict, results: dict) -> list[Path]:
-    """Make sure all three tools see the same files; return them."""
-    pa = json.loads(run([sys.executable, "-c", _PATCHAUDIT_FILES], stdlib, env).stdout)
-    if pa["config"] is not None or Path(pa["root"]).resolve() != stdlib:
-        raise SystemExit(f"patchaudit found a configuration: root={pa['root']}, {pa['config']}")
-    ruff_out = run(RUFF + RUFF_EXCLUDE + ["--show-files", "."], stdlib, env).stdout
-    flake8_out = run([sys.executable, "-c", _FLAKE8_FILES, *FLAKE8[1:], "."], stdlib, env).stdout
-    sets = {
-        "patchaudit": {str(Path(p).resolve()) for p in pa["files"]},
-        "ruff": {str(Path(p).resolve()) for p in ruff_out.splitlines() if p.strip()},
-        "flake8": {str(Path(p).resolve()) for p in json.loads(flake8_out)},
-    }
-    reference = sets["patchaudit"]
-    for name, found in sets.items():
-        if found != reference:
-            extra, missing = sorted(found - reference), sorted(reference - found)
-            raise SystemExit(f"{name} sees other files: extra {extra[:5]}, missing {missing[:5]}")
-    files = sorted(Path(p) for p in reference)
-    lines = sum(_count_lines(p.read_bytes()) for p in files)
-    size = sum(p.stat().st_size for p in files)
-    results["corpus"].update(files=len(files), lines=lines, bytes=size, problems=pa["problems"])
-    print(
-        f"files: {len(files)} .py files, {lines:,} lines, {size / 1e6:.1f} MB, "
-        "identical for patchaudit, ruff and flake8"
-    )
-    return files
-
-
-def _count_lines(data: bytes) -> int:
-    return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
-
-
-# -- timing ------------------------------------------------------------------------------------
+# -- running -----------------------------------------------------------------------------------
 
 
 def run(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
@@ -289,224 +293,197 @@ def run(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
     return proc
 
 
-def time_once(cmd: list[str], cwd: Path, env: dict) -> tuple[float, int]:
+def time_once(r: Run) -> tuple[float, int]:
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.run(
+        r.cmd, cwd=r.corpus.root, env=r.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     elapsed = time.perf_counter() - start
     if proc.returncode not in OK_CODES:
         tail = proc.stderr.decode(errors="replace").strip().splitlines()[-5:]
-        raise ToolFailure(f"{' '.join(_short(cmd))} exited {proc.returncode}: {' | '.join(tail)}")
+        raise ToolFailure(f"{' '.join(_short(r.cmd))} exited {proc.returncode}: {' | '.join(tail)}")
     return elapsed, proc.returncode
 
 
-def time_commands(commands: dict, cwd: Path, args: argparse.Namespace) -> dict:
-    """Round-robin: round i runs every tool once, so load changes affect all of them."""
-    runs: dict[str, list[float]] = {name: [] for name in commands}
-    codes: dict[str, set[int]] = {name: set() for name in commands}
-    rounds = max(args.repeat, 0 if args.skip_flake8 else args.flake8_repeat)
-    for i in range(rounds):
-        for name, (cmd, env) in commands.items():
-            wanted = args.flake8_repeat if name == "flake8" else args.repeat
-            if i >= wanted:
+def prime(runs: list[Run]) -> dict:
+    """Untimed: fill the bytecode cache, prime the warm caches; take memory on the first cold
+    run of each corpus (the one-file project: its priming warm run)."""
+    memory, measured = {}, set()
+    for r in runs:
+        if not r.output:
+            continue
+        if r.corpus.key not in measured and (r.name == "cold" or r.corpus.key == "one-file"):
+            measured.add(r.corpus.key)
+            out = run([*_corpora.PY, "-c", _corpora.MEMORY, *r.cmd], r.corpus.root, r.env).stdout
+            mem = json.loads(out.strip().splitlines()[-1])
+            if mem["code"] not in OK_CODES:
+                raise ToolFailure(f"{' '.join(_short(r.cmd))} exited {mem['code']}")
+            peaks = {"max_rss_bytes": mem["max_rss"], "tree_peak_rss_bytes": mem["tree_peak"]}
+            memory[r.corpus.key] = {"run": r.name, **peaks}
+        elif r.name.startswith("warm"):
+            run(r.cmd, r.corpus.root, r.env)
+    return memory
+
+
+def time_runs(runs: list[Run], args: argparse.Namespace, reports: dict) -> dict:
+    """Round-robin over every command of every corpus; warm runs edit their file first."""
+    times: dict[str, list[float]] = {r.key: [] for r in runs}
+    codes: dict[str, set[int]] = {r.key: set() for r in runs}
+    for i in range(max(r.repeat or args.repeat for r in runs)):
+        print(f"round {i + 1} ({_now()}, load {_load()})", flush=True)
+        for r in runs:
+            if i >= (r.repeat or args.repeat):
                 continue
-            elapsed, code = time_once(cmd, cwd, env)
-            runs[name].append(elapsed)
-            codes[name].add(code)
-            print(f"  round {i + 1}: {name:<22} {elapsed:8.3f} s (exit {code})", flush=True)
+            if r.edit:
+                with open(r.corpus.root / r.corpus.edit, "a") as handle:
+                    handle.write(f"\n# static_check.py edit {i + 1}\n")
+            elapsed, code = time_once(r)
+            times[r.key].append(elapsed)
+            codes[r.key].add(code)
+            if r.output:
+                reports.setdefault(r.key, []).append(json.loads(r.output.read_text()))
+            print(f"  {r.key:<24} {elapsed:8.3f} s (exit {code})", flush=True)
     return {
-        name: {
-            "runs_s": [round(t, 4) for t in times],
-            "median_s": round(statistics.median(times), 4),
-            "min_s": round(min(times), 4),
-            "exit_codes": sorted(codes[name]),
+        key: {
+            "runs_s": [round(t, 4) for t in ts],
+            "median_s": round(statistics.median(ts), 4),
+            "min_s": round(min(ts), 4),
+            "exit_codes": sorted(codes[key]),
         }
-        for name, times in runs.items()
-        if times
+        for key, ts in times.items()
+        if ts
     }
 
 
-def report_timings(timings: dict, results: dict) -> None:
-    print("\nmedians:")
-    for name, t in timings.items():
-        runs = len(t["runs_s"])
-        print(f"  {name:<22} {t['median_s']:8.3f} s   (min {t['min_s']:.3f}, {runs} runs)")
-    med = {name: t["median_s"] for name, t in timings.items()}
-    ratios = {}
-    pairs = [
-        ("patchaudit cold / ruff", "patchaudit cold", "ruff"),
-        ("patchaudit warm / ruff cold", "patchaudit warm", "ruff"),
-        ("flake8 / patchaudit cold", "flake8", "patchaudit cold"),
-        ("patchaudit full cold / ruff", "patchaudit full cold", "ruff"),
-        ("patchaudit full warm / ruff cold", "patchaudit full warm", "ruff"),
-        ("flake8 / patchaudit full cold", "flake8", "patchaudit full cold"),
+# -- checks ------------------------------------------------------------------------------------
+
+
+def checks(runs: list[Run], caches: dict, reports: dict, ws: Path, details: dict) -> dict:
+    """The same findings in every run of a corpus and mode; warm hits; cold writes nothing."""
+    out: dict[str, bool] = {}
+    print("\nchecks:")
+    groups: dict[tuple[str, str], list[tuple[str, dict]]] = {}
+    for r in runs:
+        for report in reports.get(r.key, []):
+            groups.setdefault((r.corpus.key, r.mode), []).append((r.name, report))
+    out.update(_corpora.compare(groups, details))
+    for r in runs:
+        if r.key in caches:
+            hit = _cache_files(r) == caches[r.key]
+            out[f"{r.key}: the warm runs used the primed cache"] = hit
+            if not hit:
+                print(f"  FAIL {r.key}: new cache files (was patchaudit edited while it ran?)")
+    cold = [p for p in (ws / "cold-cache").rglob("*") if p.is_file()]
+    stray = [
+        str(c.root)
+        for c in {id(r.corpus): r.corpus for r in runs}.values()
+        if (c.root / ".patchaudit_cache").exists()
     ]
-    print("\nratios of medians:")
-    for label, num, den in pairs:
-        if num in med and den in med:
-            ratios[label] = round(med[num] / med[den], 3)
-            print(f"  {label:<34} {ratios[label]:8.2f}")
-    results["ratios"] = ratios
-    targets = {}
-    print("\ntargets (default mode):")
-    for key, num, den, op, limit, text in TARGETS:
-        if num not in med or den not in med:
-            continue
-        value = med[num] / med[den]
-        ok = value <= limit if op == "<=" else value >= limit
-        targets[key] = {"target": text, "value": round(value, 3), "pass": ok}
-        print(f"  {text:<36} {value:8.2f}  {'PASS' if ok else 'FAIL'}")
-    results["targets"] = targets
-
-
-# -- what patchaudit did -----------------------------------------------------------------------
-
-_ANALYSIS = """
-import json, sys
-from pathlib import Path
-from patchaudit._config import load_config
-from patchaudit.rules import REGISTRY
-from patchaudit.static import check
-out = {}
-for mode, framework in (("default", None), ("full", "gevent")):
-    if mode == "full" and sys.argv[1] == "skip-full":
-        continue
-    config = load_config([Path(".")], REGISTRY.keys(),
-                         {"exclude": ["site-packages"], "framework": framework})
-    report = check([Path(".")], config, cwd=Path.cwd(), use_cache=True)
-    out[mode] = {"files_seen": report.files_seen, "files_analyzed": report.files_analyzed,
-                 "findings": len(report.findings), "errors": report.errors, "notes": report.notes}
-print(json.dumps(out))
-"""
-
-
-def check_analysis(stdlib: Path, warm_env: dict, skip_full: bool) -> dict:
-    """files seen / parsed per mode, read from the (primed) cache of the timed runs."""
-    flag = "skip-full" if skip_full else "full"
-    out = json.loads(run([sys.executable, "-c", _ANALYSIS, flag], stdlib, warm_env).stdout)
-    print("\nwhat patchaudit did:")
-    ok = True
-    for mode, info in out.items():
-        internal = [e for e in info["errors"] if "internal error" in e]
-        ok &= not internal
-        print(
-            f"  {mode:<8} {info['files_seen']} files seen, {info['files_analyzed']} parsed and "
-            f"analysed, {info['findings']} findings, {len(info['errors'])} errors "
-            f"({len(internal)} internal)"
-        )
-        for note in info["notes"]:
-            print(f"           note: {note}")
-    out["ok"] = ok
+    out["the --no-cache runs wrote no cache"] = not cold and not stray
+    print(
+        f"  --no-cache runs wrote no cache: {'PASS' if not cold and not stray else 'FAIL'}"
+        f"{' ' + str(cold[:3] + stray[:3]) if cold or stray else ''}"
+    )
     return out
 
 
-def check_cli_json(stdlib: Path, env: dict) -> dict:
-    cmd = PATCHAUDIT + [
-        "--exclude",
-        "site-packages",
-        "--framework",
-        "gevent",
-        "--format",
-        "json",
-        "--no-cache",
-    ]
-    document = json.loads(run(cmd, stdlib, env).stdout)
-    internal = [e for e in document["errors"] if "internal error" in e]
-    by_rule: dict[str, int] = {}
-    for finding in document["findings"]:
-        by_rule[finding["rule"]] = by_rule.get(finding["rule"], 0) + 1
+def analysis(runs: list[Run]) -> dict:
+    """Files seen / parsed per corpus and mode, in process, from the (warm) cache if any."""
+    first: dict[tuple[str, str], Run] = {}
+    for r in sorted((r for r in runs if r.output), key=lambda r: not r.name.startswith("warm")):
+        first.setdefault((r.corpus.key, r.mode), r)
+    items = [(r.corpus, r.mode, r.env) for r in first.values()]
+    return _corpora.analysis(items, run)
+
+
+# -- targets and tables ------------------------------------------------------------------------
+
+
+RATIO_TARGETS = [  # (name, numerator, denominator, comparison, limit)
+    *[t for k in "abc" for t in (
+        (f"{k}: cold / ruff", f"{k}: cold", f"{k}: ruff", "<=", 2.0),
+        (f"{k}: warm (1 file edited) / ruff cold", f"{k}: warm", f"{k}: ruff", "<=", 0.5))],
+    ("c: -j 1 / -j 2 speed-up", "c: cold -j 1", "c: cold" if os.cpu_count() == 2
+     else "c: cold -j 2", ">=", 1.6),
+    ("c: pre-scan cold / ruff", "c: pre-scan cold", "c: ruff", "<=", 2.0),
+    ("c: pre-scan warm (1 file edited) / ruff cold", "c: pre-scan warm", "c: ruff", "<=", 0.5),
+    ("c: flake8 / pre-scan cold", "c: flake8", "c: pre-scan cold", ">=", 20.0),
+    ("one-file: warm / python -c pass", "one-file: warm", "one-file: python -c pass", "<=", 5.0),
+]  # fmt: skip
+
+
+def evaluate(results: dict, corpora: list[Corpus]) -> dict:
+    med = {k: t["median_s"] for k, t in results["timings"].items()}
+    out: dict[str, dict] = {}
+
+    def target(name: str, value: float, op: str, limit: float, unit: str = "x") -> None:
+        ok = value <= limit if op == "<=" else value < limit if op == "<" else value >= limit
+        out[name] = dict(value=round(value, 3), op=op, limit=limit, unit=unit, passed=ok)
+
+    for name, num, den, op, limit in RATIO_TARGETS:
+        if num in med and den in med:
+            target(name, med[num] / med[den], op, limit)
+    if "b" in results["memory"]:
+        mem = results["memory"]["b"]["max_rss_bytes"] / MB
+        target("b: peak memory (largest process)", mem, "<", 300, " MB")
+    base = results["corpora"].get("d-base")
+    if base and {"d1x", "d16x"} <= {c.key for c in corpora}:
+        per_file = results["per_file"] = {}
+        for c in corpora:
+            if c.key.startswith("d") and c.key != "d-base":
+                extra = med[f"{c.key}: cold"] - med["d-base: cold"]
+                per_file[c.key] = {
+                    "raw_ms": 1000 * med[f"{c.key}: cold"] / c.info["files"],
+                    "marginal_ms": 1000 * extra / (c.info["files"] - base["files"]),
+                }
+        value = per_file["d16x"]["marginal_ms"] / per_file["d1x"]["marginal_ms"]
+        target("d: cold per file, 16x / 1x (fixed cost left out)", value, "<=", 1.2)
+    order = "a b c d one-file".split()
+    return dict(sorted(out.items(), key=lambda item: order.index(item[0].split(":")[0])))
+
+
+def print_tables(results: dict, corpora: list[Corpus]) -> None:
+    med = results["timings"]
+    print("\n" + "=" * 100)
     print(
-        f"\n`{' '.join(_short(cmd))}`: {len(document['findings'])} findings "
-        f"{document['summary']}, {len(document['errors'])} errors, "
-        f"{len(internal)} internal errors {'PASS' if not internal else 'FAIL'}"
+        f"date {results['date']}; load average {results['machine']['load_average_at_start']} "
+        f"at start, {results['machine']['load_average_at_end']} at end"
     )
-    for error in internal:
-        print(f"  {error}")
-    return {
-        "findings": len(document["findings"]),
-        "findings_by_rule": dict(sorted(by_rule.items())),
-        "summary": document["summary"],
-        "errors": document["errors"],
-        "internal_errors": internal,
-        "ok": not internal,
-    }
-
-
-# -- robustness --------------------------------------------------------------------------------
-
-
-def robustness(stdlib: Path, benchmark_files: list[Path]) -> dict:
-    """summarize() every .py file outside site-packages (no pre-scan); compare with compile()."""
-    import ast
-
-    from patchaudit.static._summary import summarize
-
-    files = []
-    for folder, dirs, names in os.walk(stdlib):
-        dirs[:] = [d for d in dirs if d not in ("site-packages", "__pycache__")]
-        files += [Path(folder, name) for name in names if name.endswith(".py")]
-    files.sort()
-    start = time.perf_counter()
-    parse_errors: dict[str, tuple] = {}
-    internal: dict[str, str] = {}
-    compile_fails: dict[str, str] = {}
-    ast_ok: set[str] = set()
-    for path in files:
-        rel = path.relative_to(stdlib).as_posix()
-        data = path.read_bytes()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # invalid escape sequences and the like
-            summary = summarize(rel, None, False, data)
-            try:
-                compile(data, str(path), "exec", dont_inherit=True)
-            except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
-                compile_fails[rel] = f"{type(exc).__name__}: {exc}"
-                try:
-                    ast.parse(data, str(path))
-                    ast_ok.add(rel)
-                except (SyntaxError, ValueError, RecursionError, MemoryError):
-                    pass
-        if summary.parse_error is not None:
-            parse_errors[rel] = summary.parse_error
-        if summary.internal_error is not None:
-            internal[rel] = summary.internal_error
-    elapsed = time.perf_counter() - start
-
-    wrongly_rejected = sorted(set(parse_errors) - set(compile_fails))
-    # compile() also rejects what only the compiler checks (e.g. an unknown __future__ feature);
-    # such files are syntactically valid, so patchaudit parsing them is right.
-    compile_only = sorted(set(compile_fails) - set(parse_errors))
-    unexplained = [rel for rel in compile_only if rel not in ast_ok]
-    ok = not internal and not wrongly_rejected and not unexplained
-    extra = len(files) - len(benchmark_files)
-    print(
-        f"\nrobustness: summarize() on {len(files)} files ({extra} more than the timed set: "
-        f"venv/ is walked here) in {elapsed:.1f} s"
-    )
-    print(
-        f"  parse errors: {len(parse_errors)} (all rejected by compile() too: "
-        f"{'yes' if not wrongly_rejected else 'NO'})"
-    )
-    for rel, (line, col, msg) in sorted(parse_errors.items()):
-        print(f"    {rel}:{line}:{col}: {msg}")
-    if compile_only:
-        print(f"  parsed, but rejected by compile() after parsing: {len(compile_only)}")
-        for rel in compile_only:
-            marker = "" if rel in ast_ok else "  <- ast.parse rejects it too: UNEXPLAINED"
-            print(f"    {rel}: {compile_fails[rel]}{marker}")
-    for rel in wrongly_rejected:
-        print(f"  FAIL: {rel} compiles but patchaudit reports {parse_errors[rel]}")
-    print(f"  internal errors: {len(internal)} {'PASS' if not internal else 'FAIL'}")
-    for rel, message in sorted(internal.items()):
-        print(f"    {rel}: {message}")
-    return {
-        "files": len(files),
-        "seconds": round(elapsed, 2),
-        "parse_errors": {rel: list(v) for rel, v in sorted(parse_errors.items())},
-        "compile_only_errors": {rel: compile_fails[rel] for rel in compile_only},
-        "wrongly_rejected": wrongly_rejected,
-        "internal_errors": internal,
-        "ok": ok,
-    }
+    print(f"{'corpus':<10} {'files':>7} {'run':<16} {'median':>9} {'min':>9}  ratio")
+    for c in corpora:
+        ref = "ruff" if f"{c.key}: ruff" in med else "python -c pass"
+        for key, t in med.items():
+            if not key.startswith(f"{c.key}: "):
+                continue
+            name = key.split(": ", 1)[1]
+            rel = ""
+            if name != ref and f"{c.key}: {ref}" in med:
+                rel = f"{t['median_s'] / med[f'{c.key}: {ref}']['median_s']:7.2f}x {ref}"
+            print(
+                f"{c.key:<10} {c.info.get('files', 1):>7,} {name:<16} {t['median_s']:8.3f}s "
+                f"{t['min_s']:8.3f}s  {rel}"
+            )
+        mem = results["memory"].get(c.key)
+        if mem:
+            print(
+                f"{c.key:<10} {'':>7} {'peak memory':<16} {mem['max_rss_bytes'] / MB:7.0f} MB "
+                f"largest process, {mem['tree_peak_rss_bytes'] / MB:.0f} MB whole tree (sampled "
+                f"RSS sum) in its {mem['run']} run"
+            )
+    for key, pf in results.get("per_file", {}).items():
+        print(
+            f"{key:<10} cold per file: {pf['raw_ms']:.3f} ms raw, {pf['marginal_ms']:.3f} ms "
+            "without the fixed cost (d-base)"
+        )
+    print(f"\n{'target':<52} {'value':>10} {'limit':>10}  result")
+    for name, t in results["targets"].items():
+        value = f"{t['value']:.2f}{t['unit'].strip() or 'x'}"
+        print(
+            f"{name:<52} {value:>10} {t['op'] + ' ' + str(t['limit']):>10}  "
+            f"{'PASS' if t['passed'] else 'FAIL'}"
+        )
+    for name, ok in results["checks"].items():
+        print(f"check: {name:<80} {'PASS' if ok else 'FAIL'}")
 
 
 if __name__ == "__main__":
@@ -514,4 +491,7 @@ if __name__ == "__main__":
         sys.exit(main())
     except ToolFailure as exc:
         print(f"tool failure: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except (SetupError, real_projects.BenchmarkError) as exc:
+        print(f"cannot run: {exc}", file=sys.stderr)
         sys.exit(2)

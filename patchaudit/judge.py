@@ -74,12 +74,17 @@ class Judge:
         self._seen: set[tuple[str, str, int, int]] = set()
         #: path -> {(line, code)} of the ``# noqa`` entries that silenced a hit (for MPA002).
         self.used: dict[str, set[tuple[int, str]]] = {}
+        self._codes: dict[str, frozenset[str]] = {}  # path -> codes: big trees repeat paths
 
     def enabled(self, code: str, path: str) -> bool:
         """Whether ``code`` is selected for ``path`` (cwd-relative), per-file-ignores included."""
         if self.config is None:
             return True
-        return code in self.config.codes_for(config_relative(path, self.config.root, self.cwd))
+        codes = self._codes.get(path)
+        if codes is None:
+            relative = config_relative(path, self.config.root, self.cwd)
+            codes = self._codes[path] = self.config.codes_for(relative)
+        return code in codes
 
     def suppressed(self, code: str, path: str, line: int) -> bool:
         """Whether a ``# noqa`` silences ``code`` at ``path:line``; a silencing is recorded."""
