@@ -74,6 +74,10 @@ class ModuleIndex:
         self._listing: dict[str, frozenset[str]] = {}
         self._located: dict[str, _Located | None] = {}
         self._nodes: dict[str, ModuleNode | None] = {}
+        # memos of the import replay (see _project.simulate): per module, what importing it runs;
+        # per import statement, the modules it executes
+        self.replay_events: dict[str, list[tuple[int, int, object]]] = {}
+        self.replay_targets: dict[ImportRecord, list[str]] = {}
         stdlib = sysconfig.get_paths()
         self._stdlib_dirs = tuple(
             os.path.realpath(stdlib[k]) + os.sep for k in ("stdlib", "platstdlib") if k in stdlib

@@ -359,7 +359,19 @@ def simulate(
     if replay.then_call:
         calls_of[root] = {**call_lines.get(root, {}), replay.then_call: (10**9, MODULE)}
 
+    # What a module other than the root does when imported is the same in every program's
+    # replay: computed once per index (a monorepo replays the same stdlib graph a thousand times).
+    shared: dict[str, list[tuple[int, int, object]]] = index.replay_events
+
     def events(name: str, node: ModuleNode) -> list[tuple[int, int, object]]:
+        if name != root and name in shared:
+            return shared[name]
+        found = _events(name, node)
+        if name != root and name not in call_lines:
+            shared[name] = found
+        return found
+
+    def _events(name: str, node: ModuleNode) -> list[tuple[int, int, object]]:
         contexts = (MODULE, MAIN) if name == root and replay.as_main else (MODULE,)
         found: list[tuple[int, int, object]] = []
         for record in node.imports:
@@ -402,7 +414,10 @@ def simulate(
             entry.limit = line
             if isinstance(event, PatchPoint):
                 raise _PatchReached(name, event)
-            for target in import_targets(event, index):  # type: ignore[arg-type]
+            targets = index.replay_targets.get(event)  # type: ignore[arg-type]
+            if targets is None:
+                targets = index.replay_targets[event] = import_targets(event, index)  # type: ignore[arg-type]
+            for target in targets:
                 run(target, name, event)  # type: ignore[arg-type]
         entry.limit = None
 
