@@ -26,10 +26,10 @@ from .._process import Interrupted
 from ..judge import Judge, merge, project_noqa, recount_unused_noqa, source_noqa
 from ..model.events import TargetEvent
 from ..model.facts import RuntimeContext
-from ..model.known import known_importers
+from ..model.known import known_importers, known_patch_points
 from ..rules import REGISTRY, Runner  # the package import registers every rule
 from ..static import analyze
-from ..static._project import simulate
+from ..static._project import Replay, simulate
 from ._launcher import ProbeError, ProbeRun, run_probe
 from ._outcome import build_timeline, record_failure
 from ._target import (
@@ -271,7 +271,8 @@ def _target_patches(project, target: Target) -> bool:
     if project is None:
         return False
     call_lines = {k: s.module_calls for k, s in project.modules.items()}
-    sim = simulate(target.module, project.index, call_lines, known_importers(), as_main=False)
+    replay = Replay(target.module, as_main=False)
+    sim = simulate(replay, project.index, call_lines, known_importers(), known_patch_points())
     return sim is not None
 
 

@@ -137,7 +137,8 @@ def analyze(
     )
     report.warnings.extend(problems)
     mentions = frozenset().union(*(s.mentions for s in states)) if states else frozenset()
-    frameworks = _frameworks_to_audit(config, launchers) | mentions
+    declared = declared_frameworks(config.root, config.max_file_size)
+    frameworks = _frameworks_to_audit(config, launchers, declared) | mentions
     too_large = [s for s in states if s.too_large is not None]
     if frameworks:
         to_parse = [s for s in states if s.relevant and s.summary is None and s.digest]
@@ -189,6 +190,7 @@ def analyze(
             states_to_summaries(states),
             config,
             launchers,
+            declared,
             mentions,
             report,
             cwd=cwd,
@@ -371,13 +373,15 @@ def _patcher_imports() -> tuple[tuple[re.Pattern[bytes], str, tuple[bytes, ...]]
     )
 
 
-def _frameworks_to_audit(config: Config, launchers: list[Launcher]) -> frozenset[str]:
+def _frameworks_to_audit(
+    config: Config, launchers: list[Launcher], declared: frozenset[str]
+) -> frozenset[str]:
     """Frameworks the project runs under besides what its code names: configured, a run-time
     dependency, or what a launcher patches with (`gunicorn -k gevent` in a Procfile)."""
     if config.framework != "auto":
         return frozenset({config.framework})
     found = {launcher.framework for launcher in launchers if launcher.framework}
-    return frozenset(found) | declared_frameworks(config.root, config.max_file_size)
+    return frozenset(found) | declared
 
 
 def _parse_all(

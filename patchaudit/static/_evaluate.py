@@ -13,7 +13,7 @@ from ..model.known import known_importers, known_patch_points
 from ..rules._model import REGISTRY, Hit, Rule, Runner, Scope
 from . import _cache
 from ._discover import SourceFile
-from ._launchers import Launcher, declared_frameworks, distributed_modules
+from ._launchers import Launcher, distributed_modules
 from ._modules import ModuleIndex
 from ._programs import PYTEST, build_programs
 from ._project import Project, Replay, loaded_by, module_key, project_nodes, simulate
@@ -26,6 +26,7 @@ def evaluate(
     files: list[tuple[SourceFile, FileSummary | None]],
     config: Config,
     launchers: list[Launcher],
+    declared: frozenset[str],
     mentions: frozenset[str],
     report: Report,
     *,
@@ -55,13 +56,11 @@ def evaluate(
     nodes = project_nodes(unparsed + parsed, str(cwd))
     roots = [config.root, config.root / "src"]
     index = ModuleIndex(nodes, [r for r in roots if r.is_dir()], cache=module_cache)
-    # Frameworks every file runs under: configured, or a run-time dependency of the project. A
-    # gunicorn config choosing a gevent worker makes its own program a gevent one, not the tree.
-    # A run-time dependency only says the project uses it somewhere: it applies to code that no
-    # program the tree launches reaches (an app started by a server configured elsewhere).
-    declared = declared_frameworks(config.root, config.max_file_size)
-    configured = frozenset({config.framework}) if config.framework != "auto" else frozenset()
-    global_frameworks = configured
+    # `framework = "gevent"` applies to every file. A run-time dependency (``declared``) only
+    # says the project uses it somewhere: it applies to code that no program the tree launches
+    # reaches (an app started by a server configured elsewhere). A gunicorn config choosing a
+    # gevent worker makes its own program a gevent one, not the tree.
+    global_frameworks = frozenset({config.framework}) if config.framework != "auto" else frozenset()
     project = Project(
         config=config,
         patch_lists=patch_lists,
@@ -126,7 +125,7 @@ def _add_launched_files(
     stems = {(launcher.module or "").replace(".", "/") for launcher in launchers}
     for source, summary in files:
         relative = _root_relative(source.path, project.config.root)
-        if relative in by_path or source.module is None and relative not in named:
+        if relative in by_path or (source.module is None and relative not in named):
             continue
         stem = relative.removesuffix("/__init__.py").removesuffix(".py")
         if relative in named or any(stem == s or stem.endswith("/" + s) for s in stems if s):

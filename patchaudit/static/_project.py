@@ -334,13 +334,11 @@ class Replay:
 
 
 def simulate(
-    replay: Replay | str,
+    replay: Replay,
     index: ModuleIndex,
     call_lines: dict[str, dict[str, tuple[int, str]]],
     known_importers: dict[str, list[str]],
     known_patches: dict[str, PatchPoint] | None = None,
-    *,
-    as_main: bool = True,
 ) -> Simulation | None:
     """Replay import-time execution of a program until the first patch call; None if none runs.
 
@@ -349,8 +347,6 @@ def simulate(
     Packages that patch when imported are patch points: installed ones by their own source,
     others by ``known_patches`` (the data table).
     """
-    if isinstance(replay, str):
-        replay = Replay(replay, as_main=as_main)
     root = replay.root
     executed: dict[str, Executed] = {}
     missing: dict[str, Executed] = {}
