@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pathspec
-
 from ._findings import Severity
 
 if sys.version_info >= (3, 11):
@@ -69,6 +67,8 @@ class _PathGlob:
     """One per-file-ignores glob (gitignore syntax, relative to root; ``!glob`` inverts it)."""
 
     def __init__(self, glob: str) -> None:
+        import pathspec  # on use: 10 ms of start-up a config without these does not pay
+
         self.negated = glob.startswith("!")
         self.spec = pathspec.GitIgnoreSpec.from_lines([glob[1:] if self.negated else glob])
 
@@ -378,6 +378,8 @@ def _choice(value: object, key: str, prefix: str, allowed: Sequence[str]) -> str
 
 
 def _check_glob(pattern: str, key: str, prefix: str) -> None:
+    import pathspec
+
     try:
         pathspec.GitIgnoreSpec.from_lines([pattern.removeprefix("!")])
     except Exception as exc:  # pathspec raises several types for malformed patterns

@@ -16,14 +16,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import _process, _safeio, probe
+from . import _safeio, probe
 
 __all__ = [
     "PROBE_JOB",
@@ -32,6 +31,7 @@ __all__ = [
     "PatchLists",
     "clear_memo",
     "load_patch_lists",
+    "patch_lists_key",
 ]
 
 #: The probe's boot script (the runtime audit's too); run by path with the target interpreter.
@@ -195,19 +195,30 @@ def _resolve_interpreter(python: str | None) -> str:
 def _gevent_fingerprint(python: str) -> str:
     """A cheap stand-in for "which gevent is installed for ``python``", without spawning.
 
-    For the running interpreter this is the exact version from ``importlib.metadata`` (gevent is
-    not imported). For another interpreter it is the names and mtimes of any
-    ``gevent-*.dist-info`` directories under the interpreter's prefix (``bin/..`` for a venv);
-    a gevent installed elsewhere (user site, ``PYTHONPATH``) is not seen, so in that case only
-    the interpreter path and mtime key the cache: delete the cache after upgrading gevent there.
+    For the running interpreter this is the first ``gevent-*.dist-info`` (or ``.egg-info``) on
+    ``sys.path``, by name and mtime: the distribution ``importlib.metadata`` would report, found
+    without importing it (10 ms of every start-up) or gevent. For another interpreter it is the
+    names and mtimes of any ``gevent-*.dist-info`` directories under the interpreter's prefix
+    (``bin/..`` for a venv); a gevent installed elsewhere (user site, ``PYTHONPATH``) is not
+    seen, so in that case only the interpreter path and mtime key the cache: delete the cache
+    after upgrading gevent there.
     """
     if python == os.path.abspath(sys.executable):
-        from importlib import metadata
-
-        try:
-            return "version=" + metadata.version("gevent")
-        except metadata.PackageNotFoundError:
-            return "version=none"
+        for entry in sys.path:
+            try:
+                names = sorted(os.listdir(entry)) if entry else []  # never the cwd's ''
+            except OSError:
+                continue
+            found = []
+            for name in names:
+                if name.startswith("gevent-") and name.endswith((".dist-info", ".egg-info")):
+                    try:
+                        found.append(f"{name}@{os.stat(os.path.join(entry, name)).st_mtime_ns}")
+                    except OSError:
+                        continue
+            if found:  # every one in that folder: a stale second copy is seen too
+                return "dist=" + ",".join(found)
+        return "dist=none"
     prefix = Path(python).parent.parent
     found = []
     for pattern in ("lib/python*/site-packages/gevent-*.dist-info", "Lib/site-packages/gevent-*"):
@@ -288,6 +299,10 @@ def _run_probe(python: str, timeout: float) -> dict[str, Any]:
     gevent started in it, is killed at the end, on timeout, on an interrupt, and if this
     process dies.
     """
+    import subprocess  # on use: a cached answer needs neither (5 ms of start-up)
+
+    from . import _process
+
     cmd = probe.command(python, PROBE_JOB)
     try:
         child = _process.spawn(
@@ -338,6 +353,12 @@ def _run_probe(python: str, timeout: float) -> dict[str, Any]:
             f"{_last_line(stderr) or 'no error output'}"
         )
     return data
+
+
+def patch_lists_key(python: str | None = None) -> str:
+    """What :func:`load_patch_lists` keys its answer by: equal keys, equal lists. Raises
+    :class:`PatchListError` like it when the interpreter cannot be found."""
+    return _cache_key(_resolve_interpreter(python))
 
 
 def clear_memo() -> None:

@@ -140,16 +140,23 @@ def test_a_file_check_reuses_and_keeps_the_whole_root_cache(
     assert [(f.rule, f.path) for f in first.findings] == [("MPA201", "helper.py")]
     stored = os.stat(folder.file(name))
     assert set(_cache.load_files(folder, name)) == {"helper.py", "wsgi.py"}
+    stage = folder.file("stage-" + name.removeprefix("files-").removesuffix(".jsonl") + ".json")
+    staged = os.stat(stage)
 
     for _ in range(2):
         again = check([Path("helper.py")], config, cwd=project)
         assert [(f.rule, f.path, f.line) for f in again.findings] == [("MPA201", "helper.py", 1)]
         now = os.stat(folder.file(name))  # nothing changed: the cache file was not rewritten
         assert (now.st_ino, now.st_mtime_ns) == (stored.st_ino, stored.st_mtime_ns)
+        now = os.stat(stage)  # nor the whole root's stage output, replayed for the named file
+        assert (now.st_ino, now.st_mtime_ns) == (staged.st_ino, staged.st_mtime_ns)
     # the entries of the files not named are still there for the next `check .`
     entries = _cache.load_files(folder, name)
     assert set(entries) == {"helper.py", "wsgi.py"}
-    assert all(entry.summary is not None for entry in entries.values())
+    for row in entries.values():
+        summary = _cache.decode_summary(row.text)
+        assert summary is not None
+        assert _cache.encode_summary(summary) == (row.text, row.entry.summary_digest)
 
 
 def _many_files(root: Path) -> Path:

@@ -21,7 +21,14 @@ from pathlib import Path
 
 import pytest
 
-from patchaudit.static._cache import FileEntries, FileEntry
+from patchaudit.static import _cache
+from patchaudit.static._cache import (
+    FORMAT,
+    FileEntry,
+    content_hash,
+    decode_summary,
+    encode_summary,
+)
 from patchaudit.static._plain import ShapeError, decoder, encoder
 from patchaudit.static._summary import summarize
 from patchaudit.static._workers import WORKER_DIED
@@ -48,6 +55,34 @@ def _project(tmp_path: Path, files: dict[str, str] | None = None) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     return project
+
+
+def _settle(project: Path) -> None:
+    """Create the in-tree cache folder and date the project folder 10 s back: the project
+    stage's output is stored only when every folder it listed (the root, where imports are
+    looked up) changed more than 2 s before the run (see ``_cache.RACY_NS``), so the first run
+    then writes all four cache kinds."""
+    (project / ".patchaudit_cache").mkdir()
+    past = time.time() - 10
+    os.utime(project, (past, past))
+
+
+def _cache_files(cache: Path) -> list[Path]:
+    """The cache's data files: JSON documents and the files cache (``.jsonl``)."""
+    return sorted([*cache.glob("*.json"), *cache.glob("*.jsonl")], key=lambda p: p.name)
+
+
+def _jsonl_lines(path: Path) -> tuple[object, list[tuple[list, str]]]:
+    """The files cache's header and its rows as ([relpath, FileEntry plain form], summary)."""
+    header, *rows = path.read_text().split("\n")[:-1]
+    split = [row.partition("\t") for row in rows]
+    assert all(tab == "\t" for _, tab, _ in split)
+    return json.loads(header), [(json.loads(head), text) for head, _, text in split]
+
+
+def _jsonl(header: object, rows: list[tuple[object, str]]) -> str:
+    lines = [json.dumps(header)] + [f"{json.dumps(head)}\t{text}" for head, text in rows]
+    return "".join(line + "\n" for line in lines)
 
 
 def _check(
@@ -97,10 +132,16 @@ class _OpensMarker:
 
 def test_crafted_cache_files_are_never_loaded(tmp_path: Path) -> None:
     project = _project(tmp_path)
+    _settle(project)
     first = _check(project)
     cache = project / ".patchaudit_cache"
-    names = sorted(p.name for p in cache.glob("*.json"))
-    assert [n.split("-")[0] for n in names] == ["files", "gevent", "modules"]
+    names = [p.name for p in _cache_files(cache)]
+    assert [(n.split("-")[0], n.rpartition(".")[2]) for n in names] == [
+        ("files", "jsonl"),
+        ("gevent", "json"),
+        ("modules", "json"),
+        ("stage", "json"),
+    ]
     proof = tmp_path / "proof"
     pickle.loads(pickle.dumps(_OpensMarker(proof))).close()
     assert proof.exists()  # the payload works: loading it is running code
@@ -108,32 +149,40 @@ def test_crafted_cache_files_are_never_loaded(tmp_path: Path) -> None:
     crafted = pickle.dumps(_OpensMarker(marker))
     for name in names:  # the new names with a pickle inside, and the old .pickle names
         (cache / name).write_bytes(crafted)
-        (cache / name.replace(".json", ".pickle")).write_bytes(crafted)
+        (cache / (name.rpartition(".")[0] + ".pickle")).write_bytes(crafted)
     second = _check(project)
     assert not marker.exists()
     assert (second.returncode, second.stdout, second.stderr) == (1, first.stdout, "")
     _same_as_clean(project, second)
     for name in names:  # rebuilt as JSON
-        json.loads((cache / name).read_text())
+        if name.endswith(".jsonl"):
+            header, rows = _jsonl_lines(cache / name)
+            assert header == {"format": FORMAT, "kind": "files"}
+            assert sorted(head[0] for head, _ in rows) == ["app.py", "worker.py"]
+        else:
+            document = json.loads((cache / name).read_text())
+            if not name.startswith("gevent-"):
+                assert (document["format"], document["kind"]) == (FORMAT, name.split("-")[0])
 
 
 def test_a_cache_forged_elsewhere_is_never_opened(tmp_path: Path) -> None:
     """A well-formed cache committed to the tree cannot vouch for a file: its names are keyed
     with a secret from the checking user's own cache folder, which the tree cannot know."""
-    from patchaudit.static._cache import content_hash
-
     project = _project(tmp_path, {"app.py": ABC_FIRST})
     attacker = {"XDG_CACHE_HOME": str(tmp_path / "attacker-home")}
     assert _check(project, env=attacker).returncode == 0
     # The forgery: the clean file's summary, re-labelled with the hash of the bad content.
     (project / "app.py").write_text(SSL_FIRST)
     cache = project / ".patchaudit_cache"
-    (files,) = cache.glob("files-*.json")
-    document = json.loads(files.read_text())
-    entry = document["entries"]["app.py"]
+    (files,) = cache.glob("files-*.jsonl")
+    header, rows = _jsonl_lines(files)
+    ((head, summary),) = rows
+    relpath, entry = head
+    assert relpath == "app.py"
     assert entry[1] == content_hash(ABC_FIRST.encode())  # FileEntry.digest
+    assert decode_summary(summary) is not None  # the clean file's summary, kept as it is
     entry[0], entry[1] = None, content_hash(SSL_FIRST.encode())
-    files.write_text(json.dumps(document))
+    files.write_text(_jsonl(header, [(head, summary)]))
     # With the attacker's own secret the forged entry would hide the error ...
     assert _check(project, env=attacker).returncode == 0
     forged = files.read_bytes()
@@ -144,98 +193,291 @@ def test_a_cache_forged_elsewhere_is_never_opened(tmp_path: Path) -> None:
     assert files.read_bytes() == forged  # left alone: the victim's cache has other names
 
 
-@pytest.mark.parametrize(
-    "damage",
-    [
-        "garbage",
-        "truncated",
-        "wrong-version",
-        "wrong-shape",
-        "wrong-type",
-        "smuggled-object",
-        "deep-nesting",
-    ],
-)
+DAMAGES = [
+    "garbage",
+    "truncated",
+    "wrong-version",
+    "wrong-shape",
+    "wrong-type",
+    "smuggled-object",
+    "deep-nesting",
+    "deep-nesting-inside",
+]
+SUMMARY_DAMAGES = ["smuggled-object", "deep-nesting-inside"]  # .jsonl: the summaries only
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+def _smuggled(marker: Path) -> dict[str, object]:
+    evil = {"py/reduce": [{"py/function": "builtins.open"}, [str(marker), "w"]]}
+    return {"__class__": "os.system", "args": [f"touch {marker}"], **evil}
+
+
+def _damage_document(text: str, damage: str, marker: Path) -> str:
+    """A JSON cache document (modules, stage, gevent patch lists) damaged as ``damage`` says."""
+    document = json.loads(text)
+    entries = document.get("entries")  # a dict (modules), a list (stage), absent (gevent)
+    if damage == "garbage":
+        return "\x00not json at all{"
+    if damage == "truncated":
+        return text[: len(text) // 2]
+    if damage == "wrong-version":
+        return json.dumps({**document, "format": 999, "schema": 999})
+    if damage == "wrong-shape":
+        return json.dumps({"entries": [1, 2, 3]} if "entries" in document else [document])
+    if damage == "wrong-type":  # every field replaced by a string, same count
+        if isinstance(entries, dict):
+            bad: object = {k: [str(v) for v in value] for k, value in entries.items()}
+        elif isinstance(entries, list):
+            bad = [str(v) for v in entries]
+        else:
+            return json.dumps({k: v if k == "schema" else str(v) for k, v in document.items()})
+        return json.dumps({**document, "entries": bad})
+    if damage == "smuggled-object":
+        swapped = _smuggled(marker)
+        return json.dumps({**document, "entries": {"app.py": swapped}, "schema": swapped})
+    if damage == "deep-nesting":
+        return f'{{"format": {FORMAT}, "kind": "{document.get("kind")}", "entries": {DEEP}}}'
+    assert damage == "deep-nesting-inside"  # a well-formed document, one value nested deep
+    if isinstance(entries, dict):
+        inner = {**document, "entries": {**entries, next(iter(entries)): "@deep@"}}
+    elif isinstance(entries, list):
+        inner = {**document, "entries": [entries[0], "@deep@", *entries[2:]]}
+    else:
+        inner = {**document, "by_option": "@deep@"}
+    return json.dumps(inner).replace('"@deep@"', DEEP)
+
+
+def _damage_lines(text: str, damage: str, marker: Path) -> str:
+    """The files cache (``.jsonl``) damaged as ``damage`` says."""
+    header, rows = json.loads(text.split("\n", 1)[0]), []
+    for line in text.split("\n")[1:-1]:
+        head, _, summary = line.partition("\t")
+        rows.append((json.loads(head), summary))
+    if damage == "garbage":
+        return "\x00not json at all{"
+    if damage == "truncated":
+        return text[: len(text) // 2]
+    if damage == "wrong-version":  # the header of another format
+        return _jsonl({"format": 999, "kind": "files"}, rows)
+    if damage == "wrong-shape":  # a line that is not [relpath, entry]
+        return _jsonl(header, [({"relpath": h[0], "entry": h[1]}, s) for h, s in rows])
+    if damage == "wrong-type":  # every field of every entry a string, same count
+        return _jsonl(header, [([h[0], [str(v) for v in h[1]]], s) for h, s in rows])
+    if damage == "smuggled-object":  # an object in place of each summary
+        return _jsonl(header, [(h, json.dumps(_smuggled(marker))) for h, _ in rows])
+    if damage == "deep-nesting":  # the first line's [relpath, entry]
+        (first, summary), *rest = rows
+        lines = _jsonl(header, rest).split("\n", 1)
+        return f"{lines[0]}\n{DEEP}\t{summary}\n{lines[1]}"
+    assert damage == "deep-nesting-inside"  # each summary nested deep: found when decoded
+    return _jsonl(header, [(h, DEEP) for h, _ in rows])
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
 def test_damaged_cache_is_ignored_and_rebuilt(tmp_path: Path, damage: str) -> None:
     project = _project(tmp_path)
+    _settle(project)
     first = _check(project, "--format", "json")
     cache = project / ".patchaudit_cache"
     marker = tmp_path / "pwned"
-    for path in cache.glob("*.json"):
-        text = path.read_text()
-        document = json.loads(text)
-        if damage == "garbage":
-            text = "\x00not json at all{"
-        elif damage == "truncated":
-            text = text[: len(text) // 2]
-        elif damage == "wrong-version":
-            text = json.dumps({**document, "format": 999, "schema": 999})
-        elif damage == "wrong-shape":
-            text = json.dumps({"entries": [1, 2, 3]} if "entries" in document else [document])
-        elif damage == "wrong-type" and "entries" in document:
-            # every entry's fields replaced by strings of the same count
-            entries = document["entries"]
-            bad = {k: [str(v) for v in value] for k, value in entries.items()}
-            text = json.dumps({**document, "entries": bad})
-        elif damage == "smuggled-object":
-            evil = {"py/reduce": [{"py/function": "builtins.open"}, [str(marker), "w"]]}
-            swapped = {"__class__": "os.system", "args": [f"touch {marker}"], **evil}
-            text = json.dumps({**document, "entries": {"app.py": swapped}, "schema": swapped})
-        elif damage == "deep-nesting":
-            text = '{"format": 1, "kind": "files", "entries": ' + "[" * 100_000 + "]" * 100_000
-            text += "}"
-        path.write_text(text)
+    paths = _cache_files(cache)
+    assert [p.name.split("-")[0] for p in paths] == ["files", "gevent", "modules", "stage"]
+    for path in paths:
+        damage_file = _damage_lines if path.suffix == ".jsonl" else _damage_document
+        damaged = damage_file(path.read_text(), damage, marker)
+        assert damaged != path.read_text()
+        path.write_text(damaged)
     second = _check(project, "--format", "json")
     assert not marker.exists()
     assert second.returncode == first.returncode == 1
     assert second.stderr == ""  # nothing for the user to act on
     assert _findings(second) == _findings(first) == EXPECTED
     assert json.loads(second.stdout)["errors"] == []
+    # Rebuilt: the next run reads every cache file without a complaint.
+    third = _check(project, "--format", "json", env={"PATCHAUDIT_DEBUG": "1"})
+    assert third.stderr == ""
+    assert _findings(third) == EXPECTED
+    header, rows = _jsonl_lines(paths[0])
+    assert header == {"format": FORMAT, "kind": "files"}
+    assert [head[0] for head, _ in rows] == ["app.py", "worker.py"]
+    if damage not in SUMMARY_DAMAGES:  # the whole file was discarded and written anew
+        assert [decode_summary(text) is not None for _, text in rows] == [True, True]
 
 
-def test_ignored_cache_file_gives_one_debug_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("damage", SUMMARY_DAMAGES)
+def test_a_damaged_summary_is_parsed_again_and_written_back(tmp_path: Path, damage: str) -> None:
     project = _project(tmp_path)
+    _settle(project)
     _check(project)
-    (files,) = (project / ".patchaudit_cache").glob("files-*.json")
-    files.write_text("[]")
+    cache = project / ".patchaudit_cache"
+    (files,) = cache.glob("files-*.jsonl")
+    (stage,) = cache.glob("stage-*.json")
+    marker = tmp_path / "pwned"
+    files.write_text(_damage_lines(files.read_text(), damage, marker))
+    stage.unlink()  # the project stage must run, so the summaries are decoded
+    second = _check(project, "--format", "json")
+    assert not marker.exists()
+    assert (second.returncode, second.stderr, _findings(second)) == (1, "", EXPECTED)
+    _header, rows = _jsonl_lines(files)
+    assert [decode_summary(text) is not None for _, text in rows] == [True, True]
+
+
+def _last_line_not_an_array(text: str) -> str:
+    header, rows = json.loads(text.split("\n", 1)[0]), []
+    for line in text.split("\n")[1:-1]:
+        head, _, summary = line.partition("\t")
+        rows.append((json.loads(head), summary))
+    (relpath, entry), summary = rows[-1]
+    return _jsonl(header, [*rows[:-1], ({"relpath": relpath, "entry": entry}, summary)])
+
+
+@pytest.mark.parametrize(
+    ("kind", "damage", "message"),
+    [
+        ("files", "[]", "ValueError: not a patchaudit files cache of this format"),
+        ("files", "one-line", "ShapeError: expected a list of 2"),
+        ("stage", "[]", "ValueError: not a patchaudit cache document"),
+    ],
+)
+def test_ignored_cache_file_gives_one_debug_line(
+    tmp_path: Path, kind: str, damage: str, message: str
+) -> None:
+    project = _project(tmp_path)
+    _settle(project)
+    _check(project)
+    (path,) = (project / ".patchaudit_cache").glob(f"{kind}-*.json*")
+    path.write_text("[]" if damage == "[]" else _last_line_not_an_array(path.read_text()))
     result = _check(project, env={"PATCHAUDIT_DEBUG": "1"})
     debug = [line for line in result.stderr.splitlines() if "debug" in line]
-    assert debug == [
-        f"patchaudit: debug: ignoring cache file {files}: ValueError: not a patchaudit cache "
-        "document"
-    ], result.stderr
+    assert debug == [f"patchaudit: debug: ignoring cache file {path}: {message}"], result.stderr
     assert result.returncode == 1
+    assert result.stdout.startswith("app.py:1:1: MPA101 importing `ssl` loads")
 
 
-def test_plain_form_round_trips_every_summary_exactly() -> None:
-    entries = {}
+def test_one_bad_line_discards_the_whole_files_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from patchaudit._config import load_config
+    from patchaudit.rules import REGISTRY
+    from patchaudit.static import _engine, check
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("PATCHAUDIT_CACHE_DIR", str(cache))
+    monkeypatch.setattr(_cache, "RACY_NS", 0)  # files written just now are trusted at once
+    project = _project(
+        tmp_path, {"app.py": SSL_FIRST, "worker.py": STALE_SLEEP, "z.py": "import os\n"}
+    )
+    monkeypatch.chdir(project)
+    config = load_config([Path(".")], REGISTRY.keys())
+    read: list[str] = []
+    real_read = _engine.read_regular
+
+    def counting(path: object, limit: int) -> bytes:
+        read.append(Path(str(path)).name)
+        return real_read(path, limit)
+
+    monkeypatch.setattr(_engine, "read_regular", counting)
+
+    def places() -> set[tuple[str, str, int]]:
+        report = check([Path(".")], config, cwd=project)
+        assert report.errors == []
+        return {(f.rule, f.path, f.line) for f in report.findings}
+
+    assert places() == EXPECTED
+    assert sorted(read) == ["app.py", "worker.py", "z.py"]
+    read.clear()
+    assert places() == EXPECTED
+    assert read == []  # warm: every file's row is used, none is read
+    (files,) = cache.glob("files-*.jsonl")
+    files.write_text(_last_line_not_an_array(files.read_text()))  # z.py's line
+    monkeypatch.setenv("PATCHAUDIT_DEBUG", "1")
+    capsys.readouterr()
+    assert places() == EXPECTED
+    assert sorted(read) == ["app.py", "worker.py", "z.py"]  # the good lines were dropped too
+    assert capsys.readouterr().err.splitlines() == [
+        f"patchaudit: debug: ignoring cache file {files}: ShapeError: expected a list of 2"
+    ]
+    read.clear()
+    assert places() == EXPECTED
+    assert read == []  # rebuilt
+
+
+def test_plain_form_round_trips_every_summary_exactly(tmp_path: Path) -> None:
+    rows: dict[str, tuple[FileEntry, str]] = {}
+    summaries = []
     for index, path in enumerate(sorted((FIXTURES / "rules").rglob("*.py"))):
         summary = summarize(path.name, "pkg.mod", index % 2 == 0, path.read_bytes())
+        summaries.append(summary)
+        text, digest = encode_summary(summary)
+        assert digest == content_hash(text.encode())
+        assert encode_summary(summary) == (text, digest)  # equal summaries, equal digests
+        back = decode_summary(text)
+        assert back == summary
+        assert repr(back) == repr(summary)  # tuples stay tuples, frozensets, int keys ints
         key = (1, 2, 3, index)
-        entries[str(path)] = FileEntry(
-            key, "d", "pkg.mod", False, frozenset({"gevent"}), True, summary
-        )
-    assert any(s.summary.hits for s in entries.values())
-    assert any(s.summary.suppressions.lines for s in entries.values())
-    assert any(p.keywords for s in entries.values() for p in s.summary.patch_points)
-    text = json.dumps(encoder(FileEntries)(entries))
-    back = decoder(FileEntries)(json.loads(text))
-    assert back == entries
-    assert repr(back) == repr(entries)  # tuples stay tuples, frozensets frozensets, int keys ints
+        entry = FileEntry(key, "d", "pkg.mod", False, frozenset({"gevent"}), True, digest)
+        rows[str(path)] = (entry, text)
+    assert any(s.hits for s in summaries)
+    assert any(s.suppressions.lines for s in summaries)
+    assert any(p.keywords for s in summaries for p in s.patch_points)
+    assert encode_summary(None) == ("null", None)
+    assert decode_summary("null") is None
+    # [relpath, FileEntry]: the plain form of a line's first half
+    pairs = [(relpath, entry) for relpath, (entry, _) in rows.items()]
+    text = json.dumps(encoder(list[tuple[str, FileEntry]])(pairs))
+    back_pairs = decoder(list[tuple[str, FileEntry]])(json.loads(text))
+    assert back_pairs == pairs
+    assert repr(back_pairs) == repr(pairs)
+    # and whole lines, through the files cache itself
+    folder = _cache.Folder(tmp_path / "cache", in_tree=False)
+    stored = {relpath: _cache.FileRow(entry, text) for relpath, (entry, text) in rows.items()}
+    stored["none.py"] = _cache.FileRow(
+        FileEntry(None, "e", None, True, frozenset(), False, None), "null"
+    )
+    _cache.store_files(folder, "files-test.jsonl", stored)
+    loaded = _cache.load_files(folder, "files-test.jsonl")
+    assert list(loaded) == list(stored)
+    assert {k: (r.entry, r.text) for k, r in loaded.items()} == {
+        k: (r.entry, r.text) for k, r in stored.items()
+    }
+    assert repr([r.entry for r in loaded.values()]) == repr([r.entry for r in stored.values()])
+    assert [decode_summary(loaded[str(p)].text) for p in sorted(rows)] == [
+        decode_summary(rows[p][1]) for p in sorted(rows)
+    ]
+
+
+VALID_ENTRY = [[1, 2, 3, 4], "d", "pkg.mod", False, ["gevent"], True, "digest"]
+
+
+def test_decoder_accepts_a_valid_line_head() -> None:
+    relpath, entry = decoder(tuple[str, FileEntry])(["a.py", VALID_ENTRY])
+    assert relpath == "a.py"
+    assert entry == FileEntry(
+        (1, 2, 3, 4), "d", "pkg.mod", False, frozenset({"gevent"}), True, "digest"
+    )
 
 
 @pytest.mark.parametrize(
     "plain",
     [
-        {"a": [None, "d", None, False, [], True, {"__class__": "x"}]},  # summary not a list
-        {"a": [[1, 2, 3, True], "d", None, False, [], True, None]},  # bool is not an int
-        {"a": [None, "d", None, False, {"frozenset": []}, True, None]},  # tags only for Any
-        {"a": [None, "d", None, False, [], True]},  # a field short
+        ["a", [None, "d", None, False, [], True, {"__class__": "x"}]],  # digest not a string
+        ["a", [[1, 2, 3, True], "d", None, False, [], True, None]],  # bool is not an int
+        ["a", [[1, 2, 3], "d", None, False, [], True, None]],  # a stat field short
+        ["a", [None, "d", None, False, {"frozenset": []}, True, None]],  # tags only for Any
+        ["a", [None, "d", None, False, [1], True, None]],  # mentions are strings
+        ["a", [None, "d", None, 0, [], True, None]],  # an int is not a bool
+        ["a", [None, "d", None, False, [], True]],  # a field short
+        ["a", [*VALID_ENTRY, None]],  # a field too many
+        ["a", {"stat": None, "digest": "d"}],  # fields by name
+        [1, VALID_ENTRY],  # the relpath not a string
+        ["a", VALID_ENTRY, "extra"],  # more than [relpath, entry]
+        ["a"],  # no entry
+        {"a": VALID_ENTRY},  # the old files cache's shape
     ],
 )
 def test_decoder_is_strict(plain: object) -> None:
     with pytest.raises(ShapeError):
-        decoder(FileEntries)(plain)
+        decoder(tuple[str, FileEntry])(plain)
 
 
 # -- the cache cannot be redirected -----------------------------------------------------------
@@ -305,8 +547,11 @@ def test_links_inside_the_cache_folder_are_replaced_not_written_through(tmp_path
 
 def test_fifo_in_place_of_cache_files_does_not_hang(tmp_path: Path) -> None:
     project = _project(tmp_path)
+    _settle(project)
     first = _check(project)
-    for path in (project / ".patchaudit_cache").glob("*.json"):
+    paths = _cache_files(project / ".patchaudit_cache")
+    assert [p.name.split("-")[0] for p in paths] == ["files", "gevent", "modules", "stage"]
+    for path in paths:
         path.unlink()
         os.mkfifo(path)
     result = _check(project, timeout=30)

@@ -5,6 +5,10 @@ Codes are ``MPA`` + three digits, grouped by family: 0xx source problems, 1xx pa
 signals, 55x queues and multiprocessing, 6xx fork, 7xx incompatible libraries, 8xx blocking
 calls. Rules numbered x5x and above in a family are runtime rules; each rule names the runners
 that execute it (:class:`Runner`).
+
+Runtime checks import the event classes (:mod:`patchaudit.model.events`) inside their bodies:
+every ``patchaudit check`` imports this package, and a pre-commit hook pays for each module
+loaded at start-up on every commit.
 """
 
 from . import (  # noqa: F401  (imported for their @rule registrations)

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from .._findings import Category, Severity
-from ..model.events import BlockEvent, Frame, ServeEvent, TargetEvent
 from ..model.source import MODULE, FileContext
 from ._helpers import argument
 from ._model import Hit, Runner, Scope, rule
+
+if TYPE_CHECKING:
+    from ..model.events import BlockEvent, Frame
 
 _GREENLET_MAKERS = frozenset({"gevent.spawn", "gevent.spawn_later", "gevent.Greenlet.spawn"})
 
@@ -258,6 +261,8 @@ def _app_frame(ctx, stack: list[Frame]) -> Frame | None:
 
 
 def _target_location(ctx) -> tuple[str, int]:
+    from ..model.events import TargetEvent
+
     target = ctx.facts.first("target")
     if not isinstance(target, TargetEvent) or not target.file:
         return ctx.facts.display(None), 1
@@ -294,6 +299,8 @@ def app(environ, start_response):
 def check_hub_blocked(ctx) -> Iterator[Hit]:
     # one finding per blocking line, for its longest episode; "reports" counts the episodes
     # from that one on (a longer episode restarts the count, as it always has)
+    from ..model.events import BlockEvent
+
     worst: dict[tuple[str, int], tuple[BlockEvent, Frame]] = {}
     reports: dict[tuple[str, int], int] = {}
     for event in ctx.facts.all("block"):
@@ -354,6 +361,8 @@ def app(environ, start_response):
     runners=Runner.PROBE,
 )
 def check_collapse(ctx) -> Iterator[Hit]:
+    from ..model.events import ServeEvent
+
     for event in ctx.facts.all("serve"):
         if not isinstance(event, ServeEvent):
             continue

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from .._findings import Category, Severity
-from ..model.events import OwnersEvent, PatchEvent
 from ..model.source import MAIN, MODULE, FileContext
 from ._helpers import argument, is_literal, keyword
 from ._model import RUNTIME, Hit, Runner, Scope, rule
+
+if TYPE_CHECKING:
+    from ..model.events import PatchEvent
 
 
 @rule(
@@ -309,6 +312,8 @@ from gevent import monkey; monkey.patch_all()
     runners=RUNTIME,
 )
 def check_mixed_owners(ctx) -> Iterator[Hit]:
+    from ..model.events import OwnersEvent
+
     event = ctx.facts.first("owners")
     owners = (event.owners if isinstance(event, OwnersEvent) else None) or {}
     frameworks = {

@@ -9,7 +9,6 @@ import ast
 from collections.abc import Iterator
 
 from .._findings import Category, Severity
-from ..model.events import ForkEvent
 from ..model.source import FileContext
 from ._helpers import argument, body_of, calls_in, local_function
 from ._model import RUNTIME, Hit, Scope, rule
@@ -173,6 +172,8 @@ serve_forever()            # systemd / supervisord keeps it in the foreground
     runners=RUNTIME,
 )
 def check_fork_after_patch(ctx) -> Iterator[Hit]:
+    from ..model.events import ForkEvent
+
     for event in ctx.facts.all("fork"):
         if not isinstance(event, ForkEvent) or not event.after_patch:
             continue

@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .._findings import Category, Severity
-from ..model.events import LibrariesEvent
 from ..model.known import load_table
 from ..model.source import MAIN, MODULE, ImportRecord
 from ._model import RUNTIME, Hit, Rule, Runner, Scope, add_rule, rule
@@ -179,6 +178,8 @@ def check_init_gevent_early(ctx) -> Iterator[Hit]:
 
 # -- at run time (MPA75x): the library's own check, in the running process ------------------
 def _library_hits(ctx, library: str) -> Iterator[Hit]:
+    from ..model.events import LibrariesEvent
+
     for event in ctx.facts.all("libraries"):
         if not isinstance(event, LibrariesEvent):
             continue

@@ -10,7 +10,6 @@ import dataclasses
 from collections.abc import Iterator
 
 from .._findings import Category, Severity
-from ..model.events import SettingsEvent
 from ..model.known import known_patch_points, known_patchers
 from ..model.machinery import IMPORTANT_PATCH_OPTIONS
 from ..model.source import MAIN, MODULE, FileContext, PatchPoint, module_key
@@ -339,6 +338,8 @@ monkey.patch_all()
     runners=RUNTIME,
 )
 def check_partial(ctx) -> Iterator[Hit]:
+    from ..model.events import SettingsEvent
+
     settings = ctx.facts.first("settings")
     if not isinstance(settings, SettingsEvent):
         return

@@ -36,14 +36,6 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from .._findings import Category, Severity
-from ..model.events import (
-    GeventUseEvent,
-    PatchUndoneEvent,
-    PytestSessionEvent,
-    TestBlockEvent,
-    TimeoutThreadEvent,
-)
-from ..model.facts import replaced_modules
 from ._model import Hit, Runner, rule
 
 if TYPE_CHECKING:
@@ -63,6 +55,8 @@ def pytest_loaded(facts: Facts) -> frozenset[str]:
     """What pytest and its plugins loaded: everything there before the plugin started recording,
     and later first imports (before the patch) whose importer chain never passes through a
     project file. The plugin's context takes it as its ``startup_modules``."""
+    from ..model.events import PytestSessionEvent
+
     session = facts.first("pytest_session")
     if not isinstance(session, PytestSessionEvent):
         return frozenset()
@@ -121,11 +115,15 @@ monkey.patch_all()          # pytest already imported socket, threading, ...
     runners=Runner.PYTEST,
 )
 def check_loaded_before_session(ctx) -> Iterator[Hit]:
+    from ..model.events import PytestSessionEvent
+
     session = ctx.facts.first("pytest_session")
     if not isinstance(session, PytestSessionEvent):
         return
     if ctx.facts.first_patch is None or session.patched_before:
         return
+    from ..model.facts import replaced_modules
+
     loaded = pytest_loaded(ctx.facts) & replaced_modules(ctx.facts)
     modules = sorted(m for m in loaded if not m.startswith("_") and m not in _ALWAYS_LOADED)
     if not modules:
@@ -180,6 +178,8 @@ def test_fetch():
     runners=Runner.PYTEST,
 )
 def check_not_patched(ctx) -> Iterator[Hit]:
+    from ..model.events import GeventUseEvent
+
     use = ctx.facts.first("pytest_gevent_use")
     if not isinstance(use, GeventUseEvent) or not use.first_test or ctx.facts.patches:
         return
@@ -232,6 +232,8 @@ monkey.patch_all()          # pytest_socket._true_socket is still the stdlib soc
     runners=Runner.PYTEST,
 )
 def check_patch_undone(ctx) -> Iterator[Hit]:
+    from ..model.events import PatchUndoneEvent
+
     for event in ctx.facts.all("patch_undone"):
         if not isinstance(event, PatchUndoneEvent):
             continue
@@ -298,6 +300,8 @@ timeout_method = "signal"
     runners=Runner.PYTEST,
 )
 def check_timeout_thread(ctx) -> Iterator[Hit]:
+    from ..model.events import TimeoutThreadEvent
+
     events = [e for e in ctx.facts.all("timeout_thread") if isinstance(e, TimeoutThreadEvent)]
     if not events:
         return
@@ -323,6 +327,8 @@ def blocked_test_hits(ctx) -> Iterator[Hit]:
     the probe's ``block`` events); the plugin renders these with MPA851's metadata so users see
     one code for one problem.
     """
+    from ..model.events import TestBlockEvent
+
     facts = ctx.facts
     for event in facts.all("test_block"):
         if not isinstance(event, TestBlockEvent):

@@ -29,7 +29,7 @@ from ..model.facts import RuntimeContext
 from ..model.known import known_importers, known_patch_points
 from ..rules import REGISTRY, Runner  # the package import registers every rule
 from ..static import analyze
-from ..static._project import Replay, simulate
+from ..static._replay import Replay, simulate
 from ._launcher import ProbeError, ProbeRun, run_probe
 from ._outcome import build_timeline, record_failure
 from ._target import (

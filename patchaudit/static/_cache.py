@@ -2,11 +2,14 @@
 
 Layout of ``.patchaudit_cache/`` (or ``$PATCHAUDIT_CACHE_DIR``):
 
-* ``files-<key>.json``: ``{relpath: FileEntry}``, ``<key>`` hashing the tool version, its source
-  files, the Python version and the configuration. An entry is valid for a file whose content
-  hash, module name and package flag are the entry's; the stat fields (size, mtime, ctime,
-  inode: ``os.utime`` cannot set ctime back, as git's index relies on) only decide whether the
-  file must be read and hashed again.
+* ``files-<key>.jsonl``: a header line, then one line per file: ``[relpath, FileEntry]``, a tab,
+  and the file's summary (or ``null``). ``<key>`` hashes the tool version, its source files, the
+  Python version and the configuration. An entry is valid for a file whose content hash, module
+  name and package flag are the entry's; the stat fields (size, mtime, ctime, inode:
+  ``os.utime`` cannot set ctime back, as git's index relies on) only decide whether the file
+  must be read and hashed again. Summaries are decoded only when the project stage needs them
+  (a warm run that reuses the stage's output needs none), and an unchanged line is written back
+  as it was read: a warm run neither decodes nor encodes what did not change.
 * ``modules-<python>-<key>.json``: summaries of installed modules, keyed by path and the same
   stat fields.
 
@@ -14,6 +17,7 @@ Every ``<key>`` is keyed with a secret kept in the user's own cache folder
 (:func:`patchaudit._safeio.local_secret`): a cache folder committed to a checked tree holds no
 name this machine would open, so crafted entries cannot claim a file is clean.
 * ``gevent-patches-<key>.json``: written by :mod:`patchaudit._gevent_patches`.
+* ``stage-<key>.json``: the project stage's last output and what it read (see ``_stage``).
 
 The cache is data only, never pickle: loading is ``json.loads`` plus a strict, type-driven check
 (:mod:`._plain`), so a crafted file can at worst be ignored. Any file that is not exactly what
@@ -43,7 +47,7 @@ from ._summary import FileSummary
 if TYPE_CHECKING:
     from ._modules import ModuleNode
 
-FORMAT = 2  # bump when the layout or any cached dataclass changes
+FORMAT = 3  # bump when the layout or any cached dataclass changes
 FOLDER_NAME = ".patchaudit_cache"
 CACHEDIR_TAG = "Signature: 8a477f597d28d172789f06886806bc55\n# patchaudit cache\n"
 _MARKERS = (("CACHEDIR.TAG", CACHEDIR_TAG), (".gitignore", "*\n"))
@@ -60,10 +64,30 @@ class FileEntry:
     is_package: bool
     mentions: frozenset[str]
     relevant: bool
-    summary: FileSummary | None
+    summary_digest: str | None  # hash of the summary's plain form; None: not parsed
 
 
-FileEntries = dict[str, FileEntry]
+@dataclass
+class FileRow:
+    """One line of the files cache: the entry, and the summary in its stored form."""
+
+    entry: FileEntry
+    text: str  # the summary's plain form as JSON, "null" for none (see decode_summary)
+    head: str | None = None  # ``[relpath, entry]`` as read from the cache: written back as is
+
+
+def decode_summary(text: str) -> FileSummary | None:
+    """A stored summary, decoded and checked now; None if there is none or it is damaged."""
+    if text == "null":
+        return None
+    try:
+        return decoder(FileSummary)(json.loads(text))
+    except (ValueError, TypeError, RecursionError, MemoryError) as exc:
+        _safeio.debug(f"ignoring a cached summary: {_describe(exc)}")
+        return None
+
+
+FileEntries = dict[str, FileRow]
 ModuleEntries = dict[str, tuple[StatKey, "ModuleNode"]]
 
 
@@ -117,7 +141,16 @@ def same_stat(st: os.stat_result, key: StatKey | None) -> bool:
 
 def files_name(config_fingerprint: str) -> str:
     text = f"{__version__}|{_code_fingerprint()}|{sys.version}|{config_fingerprint}"
-    return f"files-{_keyed(text)}.json"
+    return f"files-{_keyed(text)}.jsonl"
+
+
+def encode_summary(summary: FileSummary | None) -> tuple[str, str | None]:
+    """A summary made in this run in its stored form, and its digest (taken from that form, so
+    equal summaries have equal digests): encoded once, for the cache and the stage's key."""
+    if summary is None:
+        return "null", None
+    text = json.dumps(encoder(FileSummary)(summary), separators=(",", ":"))
+    return text, content_hash(text.encode())
 
 
 def modules_name() -> str:
@@ -145,11 +178,59 @@ def _code_fingerprint() -> str:
 
 
 def load_files(folder: Folder, name: str) -> FileEntries:
-    return _load(folder.file(name), "files", FileEntries) or {}
+    """Every row of the files cache; empty when it is missing or not exactly what this
+    version writes (one bad line discards the file: it is rebuilt)."""
+    path = folder.file(name)
+    try:
+        data = _safeio.read_regular(path, MAX_FILE_BYTES)
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        _safeio.debug(f"ignoring cache file {path}: {_safeio.reason(exc)}")
+        return {}
+    collecting = gc.isenabled()
+    gc.disable()  # many small objects, no cycles (see _load)
+    try:
+        lines = data.decode().split("\n")
+        if json.loads(lines[0]) != _files_header():
+            raise ValueError("not a patchaudit files cache of this format")
+        if lines[-1] != "":
+            raise ValueError("truncated")
+        rows: FileEntries = {}
+        decode = decoder(tuple[str, FileEntry])
+        for line in lines[1:-1]:
+            head, tab, text = line.partition("\t")
+            relpath, entry = decode(json.loads(head))
+            if not tab or relpath in rows or ("\t" in text):
+                raise ValueError("not a files cache line")
+            if (text == "null") != (entry.summary_digest is None):
+                raise ValueError("summary and digest disagree")
+            rows[relpath] = FileRow(entry, text, head)
+        return rows
+    except (ValueError, TypeError, RecursionError, MemoryError) as exc:
+        _safeio.debug(f"ignoring cache file {path}: {_describe(exc)}")
+        return {}
+    finally:
+        if collecting:
+            gc.enable()
 
 
-def store_files(folder: Folder, name: str, entries: FileEntries) -> None:
-    _store(folder, name, "files", FileEntries, entries)
+def store_files(folder: Folder, name: str, rows: FileEntries) -> None:
+    """Write every row; a row read from the cache is written back as it was read."""
+    encode = encoder(tuple[str, FileEntry])
+    parts = [json.dumps(_files_header(), separators=(",", ":")), "\n"]
+    try:
+        for relpath, row in rows.items():
+            head = row.head or json.dumps(encode((relpath, row.entry)), separators=(",", ":"))
+            parts += [head, "\t", row.text, "\n"]
+    except (TypeError, ValueError) as exc:
+        _safeio.debug(f"not caching {name}: {_describe(exc)}")
+        return
+    _write(folder, name, "".join(parts).encode())  # ASCII: json.dumps escapes the rest
+
+
+def _files_header() -> dict[str, object]:
+    return {"format": FORMAT, "kind": "files"}
 
 
 def load_modules(folder: Folder) -> ModuleEntries:
@@ -158,6 +239,14 @@ def load_modules(folder: Folder) -> ModuleEntries:
 
 def store_modules(folder: Folder, entries: ModuleEntries) -> None:
     _store(folder, modules_name(), "modules", _module_entries(), entries)
+
+
+def load_stage(folder: Folder, name: str, tp: Any) -> Any:
+    return _load(folder.file(name), "stage", tp)
+
+
+def store_stage(folder: Folder, name: str, tp: Any, entry: Any) -> None:
+    _store(folder, name, "stage", tp, entry)
 
 
 def _module_entries() -> Any:
@@ -200,6 +289,10 @@ def _store(folder: Folder, name: str, kind: str, tp: Any, value: Any) -> None:
     except (TypeError, ValueError, RecursionError) as exc:  # a value with no plain form
         _safeio.debug(f"not caching {name}: {_describe(exc)}")
         return
+    _write(folder, name, data)
+
+
+def _write(folder: Folder, name: str, data: bytes) -> None:
     try:
         prepare_folder(folder)
         _safeio.write_atomic(folder.file(name), data)

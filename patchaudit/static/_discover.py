@@ -22,8 +22,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import pathspec
-
 from .._safeio import read_regular, resolve_within
 from .._safeio import reason as _reason
 
@@ -86,6 +84,8 @@ class _Matcher:
     __slots__ = ("_includes", "_regex")
 
     def __init__(self, lines: Iterable[str]) -> None:
+        import pathspec  # on use: 10 ms of start-up a tree without ignore patterns does not pay
+
         patterns = [
             p
             for p in pathspec.GitIgnoreSpec.from_lines(lines).patterns

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,12 +32,13 @@ from typing import TYPE_CHECKING
 from .. import rules as _rules  # noqa: F401  (registers every rule)
 from .._config import Config
 from .._findings import Report
+from .._gevent_patches import PatchListError, patch_lists_key
 from .._safeio import FileTooLargeError, read_regular
 from ..model.known import known_patchers
 from ..rules._model import REGISTRY
-from . import _cache
+from . import _cache, _stage
 from ._discover import SourceFile, discover
-from ._launchers import Launcher, declared_frameworks, find_launchers
+from ._launchers import Launcher, declared_frameworks, distributed_modules, find_launchers
 from ._summary import FileSummary
 from ._workers import WORKER_DIED, parse_all
 
@@ -53,9 +55,16 @@ class _FileState:
     digest: str | None = None
     mentions: frozenset[str] = frozenset()  # "gevent" / "eventlet" mentioned in the bytes
     relevant: bool = False  # imports something or contains a trigger: worth parsing
-    summary: FileSummary | None = None
+    summary: FileSummary | None = None  # None until parsed, or decoded from ``text``
+    text: str = "null"  # the summary's stored form (see _cache.FileRow)
+    summary_digest: str | None = None  # None: no summary
     too_large: int | None = None  # its size, when over max-file-size: never read
     failed: bool = False  # could not be read, or its worker died
+    cached: _cache.FileRow | None = None  # the cache's row it was filled from, if any
+
+    @property
+    def has_summary(self) -> bool:
+        return self.summary is not None or self.summary_digest is not None
 
 
 def check(
@@ -81,6 +90,7 @@ def check(
         jobs=jobs,
         model_from_root=True,
         progress=progress,
+        reuse_stage=True,
     )[0]
 
 
@@ -93,6 +103,7 @@ def analyze(
     jobs: int | None = None,
     model_from_root: bool = False,
     progress: Callable[[str], None] | None = None,
+    reuse_stage: bool = False,
 ) -> tuple[Report, Project | None]:
     """Like :func:`check`, also returning the project model (the runtime audit reuses it).
 
@@ -102,6 +113,8 @@ def analyze(
     before each patch) is built from every file under ``config.root`` plus those, and findings,
     errors and counts are kept for the reported files only. Without it the model is the
     reported files alone: the runtime audit models the folder it runs the application from.
+    With ``reuse_stage`` (and a cache) the project stage's output is reused when none of its
+    inputs changed; the project returned is then None.
     """
     started_ns = time.time_ns()
     target = " ".join(str(p) for p in paths)
@@ -141,7 +154,7 @@ def analyze(
     frameworks = _frameworks_to_audit(config, launchers, declared) | mentions
     too_large = [s for s in states if s.too_large is not None]
     if frameworks:
-        to_parse = [s for s in states if s.relevant and s.summary is None and s.digest]
+        to_parse = [s for s in states if s.relevant and not s.has_summary and s.digest]
         _parse_all(to_parse, jobs, config.max_file_size, report, progress)
         changed |= bool(to_parse)
         for state in too_large:  # reported as MPA003 by the project stage
@@ -161,44 +174,50 @@ def analyze(
                 "were not read"
             )
 
+    project = None
+    inputs = stored = None
+    # what `pip install .` would ship: read here, like every input of the stage (see _stage)
+    distributed = distributed_modules(config.root, config.max_file_size) if frameworks else None
+    if frameworks and reuse_stage and folder is not None:
+        inputs = _stage_inputs(states, config, launchers, declared, distributed, mentions, cwd)
+        stored = _stage.load(folder, files_name, inputs) if inputs is not None else None
+        if stored is not None:
+            _stage.replay(stored, report)
+    run_stage = bool(frameworks) and stored is None
+    # before the cache is written: a damaged cached summary is parsed again and stored right
+    if run_stage and _decode_summaries(states, jobs, config.max_file_size, report):
+        changed = True
+        if inputs is not None:
+            inputs = _stage_inputs(states, config, launchers, declared, distributed, mentions, cwd)
     if folder is not None and (changed or len(cached) != len(states)):
         _cache.store_files(
             folder,
             files_name,
-            {
-                s.source.relpath: _cache.FileEntry(
-                    s.stat,
-                    s.digest,
-                    s.source.module,
-                    s.source.is_package,
-                    s.mentions,
-                    s.relevant,
-                    s.summary,
-                )
-                for s in states
-                if s.digest is not None
-            },
+            {s.source.relpath: _row(s) for s in states if s.digest is not None},
         )
-    project = None
-    if frameworks:
+    if run_stage:
         from ._evaluate import evaluate
 
         if progress is not None:  # simulating the programs' imports can take a second or two
             progress(f"building the model of {len(states):,} files")
 
+        marks = _stage.mark(report)
         project = evaluate(
             states_to_summaries(states),
             config,
             launchers,
             declared,
+            distributed or frozenset(),
             mentions,
             report,
             cwd=cwd,
             cache=folder,
         )
+        if inputs is not None and folder is not None and project is not None:
+            _stage.store(folder, files_name, inputs, report, marks, project.index, started_ns)
     reported = [s for s in states if s.source.relpath not in hidden] if hidden else states
     report.files_seen = len(reported)
-    report.files_analyzed = sum(1 for s in reported if s.summary is not None and not s.too_large)
+    report.files_analyzed = sum(1 for s in reported if s.has_summary and not s.too_large)
     report.files_failed = sum(1 for s in reported if s.failed)
     if hidden:
         report.findings = [f for f in report.findings if f.path not in hidden]
@@ -268,6 +287,42 @@ def _model_note(checked: int, modelled: int, root: Path, cwd: Path) -> str:
     )
 
 
+def _stage_inputs(
+    states: list[_FileState],
+    config: Config,
+    launchers: list[Launcher],
+    declared: frozenset[str],
+    distributed: frozenset[str] | None,
+    mentions: frozenset[str],
+    cwd: Path,
+) -> str | None:
+    """The digest the project stage's stored output is keyed by (see ``_stage``), or None
+    when the installed gevent cannot be keyed (the stage reports why)."""
+    try:
+        patches = patch_lists_key()
+    except PatchListError:
+        return None
+    files = [
+        # the summary, not the bytes: an edit that changes no summary changes no finding
+        (repr(s.source), s.summary_digest, s.relevant, s.too_large, s.failed)
+        for s in states
+    ]
+    return _stage.inputs_digest(
+        [
+            config.fingerprint(),
+            [repr(x) for x in launchers],
+            sorted(declared),
+            sorted(distributed or ()),
+            sorted(mentions),
+            str(cwd),
+            patches,
+            sys.executable,
+            sys.path,
+            files,
+        ]
+    )
+
+
 def states_to_summaries(states: list[_FileState]) -> list[tuple[SourceFile, FileSummary | None]]:
     return [(s.source, s.summary) for s in states]
 
@@ -293,7 +348,7 @@ def _cache_folder(config: Config, cwd: Path, report: Report) -> _cache.Folder | 
 
 def _prescan(
     state: _FileState,
-    entry: _cache.FileEntry | None,
+    row: _cache.FileRow | None,
     trigger_rx: re.Pattern[bytes],
     report: Report,
     limit: int,
@@ -308,14 +363,15 @@ def _prescan(
         if st.st_size > limit:
             state.too_large = st.st_size
             return False
+        entry = row.entry if row is not None else None
         if entry is not None and (entry.module, entry.is_package) != (
             source.module,
             source.is_package,
         ):
-            entry = None  # the summary depends on the module name, not only on the bytes
-        if entry is not None and _cache.same_stat(st, entry.stat):  # unchanged: not even read
-            state.stat, state.digest = entry.stat, entry.digest
-            _take(state, entry)
+            row = entry = None  # the summary depends on the module name, not only on the bytes
+        if row is not None and _cache.same_stat(st, row.entry.stat):  # unchanged: not even read
+            state.stat, state.digest = row.entry.stat, row.entry.digest
+            _take(state, row)
             return False
         data = read_regular(source.readable, limit)
     except FileTooLargeError:  # grew since the lstat
@@ -327,8 +383,8 @@ def _prescan(
         return False
     state.stat = _cache.stat_key(st, started_ns)
     state.digest = _cache.content_hash(data)
-    if entry is not None and entry.digest == state.digest:
-        _take(state, entry)
+    if row is not None and row.entry.digest == state.digest:
+        _take(state, row)
         return True
     # These regexes have no literal prefix, so searching with them runs at regex speed over the
     # whole file; a substring test first spares almost every file that scan, with the same result.
@@ -345,8 +401,46 @@ def _prescan(
     return True
 
 
-def _take(state: _FileState, entry: _cache.FileEntry) -> None:
-    state.mentions, state.relevant, state.summary = entry.mentions, entry.relevant, entry.summary
+def _row(state: _FileState) -> _cache.FileRow:
+    """The file's row for the cache: the row it was read from when nothing in it changed."""
+    entry = _cache.FileEntry(
+        state.stat,
+        state.digest or "",
+        state.source.module,
+        state.source.is_package,
+        state.mentions,
+        state.relevant,
+        state.summary_digest,
+    )
+    # `is`: the text is the row's own unless the file was parsed again (a damaged summary)
+    if state.cached is not None and state.cached.entry == entry and state.cached.text is state.text:
+        return state.cached
+    return _cache.FileRow(entry, state.text)
+
+
+def _take(state: _FileState, row: _cache.FileRow) -> None:
+    """Use a cached row; its summary is decoded only if the project stage runs."""
+    state.cached = row
+    entry = row.entry
+    state.mentions, state.relevant = entry.mentions, entry.relevant
+    state.text, state.summary_digest = row.text, entry.summary_digest
+
+
+def _decode_summaries(
+    states: list[_FileState], jobs: int | None, limit: int, report: Report
+) -> bool:
+    """Decode the cached summaries the project stage needs; a damaged one is parsed again
+    (True: some were)."""
+    damaged = []
+    for state in states:
+        if state.summary is None and state.summary_digest is not None:
+            state.summary = _cache.decode_summary(state.text)
+            if state.summary is None:
+                state.summary_digest, state.text = None, "null"
+                damaged.append(state)
+    if damaged:
+        _parse_all(damaged, jobs, limit, report, None)
+    return bool(damaged)
 
 
 @cache
@@ -399,6 +493,7 @@ def _parse_all(
     ]
     for state, summary in zip(states, parse_all(work, jobs, told), strict=True):
         state.summary = summary
+        state.text, state.summary_digest = _cache.encode_summary(summary)
         if summary is None:
             report.errors.append(f"{state.source.relpath}: {WORKER_DIED}")
             state.failed = True

@@ -13,10 +13,11 @@ from ..model.known import known_importers, known_patch_points
 from ..rules._model import REGISTRY, Hit, Rule, Runner, Scope
 from . import _cache
 from ._discover import SourceFile
-from ._launchers import Launcher, distributed_modules
+from ._launchers import Launcher
 from ._modules import ModuleIndex
 from ._programs import PYTEST, build_programs
-from ._project import Project, Replay, loaded_by, module_key, project_nodes, simulate
+from ._project import Project, module_key, project_nodes
+from ._replay import Replay, loaded_by, simulate
 from ._summary import FileSummary
 
 INTERNAL_ERROR_PREFIX = "internal error"
@@ -27,6 +28,7 @@ def evaluate(
     config: Config,
     launchers: list[Launcher],
     declared: frozenset[str],
+    distributed: frozenset[str],
     mentions: frozenset[str],
     report: Report,
     *,
@@ -79,7 +81,7 @@ def evaluate(
     _add_launched_files(project, files, launchers, by_path)
     packages = frozenset(s.module for s, _ in files if s.is_package and s.module)
     project.root_prefix = _root_relative(config.root, cwd) if config.root != cwd else ""
-    project.distributed = distributed_modules(config.root, config.max_file_size)
+    project.distributed = distributed
     project.programs = build_programs(
         project.modules, launchers, config.entry_points, by_path, packages
     )

@@ -74,10 +74,12 @@ class ModuleIndex:
         self._listing: dict[str, frozenset[str]] = {}
         self._located: dict[str, _Located | None] = {}
         self._nodes: dict[str, ModuleNode | None] = {}
-        # memos of the import replay (see _project.simulate): per module, what importing it runs;
+        # memos of the import replay (see _replay.simulate): per module, what importing it runs;
         # per import statement, the modules it executes
         self.replay_events: dict[str, list[tuple[int, int, object]]] = {}
         self.replay_targets: dict[ImportRecord, list[str]] = {}
+        self.replay_reach: object = None  # which modules can reach a patch call (_replay._Reach)
+        self.files_read: set[str] = set()  # installed files summarized (see _stage)
         stdlib = sysconfig.get_paths()
         self._stdlib_dirs = tuple(
             os.path.realpath(stdlib[k]) + os.sep for k in ("stdlib", "platstdlib") if k in stdlib
@@ -141,6 +143,10 @@ class ModuleIndex:
             return _Located(None, THIRD_PARTY, True, tuple(namespace))
         return None
 
+    @property
+    def folders_listed(self) -> list[str]:
+        return list(self._listing)
+
     def _list(self, directory: str) -> frozenset[str]:
         listing = self._listing.get(directory)
         if listing is None:
@@ -168,6 +174,7 @@ class ModuleIndex:
             stat = os.stat(path)
         except OSError:
             return ModuleNode(name, located.kind, located.path, located.is_package)
+        self.files_read.add(path)
         cached = self.cache.get(located.path)
         if cached is not None and same_stat(stat, cached[0]):
             node = cached[1]

@@ -122,6 +122,16 @@ def _file_frameworks(
 ) -> frozenset[str]:
     """gevent/eventlet the file imports or patches; ``at_import``: only what runs when it is
     imported (or, ``as_main``, run as a script)."""
+    # Asked once per program a file belongs to, so thousands of times in a large tree: kept on
+    # the summary itself (outside its fields, so neither the cache nor equality sees it).
+    memo = summary.__dict__.setdefault("_frameworks", {})
+    found = memo.get((at_import, as_main))
+    if found is None:
+        found = memo[at_import, as_main] = _frameworks_of(summary, at_import, as_main)
+    return found
+
+
+def _frameworks_of(summary: FileSummary, at_import: bool, as_main: bool) -> frozenset[str]:
     if at_import:
         contexts: tuple[str, ...] = ("module", "main") if as_main else ("module",)
     else:

@@ -1,16 +1,12 @@
 """The project model: modules, the import graph, and what executes before each patch point.
 
-The core is :func:`simulate`, which replays Python's import-time execution from an entry module:
-package ``__init__`` modules first, then each import in source order, depth first, following
-project, standard-library and installed third-party modules, until the first patch call runs.
-Everything that ran before that call, and how far each half-run module got, is the "pre-patch"
-set the ordering and stale-reference rules work from.
+The programs of the tree (``_programs``) and their import replays (``_replay``, the "pre-patch"
+sets) come together here in :class:`Project`, which the project rules query.
 """
 
 from __future__ import annotations
 
 import posixpath
-import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -18,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from ..model.known import known_importers
 from ..model.machinery import is_machinery
-from ..model.source import FUNCTION, MAIN, MODULE, ImportRecord, PatchPoint
+from ..model.source import MAIN, MODULE, PatchPoint
 from ..model.source import module_key as source_key
 from ._modules import PROJECT, ModuleIndex, ModuleNode
 from ._programs import (
@@ -29,48 +25,12 @@ from ._programs import (
     is_test_summary,
     library_view,
 )
+from ._replay import Simulation, loaded_by
 from ._summary import FileSummary
 
 if TYPE_CHECKING:
     from .._config import Config
     from .._gevent_patches import PatchLists
-
-
-@dataclass
-class Executed:
-    """One module that started executing before the patch point."""
-
-    module: str
-    parent: str | None  # the module whose execution imported this one
-    via: ImportRecord | None  # the import statement in ``parent``; None for a parent package
-    limit: int | None = None  # executed only up to this line when the patch ran; None: all of it
-
-
-@dataclass
-class Simulation:
-    root: str
-    patch_module: str
-    patch: PatchPoint
-    executed: dict[str, Executed]
-    missing: dict[str, Executed]  # imports that could not be resolved (not installed)
-
-    def chain(self, module: str) -> list[tuple[str, ImportRecord | None]]:
-        """``[(module, import in it that leads on), ..., (target, None)]`` from the root."""
-        steps: list[tuple[str, ImportRecord | None]] = [(module, None)]
-        seen = {module}
-        entry = self.executed.get(module) or self.missing.get(module)
-        while entry is not None and entry.parent is not None and entry.parent not in seen:
-            steps.append((entry.parent, entry.via))
-            seen.add(entry.parent)
-            entry = self.executed.get(entry.parent) or self.missing.get(entry.parent)
-        steps.reverse()
-        return steps
-
-
-class _PatchReached(Exception):
-    def __init__(self, module: str, point: PatchPoint) -> None:
-        self.module = module
-        self.point = point
 
 
 @dataclass
@@ -310,143 +270,3 @@ def project_nodes(summaries: Iterable[FileSummary], root: str) -> dict[str, Modu
             key, PROJECT, path, summary.is_package, summary.imports, summary.patch_points
         )
     return nodes
-
-
-def import_targets(record: ImportRecord, index: ModuleIndex) -> list[str]:
-    """Modules an import statement executes: the module, then submodules named by ``from``."""
-    targets = [record.module]
-    for name in record.names:
-        if name != "*" and index.exists(f"{record.module}.{name}"):
-            targets.append(f"{record.module}.{name}")
-    return targets
-
-
-@dataclass(frozen=True)
-class Replay:
-    """How one program starts, for :func:`simulate`."""
-
-    root: str
-    as_main: bool = True  # the root runs as `__main__` (its main block runs)
-    then_call: str | None = None  # a function of the root called once it is imported
-    preloaded: frozenset[str] = frozenset()  # modules the launcher imported before the root
-    patched_after: str | None = None  # the launcher patches once the root is imported (label)
-    without_packages: bool = False  # the root's own imports only, not its packages' __init__
-
-
-def simulate(
-    replay: Replay,
-    index: ModuleIndex,
-    call_lines: dict[str, dict[str, tuple[int, str]]],
-    known_importers: dict[str, list[str]],
-    known_patches: dict[str, PatchPoint] | None = None,
-) -> Simulation | None:
-    """Replay import-time execution of a program until the first patch call; None if none runs.
-
-    ``call_lines`` maps module key -> {function name: (line, context)} for functions called at
-    module level, so a patch call inside ``def main()`` runs where ``main()`` is called.
-    Packages that patch when imported are patch points: installed ones by their own source,
-    others by ``known_patches`` (the data table).
-    """
-    root = replay.root
-    executed: dict[str, Executed] = {}
-    missing: dict[str, Executed] = {}
-    patches = known_patches or {}
-    calls_of = dict(call_lines)
-    if replay.then_call:
-        calls_of[root] = {**call_lines.get(root, {}), replay.then_call: (10**9, MODULE)}
-
-    # What a module other than the root does when imported is the same in every program's
-    # replay: computed once per index (a monorepo replays the same stdlib graph a thousand times).
-    shared: dict[str, list[tuple[int, int, object]]] = index.replay_events
-
-    def events(name: str, node: ModuleNode) -> list[tuple[int, int, object]]:
-        if name != root and name in shared:
-            return shared[name]
-        found = _events(name, node)
-        if name != root and name not in call_lines:
-            shared[name] = found
-        return found
-
-    def _events(name: str, node: ModuleNode) -> list[tuple[int, int, object]]:
-        contexts = (MODULE, MAIN) if name == root and replay.as_main else (MODULE,)
-        found: list[tuple[int, int, object]] = []
-        for record in node.imports:
-            if record.context in contexts:
-                found.append((record.line, record.column, record))
-        calls = calls_of.get(name, {})
-        for point in node.patch_points:
-            if point.context in contexts:
-                found.append((point.line, point.column, point))
-            elif point.context == FUNCTION and point.enclosing in calls:
-                line, context = calls[point.enclosing]
-                if context in contexts:
-                    found.append((line, 0, point))
-        found.sort(key=lambda item: (item[0], item[1]))
-        return found
-
-    def run(name: str, parent: str | None, via: ImportRecord | None) -> None:
-        if name in executed or name in missing or name in replay.preloaded:
-            return
-        package = name.rpartition(".")[0]
-        own = replay.without_packages and name == root
-        if package and not name.startswith("__main__:") and not own:
-            run(package, parent, via)
-            if package in missing:
-                return
-        node = index.get(name)
-        if node is None:
-            missing[name] = Executed(name, parent, via)
-            if name in patches:
-                raise _PatchReached(name, patches[name])
-            top = name.split(".")[0]
-            for reached in known_importers.get(name, known_importers.get(top, [])):
-                if name == top:
-                    run(reached, name, None)
-            return
-        entry = executed[name] = Executed(name, parent, via)
-        if is_machinery(name):
-            return  # the frameworks' own imports are what does the patching, not a problem
-        for line, _column, event in events(name, node):
-            entry.limit = line
-            if isinstance(event, PatchPoint):
-                raise _PatchReached(name, event)
-            targets = index.replay_targets.get(event)  # type: ignore[arg-type]
-            if targets is None:
-                targets = index.replay_targets[event] = import_targets(event, index)  # type: ignore[arg-type]
-            for target in targets:
-                run(target, name, event)  # type: ignore[arg-type]
-        entry.limit = None
-
-    old_limit = sys.getrecursionlimit()
-    sys.setrecursionlimit(max(old_limit, 10_000))
-    try:
-        run(root, None, None)
-    except _PatchReached as reached:
-        return Simulation(root, reached.module, reached.point, executed, missing)
-    except RecursionError:
-        return None
-    finally:
-        sys.setrecursionlimit(old_limit)
-    if replay.patched_after is not None:  # gunicorn --preload: the worker patches after this
-        point = PatchPoint(0, 0, "gevent", "gevent.monkey.patch_all", 0, (), MODULE, None)
-        return Simulation(root, replay.patched_after, point, executed, missing)
-    return None
-
-
-def loaded_by(
-    module: str,
-    index: ModuleIndex,
-    known_importers: dict[str, list[str]],
-    *,
-    without_packages: bool = False,
-) -> frozenset[str]:
-    """Every module that importing ``module`` executes (a launcher such as pytest)."""
-    replay = Replay(module, False, patched_after=module, without_packages=without_packages)
-    sim = simulate(replay, index, {}, known_importers)
-    if sim is None:
-        return frozenset()
-    return (
-        frozenset(sim.executed)
-        | frozenset(sim.missing)
-        | frozenset(known_importers.get(module, ()))
-    )

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
-from multiprocessing import get_context
+from typing import TYPE_CHECKING
 
 from .._safeio import read_regular
 from ._summary import FileSummary, summarize
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ProcessPoolExecutor
 
 PARALLEL_THRESHOLD = 48  # below this, starting worker processes costs more than it saves
 WORKER_DIED = (
@@ -60,6 +61,11 @@ def _summarize_chunk(items: list[Work]) -> list[FileSummary]:
 def _in_pool(
     work: list[Work], workers: int, report: Callable[[int], None]
 ) -> list[FileSummary | None]:
+    # imported here: a pool costs 8 ms of imports, which a run parsing one file does not need
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+    from multiprocessing import get_context
+
     results: list[FileSummary | None] = [None] * len(work)
     chunk = max(1, len(work) // (workers * 4))
     unfinished: list[int] = []
@@ -86,6 +92,10 @@ def _one_by_one(
 ) -> None:
     """Each file alone in a one-worker pool (up to ``workers`` at once): a broken pool names
     its file, which keeps None."""
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+    from multiprocessing import get_context
+
     context = get_context("fork")
     running: dict[Future[FileSummary], tuple[int, ProcessPoolExecutor]] = {}
     idle: list[ProcessPoolExecutor] = []
