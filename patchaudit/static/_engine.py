@@ -491,9 +491,9 @@ def _parse_all(
         (s.source.relpath, s.source.module, s.source.is_package, str(s.source.readable), limit)
         for s in states
     ]
-    for state, summary in zip(states, parse_all(work, jobs, told), strict=True):
-        state.summary = summary
-        state.text, state.summary_digest = _cache.encode_summary(summary)
-        if summary is None:
+    for state, parsed in zip(states, parse_all(work, jobs, told), strict=True):
+        if parsed is not None:
+            state.summary, state.text, state.summary_digest = parsed
+        else:
             report.errors.append(f"{state.source.relpath}: {WORKER_DIED}")
             state.failed = True

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .._safeio import read_regular
+from ._cache import encode_summary
 from ._summary import FileSummary, summarize
 
 if TYPE_CHECKING:
@@ -25,20 +26,22 @@ WORKER_DIED = (
 )
 
 Work = tuple[str, str | None, bool, str, int]  # relpath, module, is_package, path, size limit
+Parsed = tuple[FileSummary, str, str | None]  # the summary, its stored form and its digest
 
 
 def parse_all(
     work: list[Work], jobs: int | None, progress: Callable[[int], None] | None = None
-) -> list[FileSummary | None]:
-    """Summaries in the order of ``work``; None for a file whose worker process died.
-    ``progress`` is told how many files are done, as they finish."""
+) -> list[Parsed | None]:
+    """Summaries in the order of ``work``, each with its stored form and digest (encoded in the
+    worker: one less serial step in the main process); None for a file whose worker process
+    died. ``progress`` is told how many files are done, as they finish."""
     report = progress or (lambda done: None)
     workers = jobs or os.cpu_count() or 1
     if workers > 1 and len(work) >= PARALLEL_THRESHOLD:
         return _in_pool(work, workers, report)
-    results: list[FileSummary | None] = []
+    results: list[Parsed | None] = []
     for item in work:
-        results.append(summarize_path(item))
+        results.append(_parsed(item))
         report(len(results))
     return results
 
@@ -54,19 +57,22 @@ def summarize_path(item: Work) -> FileSummary:
     return summarize(relpath, module, is_package, data)
 
 
-def _summarize_chunk(items: list[Work]) -> list[FileSummary]:
-    return [summarize_path(item) for item in items]
+def _parsed(item: Work) -> Parsed:
+    summary = summarize_path(item)
+    return (summary, *encode_summary(summary))
 
 
-def _in_pool(
-    work: list[Work], workers: int, report: Callable[[int], None]
-) -> list[FileSummary | None]:
+def _summarize_chunk(items: list[Work]) -> list[Parsed]:
+    return [_parsed(item) for item in items]
+
+
+def _in_pool(work: list[Work], workers: int, report: Callable[[int], None]) -> list[Parsed | None]:
     # imported here: a pool costs 8 ms of imports, which a run parsing one file does not need
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
     from multiprocessing import get_context
 
-    results: list[FileSummary | None] = [None] * len(work)
+    results: list[Parsed | None] = [None] * len(work)
     chunk = max(1, len(work) // (workers * 4))
     unfinished: list[int] = []
     with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
@@ -88,7 +94,7 @@ def _in_pool(
 
 
 def _one_by_one(
-    work: list[Work], queue: list[int], results: list[FileSummary | None], workers: int
+    work: list[Work], queue: list[int], results: list[Parsed | None], workers: int
 ) -> None:
     """Each file alone in a one-worker pool (up to ``workers`` at once): a broken pool names
     its file, which keeps None."""
@@ -97,7 +103,7 @@ def _one_by_one(
     from multiprocessing import get_context
 
     context = get_context("fork")
-    running: dict[Future[FileSummary], tuple[int, ProcessPoolExecutor]] = {}
+    running: dict[Future[Parsed], tuple[int, ProcessPoolExecutor]] = {}
     idle: list[ProcessPoolExecutor] = []
     queue = list(reversed(queue))
     try:
@@ -105,7 +111,7 @@ def _one_by_one(
             while queue and len(running) < workers:
                 pool = idle.pop() if idle else ProcessPoolExecutor(1, mp_context=context)
                 index = queue.pop()
-                running[pool.submit(summarize_path, work[index])] = (index, pool)
+                running[pool.submit(_parsed, work[index])] = (index, pool)
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 index, pool = running.pop(future)
