@@ -13,6 +13,7 @@ configuration and the rule type; the model stays a leaf that the rules import.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -45,9 +46,15 @@ def config_relative(path: str, root: Path, cwd: Path) -> str:
     if not path or path.startswith("<"):
         return path
     try:
-        return (cwd / path).resolve().relative_to(root.resolve()).as_posix()
+        return (cwd / path).resolve().relative_to(_resolved(root)).as_posix()
     except ValueError:
         return path
+
+
+@functools.lru_cache(maxsize=16)
+def _resolved(root: Path) -> Path:
+    """The root's real path: asked once per finding's file, a syscall per folder level."""
+    return root.resolve()
 
 
 class Judge:

@@ -31,8 +31,8 @@ def printable(text: str) -> str:
 
 def json_safe(value: Any) -> Any:
     """Replace lone surrogates (from ``surrogateescape`` paths) so every JSON parser accepts it."""
-    if isinstance(value, str):
-        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, str):  # isascii first: a lone surrogate is never ASCII (C speed)
+        return value if value.isascii() else _SURROGATE.sub("\ufffd", value)
     if isinstance(value, dict):
         return {
             json_safe(k if isinstance(k, str) else str(k)): json_safe(v) for k, v in value.items()

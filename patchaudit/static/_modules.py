@@ -77,7 +77,9 @@ class ModuleIndex:
         # memos of the import replay (see _replay.simulate): per module, what importing it runs;
         # per import statement, the modules it executes
         self.replay_events: dict[str, list[tuple[int, int, object]]] = {}
-        self.replay_targets: dict[ImportRecord, list[str]] = {}
+        # by id(): hashing the frozen record field by field was a fifth of a large replay; every
+        # record is held by a node of this index for as long as the index lives
+        self.replay_targets: dict[int, list[str]] = {}
         self.replay_reach: object = None  # which modules can reach a patch call (_replay._Reach)
         self.files_read: set[str] = set()  # installed files summarized (see _stage)
         stdlib = sysconfig.get_paths()

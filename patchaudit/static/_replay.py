@@ -199,9 +199,9 @@ def _events(
 
 def targets_of(record: ImportRecord, index: ModuleIndex) -> list[str]:
     """:func:`import_targets`, once per import statement and index."""
-    targets = index.replay_targets.get(record)
+    targets = index.replay_targets.get(id(record))
     if targets is None:
-        targets = index.replay_targets[record] = import_targets(record, index)
+        targets = index.replay_targets[id(record)] = import_targets(record, index)
     return targets
 
 
