@@ -67,9 +67,24 @@ def _settle(project: Path) -> None:
     os.utime(project, (past, past))
 
 
-def _cache_files(cache: Path) -> list[Path]:
-    """The cache's data files: JSON documents and the files cache (``.jsonl``)."""
-    return sorted([*cache.glob("*.json"), *cache.glob("*.jsonl")], key=lambda p: p.name)
+def _cache_files(project: Path) -> list[Path]:
+    """The cache's data files: JSON documents and the files cache (``.jsonl``) in the tree,
+    and the summaries of installed modules in the user's shared folder (see ``_check``)."""
+    cache, shared = project / ".patchaudit_cache", _home(project) / "patchaudit" / "installed"
+    found = [*cache.glob("*.json"), *cache.glob("*.jsonl"), *shared.glob("installed-*.json")]
+    return sorted(found, key=lambda p: p.name)
+
+
+def _kinds(paths: list[Path]) -> list[str]:
+    return sorted({p.name.split("-")[0] for p in paths})
+
+
+KINDS = ["files", "gevent", "installed", "stage"]
+
+
+def _home(project: Path) -> Path:
+    """This test's own ``XDG_CACHE_HOME``: the user's shared cache folder is not the real one."""
+    return project.parent / "home"
 
 
 def _jsonl_lines(path: Path) -> tuple[object, list[tuple[list, str]]]:
@@ -90,6 +105,7 @@ def _check(
 ) -> subprocess.CompletedProcess[str]:
     """`patchaudit check` with the cache in the tree (no PATCHAUDIT_CACHE_DIR)."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("PATCHAUDIT_")}
+    full_env["XDG_CACHE_HOME"] = str(_home(project))
     return subprocess.run(
         [sys.executable, "-m", "patchaudit", "check", "--format", "concise", *args],
         cwd=project,
@@ -134,35 +150,32 @@ def test_crafted_cache_files_are_never_loaded(tmp_path: Path) -> None:
     project = _project(tmp_path)
     _settle(project)
     first = _check(project)
-    cache = project / ".patchaudit_cache"
-    names = [p.name for p in _cache_files(cache)]
-    assert [(n.split("-")[0], n.rpartition(".")[2]) for n in names] == [
-        ("files", "jsonl"),
-        ("gevent", "json"),
-        ("modules", "json"),
-        ("stage", "json"),
-    ]
+    paths = _cache_files(project)
+    assert _kinds(paths) == KINDS
+    assert [p.suffix for p in paths if p.name.startswith("files-")] == [".jsonl"]
     proof = tmp_path / "proof"
     pickle.loads(pickle.dumps(_OpensMarker(proof))).close()
     assert proof.exists()  # the payload works: loading it is running code
     marker = tmp_path / "pwned"
     crafted = pickle.dumps(_OpensMarker(marker))
-    for name in names:  # the new names with a pickle inside, and the old .pickle names
-        (cache / name).write_bytes(crafted)
-        (cache / (name.rpartition(".")[0] + ".pickle")).write_bytes(crafted)
+    for path in paths:  # the new names with a pickle inside, and the old .pickle names
+        path.write_bytes(crafted)
+        path.with_suffix(".pickle").write_bytes(crafted)
     second = _check(project)
     assert not marker.exists()
     assert (second.returncode, second.stdout, second.stderr) == (1, first.stdout, "")
     _same_as_clean(project, second)
-    for name in names:  # rebuilt as JSON
+    for path in paths:  # rebuilt as JSON
+        name = path.name
         if name.endswith(".jsonl"):
-            header, rows = _jsonl_lines(cache / name)
+            header, rows = _jsonl_lines(path)
             assert header == {"format": FORMAT, "kind": "files"}
             assert sorted(head[0] for head, _ in rows) == ["app.py", "worker.py"]
         else:
-            document = json.loads((cache / name).read_text())
+            document = json.loads(path.read_text())
+            kind = {"installed": "modules"}.get(name.split("-")[0], name.split("-")[0])
             if not name.startswith("gevent-"):
-                assert (document["format"], document["kind"]) == (FORMAT, name.split("-")[0])
+                assert (document["format"], document["kind"]) == (FORMAT, kind)
 
 
 def test_a_cache_forged_elsewhere_is_never_opened(tmp_path: Path) -> None:
@@ -278,10 +291,9 @@ def test_damaged_cache_is_ignored_and_rebuilt(tmp_path: Path, damage: str) -> No
     project = _project(tmp_path)
     _settle(project)
     first = _check(project, "--format", "json")
-    cache = project / ".patchaudit_cache"
     marker = tmp_path / "pwned"
-    paths = _cache_files(cache)
-    assert [p.name.split("-")[0] for p in paths] == ["files", "gevent", "modules", "stage"]
+    paths = _cache_files(project)
+    assert _kinds(paths) == KINDS
     for path in paths:
         damage_file = _damage_lines if path.suffix == ".jsonl" else _damage_document
         damaged = damage_file(path.read_text(), damage, marker)
@@ -549,8 +561,8 @@ def test_fifo_in_place_of_cache_files_does_not_hang(tmp_path: Path) -> None:
     project = _project(tmp_path)
     _settle(project)
     first = _check(project)
-    paths = _cache_files(project / ".patchaudit_cache")
-    assert [p.name.split("-")[0] for p in paths] == ["files", "gevent", "modules", "stage"]
+    paths = _cache_files(project)
+    assert _kinds(paths) == KINDS
     for path in paths:
         path.unlink()
         os.mkfifo(path)

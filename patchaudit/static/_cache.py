@@ -10,8 +10,10 @@ Layout of ``.patchaudit_cache/`` (or ``$PATCHAUDIT_CACHE_DIR``):
   must be read and hashed again. Summaries are decoded only when the project stage needs them
   (a warm run that reuses the stage's output needs none), and an unchanged line is written back
   as it was read: a warm run neither decodes nor encodes what did not change.
-* ``modules-<python>-<key>.json``: summaries of installed modules, keyed by path and the same
-  stat fields.
+* ``modules-<python>-<key>.json``: summaries of modules read outside the project's files
+  (excluded files of the tree), keyed by path and the same stat fields; installed modules go
+  to ``installed-<python>-<key>.json``, one per search-path entry, in the folder every project
+  of the user shares (:func:`shared_folder`).
 
 Every ``<key>`` is keyed with a secret kept in the user's own cache folder
 (:func:`patchaudit._safeio.local_secret`): a cache folder committed to a checked tree holds no
@@ -35,6 +37,7 @@ import json
 import os
 import stat
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -233,12 +236,57 @@ def _files_header() -> dict[str, object]:
     return {"format": FORMAT, "kind": "files"}
 
 
-def load_modules(folder: Folder) -> ModuleEntries:
-    return _load(folder.file(modules_name()), "modules", _module_entries()) or {}
+def shared_folder() -> Folder:
+    """Where summaries of installed modules are kept for every project of this user:
+    ``$PATCHAUDIT_CACHE_DIR`` when set (the user's cache for everything), else
+    ``$XDG_CACHE_HOME/patchaudit/installed``. A checked tree never decides it."""
+    env = os.environ.get("PATCHAUDIT_CACHE_DIR")
+    if env:
+        return Folder(Path(env), False)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Folder(Path(base) / "patchaudit" / "installed", False)
 
 
-def store_modules(folder: Folder, entries: ModuleEntries) -> None:
-    _store(folder, modules_name(), "modules", _module_entries(), entries)
+def load_modules(folder: Folder, search_path: Sequence[str]) -> ModuleEntries:
+    """The summaries of modules read outside the project's files: the project's own file (files
+    in the tree that the project's files do not include), then one shared file per entry of
+    the search path (an installed package is read once for every project that imports it)."""
+    entries = _load(folder.file(modules_name()), "modules", _module_entries()) or {}
+    shared = shared_folder()
+    for entry in search_path:
+        entries.update(_load(shared.file(_shard_name(entry)), "modules", _module_entries()) or {})
+    return entries
+
+
+def store_modules(
+    folder: Folder, entries: ModuleEntries, changed: set[str], search_path: Sequence[str]
+) -> None:
+    """Write back each file that holds one of the ``changed`` paths, with all its entries."""
+    shards: dict[str | None, ModuleEntries] = {}
+    for path, entry in entries.items():
+        shards.setdefault(_shard_of(path, search_path), {})[path] = entry
+    dirty = {_shard_of(path, search_path) for path in changed}
+    for shard, part in shards.items():
+        if shard not in dirty:
+            continue
+        if shard is None:
+            _store(folder, modules_name(), "modules", _module_entries(), part)
+        else:
+            _store(shared_folder(), _shard_name(shard), "modules", _module_entries(), part)
+
+
+def _shard_of(path: str, search_path: Sequence[str]) -> str | None:
+    """The search-path entry a module was found under (the longest), None for any other."""
+    found = None
+    for entry in search_path:
+        if path.startswith(entry.rstrip(os.sep) + os.sep) and len(entry) > len(found or ""):
+            found = entry
+    return found
+
+
+def _shard_name(entry: str) -> str:
+    version = f"{sys.version_info[0]}{sys.version_info[1]}"
+    return f"installed-{version}-{_keyed(sys.version + '|' + entry)}.json"
 
 
 def load_stage(folder: Folder, name: str, tp: Any) -> Any:

@@ -14,7 +14,7 @@ from ..rules._model import REGISTRY, Hit, Rule, Runner, Scope
 from . import _cache
 from ._discover import SourceFile
 from ._launchers import Launcher
-from ._modules import ModuleIndex
+from ._modules import ModuleIndex, default_search_path
 from ._programs import PYTEST, build_programs
 from ._project import Project, module_key, project_nodes
 from ._replay import Replay, loaded_by, simulate
@@ -47,7 +47,8 @@ def evaluate(
                 f"{source.relpath}: {INTERNAL_ERROR_PREFIX}: {summary.internal_error}"
             )
 
-    module_cache = _cache.load_modules(cache) if cache is not None else {}
+    search_path = default_search_path()
+    module_cache = _cache.load_modules(cache, search_path) if cache is not None else {}
     parsed = [s for s in summaries.values() if s.parse_error is None]
     _unname_duplicates(parsed, report)
     unparsed = [
@@ -57,7 +58,9 @@ def evaluate(
     ]
     nodes = project_nodes(unparsed + parsed, str(cwd))
     roots = [config.root, config.root / "src"]
-    index = ModuleIndex(nodes, [r for r in roots if r.is_dir()], cache=module_cache)
+    index = ModuleIndex(
+        nodes, [r for r in roots if r.is_dir()], cache=module_cache, search_path=search_path
+    )
     # `framework = "gevent"` applies to every file. A run-time dependency (``declared``) only
     # says the project uses it somewhere: it applies to code that no program the tree launches
     # reaches (an app started by a server configured elsewhere). A gunicorn config choosing a
@@ -94,8 +97,8 @@ def evaluate(
             project.master_hooks[relpath] = project.master_hooks.get(relpath, masters) | masters
     _run_simulations(project)
     _apply_rules(project, report, cwd)
-    if cache is not None and index.cache_dirty:
-        _cache.store_modules(cache, index.cache)
+    if cache is not None and index.cache_written:
+        _cache.store_modules(cache, index.cache, index.cache_written, index.search_path)
     return project
 
 

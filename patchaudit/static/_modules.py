@@ -64,13 +64,15 @@ class ModuleIndex:
     ) -> None:
         self.project = project
         self.cache = cache if cache is not None else {}
-        self.cache_dirty = False
+        self.cache_written: set[str] = set()  # paths summarized anew: what to store
         self._started_ns = time.time_ns()
         roots = [str(p) for p in project_roots]
         # (as spelled, real path): the checked tree, where links out are not followed
         self._trees = tuple((r.rstrip(os.sep) + os.sep, os.path.realpath(r)) for r in roots)
-        entries = list(search_path) if search_path is not None else _default_search_path()
+        entries = list(search_path) if search_path is not None else default_search_path()
         self._roots = tuple(dict.fromkeys(roots + entries))
+        # where installed modules are found, the project's roots left out (see _cache)
+        self.search_path = tuple(e for e in dict.fromkeys(entries) if e not in roots)
         self._listing: dict[str, frozenset[str]] = {}
         self._located: dict[str, _Located | None] = {}
         self._nodes: dict[str, ModuleNode | None] = {}
@@ -187,7 +189,7 @@ class ModuleIndex:
         key = stat_key(stat, self._started_ns)
         if key is not None:
             self.cache[located.path] = (key, node)
-            self.cache_dirty = True
+            self.cache_written.add(located.path)
         return node
 
     def _readable(self, path: str) -> str | None:
@@ -269,9 +271,9 @@ def _record(node: ast.stmt, module: str, names: tuple[str, ...]) -> ImportRecord
     )
 
 
-def _default_search_path() -> list[str]:
-    # The interpreter's own path minus the current directory: project files come from the
-    # project roots, and '' would make the cwd shadow installed packages.
+def default_search_path() -> list[str]:
+    """The interpreter's own path minus the current directory: project files come from the
+    project roots, and '' would make the cwd shadow installed packages."""
     return [p for p in sys.path if p and os.path.isdir(p) and not p.endswith(".zip")]
 
 
