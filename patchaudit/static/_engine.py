@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import re
 import stat
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,7 +31,6 @@ from typing import TYPE_CHECKING
 from .. import rules as _rules  # noqa: F401  (registers every rule)
 from .._config import Config
 from .._findings import Report
-from .._gevent_patches import PatchListError, patch_lists_key
 from .._safeio import FileTooLargeError, read_regular
 from ..model.known import known_patchers
 from ..rules._model import REGISTRY
@@ -296,31 +294,10 @@ def _stage_inputs(
     mentions: frozenset[str],
     cwd: Path,
 ) -> str | None:
-    """The digest the project stage's stored output is keyed by (see ``_stage``), or None
-    when the installed gevent cannot be keyed (the stage reports why)."""
-    try:
-        patches = patch_lists_key()
-    except PatchListError:
-        return None
-    files = [
-        # the summary, not the bytes: an edit that changes no summary changes no finding
-        (repr(s.source), s.summary_digest, s.relevant, s.too_large, s.failed)
-        for s in states
-    ]
-    return _stage.inputs_digest(
-        [
-            config.fingerprint(),
-            [repr(x) for x in launchers],
-            sorted(declared),
-            sorted(distributed or ()),
-            sorted(mentions),
-            str(cwd),
-            patches,
-            sys.executable,
-            sys.path,
-            files,
-        ]
-    )
+    # the summary, not the bytes: an edit that changes no summary changes no finding
+    files = [(repr(s.source), s.summary_digest, s.relevant, s.too_large, s.failed) for s in states]
+    parts = [config.fingerprint(), launchers, declared, distributed or frozenset(), mentions, cwd]
+    return _stage.inputs_of(files, *parts)
 
 
 def states_to_summaries(states: list[_FileState]) -> list[tuple[SourceFile, FileSummary | None]]:

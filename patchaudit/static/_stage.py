@@ -22,21 +22,25 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .._findings import Finding, Report
+from .._gevent_patches import PatchListError, patch_lists_key
 from . import _cache
+from ._commands import Launcher
 from ._modules import ModuleIndex
 
-__all__ = ["StageEntry", "inputs_digest", "load", "mark", "replay", "store"]
+__all__ = ["StageEntry", "inputs_of", "load", "mark", "replay", "store"]
 
 ReportLists = ("findings", "errors", "notes", "warnings", "programs")
 
 
 @dataclass(frozen=True)
 class StageEntry:
-    inputs: str  # inputs_digest() of the run that produced it
+    inputs: str  # inputs_of() of the run that produced it
     findings: list[Finding]
     errors: list[str]
     notes: list[str]
@@ -46,8 +50,24 @@ class StageEntry:
     folders_listed: list[tuple[str, int]]  # folders it listed, with mtime_ns (-1: absent)
 
 
-def inputs_digest(parts: list[object]) -> str:
-    """A digest of ``parts`` (JSON-able values, or dataclasses by their repr)."""
+def inputs_of(
+    files: list[tuple[object, ...]],
+    config: str,
+    launchers: list[Launcher],
+    declared: frozenset[str],
+    distributed: frozenset[str],
+    mentions: frozenset[str],
+    cwd: Path,
+) -> str | None:
+    """The digest the stage's output is keyed by: ``files`` says each file's path, module name,
+    summary digest and state, ``config`` is the configuration's fingerprint; None when the
+    installed gevent cannot be keyed (the stage then runs, and reports why)."""
+    try:
+        patches = patch_lists_key()
+    except PatchListError:
+        return None
+    parts = [config, [repr(x) for x in launchers], sorted(declared), sorted(distributed)]
+    parts += [sorted(mentions), str(cwd), patches, sys.executable, sys.path, files]
     blob = json.dumps(parts, default=repr, separators=(",", ":")).encode()
     return hashlib.blake2b(blob, digest_size=16).hexdigest()
 
