@@ -19,8 +19,22 @@ from ..model.source import MAIN, MODULE, ImportRecord
 from ._model import RUNTIME, Hit, Rule, Runner, Scope, add_rule, rule
 
 
-def _matches(module: str, prefixes: list[str]) -> bool:
-    return any(module == p or module.startswith(p + ".") for p in prefixes)
+def _prefixes(names: list[str]) -> Callable[[str], bool]:
+    """A test for "``module`` is one of ``names`` or inside one": set lookups of the module and
+    its parent packages (asked for every import of every file of a large tree)."""
+    wanted = frozenset(names)
+
+    def matches(module: str) -> bool:
+        if module in wanted:
+            return True
+        dot = module.find(".")
+        while dot != -1:
+            if module[:dot] in wanted:
+                return True
+            dot = module.find(".", dot + 1)
+        return False
+
+    return matches
 
 
 # Modules and names that hold only exception classes and constants: importing them is not use.
@@ -34,12 +48,12 @@ def _data_only(module: str) -> bool:
 
 def _import_check(entry: dict[str, Any]) -> Callable[[Any], Iterator[Hit]]:
     """Project check: the library is imported and no fix is referenced anywhere."""
-    modules = entry["modules"]
-    unless = entry.get("unless_modules", [])
+    modules = _prefixes(entry["modules"])
+    unless = _prefixes(entry.get("unless_modules", []))
     harmless = re.compile(entry["unless_names"]) if "unless_names" in entry else None
 
     def counts(record: ImportRecord) -> bool:
-        if not _matches(record.module, modules) or _matches(record.module, unless):
+        if not modules(record.module) or unless(record.module):
             return False
         if _data_only(record.module):
             return False  # `import zmq.error`: exception classes and constants do no I/O
@@ -50,8 +64,7 @@ def _import_check(entry: dict[str, Any]) -> Callable[[Any], Iterator[Hit]]:
         # `from zmq import green as zmq` imports the fix; `from zmq import ZMQError` a name the
         # fix shares with the library.
         return not all(
-            _matches(f"{record.module}.{name}", unless)
-            or (harmless is not None and harmless.fullmatch(name))
+            unless(f"{record.module}.{name}") or (harmless is not None and harmless.fullmatch(name))
             for name in record.names
         )
 
@@ -82,11 +95,11 @@ def _import_check(entry: dict[str, Any]) -> Callable[[Any], Iterator[Hit]]:
 
 def _method_check(entry: dict[str, Any]) -> Callable[[Any], Iterator[Hit]]:
     """File check: blocking method calls in files that import the library."""
-    modules = entry["modules"]
+    modules = _prefixes(entry["modules"])
     methods = frozenset(entry["methods"])
 
     def check(ctx) -> Iterator[Hit]:
-        if not any(_matches(r.module, modules) for r in ctx.imports):
+        if not any(modules(r.module) for r in ctx.imports):
             return
         for call in ctx.calls:
             if call.method in methods and call.qualname is None and not _zero_timeout(call.node):
