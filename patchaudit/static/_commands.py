@@ -69,7 +69,12 @@ _RUNNER_VALUED = frozenset(
 )
 # Every launcher starts one of these (`python3.11 -m`, `pypy3`, `gunicorn`...): a line without any
 # of them is not worth tokenising.
-_COMMAND_WORD = re.compile(r"python|pypy|gunicorn|celery|uwsgi|locust")
+# A command word as a whole token (`python3 -m x`, `/usr/bin/gunicorn`, `["celery", ...]`), not
+# inside a path such as `lib/python3.11/site-packages`: a Makefile names hundreds of those, and
+# each line that passes is tokenised.
+_COMMAND_WORD = re.compile(
+    r"(?:python|pypy|gunicorn|celery|uwsgi|locust)[\w.-]*(?=[\s;&|()`\"',\]]|\Z)"
+)
 _PYTHON = re.compile(r"python(?:\d+(?:\.\d+)?)?[a-z]?\Z|pypy3?\Z")
 _ASSIGNMENT = re.compile(r"[A-Za-z_]\w*=")
 _DOTTED = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*\Z")
