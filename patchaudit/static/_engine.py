@@ -294,8 +294,13 @@ def _stage_inputs(
     mentions: frozenset[str],
     cwd: Path,
 ) -> str | None:
-    # the summary, not the bytes: an edit that changes no summary changes no finding
-    files = [(repr(s.source), s.summary_digest, s.relevant, s.too_large, s.failed) for s in states]
+    # the summary, not the bytes: an edit that changes no summary changes no finding (a path
+    # is cwd plus relpath, and cwd is keyed)
+    files = [
+        (s.source.relpath, s.source.module, s.source.is_package, str(s.source.target))
+        + (s.summary_digest, s.relevant, s.too_large, s.failed)
+        for s in states
+    ]
     parts = [config.fingerprint(), launchers, declared, distributed or frozenset(), mentions, cwd]
     return _stage.inputs_of(files, *parts)
 
