@@ -178,6 +178,60 @@ def test_no_wsgi_callable_audits_without_requests_and_says_why(tmp_path: Path) -
     assert "requests were not probed: no `application` or `app` attribute" in full.stdout
 
 
+@pytest.mark.parametrize(
+    ("spec", "module", "reason"),
+    [
+        ("wsgi:app", "application = None\n", "no `app` attribute in wsgi"),
+        ("wsgi:app", "app = 3\n", "`app` is not callable (int)"),
+        ("wsgi:create()", "def make():\n    pass\n", "no `create` attribute in wsgi"),
+    ],
+)
+def test_a_named_wsgi_callable_that_is_not_there_exits_2(
+    tmp_path: Path, spec: str, module: str, reason: str
+) -> None:
+    project = _app(
+        tmp_path, {"wsgi.py": "from gevent import monkey\nmonkey.patch_all()\n" + module}
+    )
+    result, marker = _audit(project, spec, "--format", "json", "--no-cache", "--no-static")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert json.loads(result.stdout)["errors"] == [f"cannot serve `{spec}`: {reason}"]
+    assert_nothing_left(marker)
+
+
+def test_an_import_failure_names_the_line_that_raised(tmp_path: Path) -> None:
+    project = _app(
+        tmp_path,
+        {
+            "wsgi.py": "import settings\n" + WSGI,
+            "settings.py": "import os\n\nraise RuntimeError('DATABASE_URL is not set')\n",
+        },
+    )
+    result, marker = _audit(project, "wsgi", "--format", "json", "--no-cache", "--no-static")
+    assert result.returncode == 2
+    assert json.loads(result.stdout)["errors"] == [
+        "cannot import the target: RuntimeError: DATABASE_URL is not set at settings.py:3 "
+        "(import chain: wsgi -> settings)"
+    ]
+    assert_nothing_left(marker)
+
+
+def test_an_import_failure_in_a_library_names_the_app_line_too(tmp_path: Path) -> None:
+    project = _app(
+        tmp_path,
+        {
+            "wsgi.py": "import settings\n" + WSGI,
+            "settings.py": "import json\n\n\nCONFIG = json.loads('{bad')\n",
+        },
+    )
+    result, _ = _audit(project, "wsgi", "--format", "json", "--no-cache", "--no-static")
+    assert result.returncode == 2
+    (error,) = json.loads(result.stdout)["errors"]
+    assert error.startswith("cannot import the target: json.decoder.JSONDecodeError: ")
+    raised, _, rest = error.partition(", from ")
+    assert "/json/decoder.py:" in raised  # the innermost frame: where it was raised
+    assert rest == "settings.py:4 (import chain: wsgi -> settings)"  # the app's own line
+
+
 def test_python_without_gevent_is_one_line(tmp_path: Path) -> None:
     venv = tmp_path / "bare"
     subprocess.run(

@@ -249,9 +249,12 @@ def _result(
             failed = record_failure(run, facts, report)
         target_event = facts.first("target")
         if isinstance(target_event, TargetEvent) and not target_event.wsgi:
-            report.notes.append(
-                f"requests were not probed: {target_event.reason or 'no WSGI callable'}"
-            )
+            reason = target_event.reason or "no WSGI callable"
+            if target.callable and not failed:  # named by the user: a typo is an error
+                report.errors.append(f"cannot serve `{target.spec}`: {reason}")
+                failed = True
+            else:  # none named: a module that is not a WSGI app (or it failed, said above)
+                report.notes.append(f"requests were not probed: {reason}")
         report.timeline = build_timeline(ctx, run, target, got.mode, got.reason, got.python)
     if got.interrupted is not None:
         report.interrupted = f"{got.interrupted}: results are partial"

@@ -48,13 +48,34 @@ def record_failure(run: ProbeRun, facts: Facts, report: Report) -> bool:
         if error.error_kind == "system-exit":
             report.errors.append(f"the target called sys.exit({error.code}) while importing")
         else:
-            report.errors.append(f"cannot import the target: {error.type}: {error.message}{where}")
+            at = _raised_at(facts, error)
+            report.errors.append(
+                f"cannot import the target: {error.type}: {error.message}{at}{where}"
+            )
         return (error.phase or "import") == "import"
     if facts.first("done") is None:
         reason = f"signal {run.signal}" if run.signal else f"exit code {run.returncode}"
         report.errors.append(f"the target ended the interpreter during the audit ({reason})")
         return True
     return False
+
+
+def _raised_at(facts: Facts, error: ErrorEvent) -> str:
+    """`` at file:line`` of the raise, and the application's own line that led there when the
+    raise is in a library; a syntax error is where the parser stopped."""
+    if error.error_kind == "syntax-error" and error.file:
+        return f" at {facts.display(error.file)}:{error.line or 1}"
+    frames = [f for f in error.get("traceback") or [] if isinstance(f, dict) and f.get("file")]
+    if not frames:
+        return ""
+    raised = frames[-1]  # innermost last
+    at = f" at {facts.display(raised['file'])}:{raised.get('line') or 1}"
+    if facts.is_app_file(raised["file"]):
+        return at
+    own = next((f for f in reversed(frames) if facts.is_app_file(f["file"])), None)
+    if own is None:
+        return at
+    return f"{at}, from {facts.display(own['file'])}:{own.get('line') or 1}"
 
 
 def _first(facts: Facts, kind: type[_E]) -> _E | None:
