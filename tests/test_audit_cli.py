@@ -232,6 +232,62 @@ def test_an_import_failure_in_a_library_names_the_app_line_too(tmp_path: Path) -
     assert rest == "settings.py:4 (import chain: wsgi -> settings)"  # the app's own line
 
 
+PATCHED = "from gevent import monkey\nmonkey.patch_all()\n\n\n"
+RAISES = PATCHED + (
+    "def application(environ, start_response):\n"
+    "    settings = {}\n"
+    "    return [settings['greeting'].encode()]\n"  # line 7: KeyError, a 500 from pywsgi
+)
+REFUSES = PATCHED + (
+    "def application(environ, start_response):\n"
+    "    start_response('503 Service Unavailable', [])\n"
+    "    return [b'down']\n"
+)
+FLAKY = PATCHED + (
+    "import itertools\n"
+    "CALLS = itertools.count(1)\n"
+    "\n"
+    "\n"
+    "def application(environ, start_response):\n"
+    "    if next(CALLS) % 2 == 0:\n"
+    "        raise RuntimeError('every second request')\n"  # line 11
+    "    start_response('200 OK', [])\n"
+    "    return [b'ok']\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("app", "error"),
+    [
+        (RAISES, "5 of 5 requests to / failed (500 x5): KeyError: 'greeting' at wsgi.py:7"),
+        (REFUSES, "5 of 5 requests to / failed (503 x5)"),
+        (FLAKY, "2 of 5 requests to / failed (500 x2): RuntimeError: every second request at "
+         "wsgi.py:11"),
+    ],
+    ids=["raises", "503", "one-in-two"],
+)  # fmt: skip
+def test_failing_requests_are_errors_with_the_app_line(
+    tmp_path: Path, app: str, error: str
+) -> None:
+    project = _app(tmp_path, {"wsgi.py": app})
+    args = ("wsgi", "--requests", "4", "--concurrency", "2", "--no-cache", "--no-static")
+    result, marker = _audit(project, *args, "--format", "json")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert json.loads(result.stdout)["errors"] == [error]
+    text, _ = _audit(project, *args)
+    assert f"patchaudit: error: {error}" in text.stderr.splitlines()
+    assert "All checks passed" not in text.stdout
+    assert_nothing_left(marker)
+
+
+def test_an_app_that_serves_its_requests_has_no_request_errors(tmp_path: Path) -> None:
+    project = _app(tmp_path, {"wsgi.py": PATCHED + WSGI.lstrip("\n")})
+    args = ("wsgi", "--requests", "4", "--no-cache", "--no-static", "--format", "json")
+    result, _ = _audit(project, *args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["errors"] == []
+
+
 def test_python_without_gevent_is_one_line(tmp_path: Path) -> None:
     venv = tmp_path / "bare"
     subprocess.run(

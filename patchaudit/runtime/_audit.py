@@ -31,7 +31,7 @@ from ..rules import REGISTRY, Runner  # the package import registers every rule
 from ..static import analyze
 from ..static._replay import Replay, simulate
 from ._launcher import ProbeError, ProbeRun, run_probe
-from ._outcome import build_timeline, record_failure
+from ._outcome import build_timeline, record_failure, record_request_failures
 from ._target import (
     GunicornConfig,
     Target,
@@ -247,6 +247,7 @@ def _result(
         # A run cut short by the interrupt did not fail: only a finished one is judged.
         if got.interrupted is None or facts.first("done") is not None:
             failed = record_failure(run, facts, report)
+            failed = record_request_failures(facts, report) or failed
         target_event = facts.first("target")
         if isinstance(target_event, TargetEvent) and not target_event.wsgi:
             reason = target_event.reason or "no WSGI callable"

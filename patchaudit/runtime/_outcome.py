@@ -14,6 +14,7 @@ from ..model.events import (
     Event,
     ExitEvent,
     RequestErrorEvent,
+    ServeEvent,
     SettingsEvent,
     StartEvent,
     TerminatedEvent,
@@ -58,6 +59,43 @@ def record_failure(run: ProbeRun, facts: Facts, report: Report) -> bool:
         report.errors.append(f"the target ended the interpreter during the audit ({reason})")
         return True
     return False
+
+
+def record_request_failures(facts: Facts, report: Report) -> bool:
+    """Requests the served app answered with a 5xx, or not at all, into ``report.errors``;
+    True when there were any. The audit judges how the app serves; an app that fails its
+    requests was not served, and saying "All checks passed" about it would be wrong."""
+    raised: dict[str, RequestErrorEvent] = {}
+    for event in facts.all("request_error"):
+        if isinstance(event, RequestErrorEvent):
+            raised.setdefault(event.path or "/", event)
+    failed = False
+    for serve in facts.all("serve"):
+        if not isinstance(serve, ServeEvent):
+            continue
+        codes = {str(serve.get("single_status")): 1}
+        for code, count in (serve.statuses or {}).items():
+            codes[code] = codes.get(code, 0) + count
+        bad = {c: n for c, n in codes.items() if not c.isdigit() or int(c) >= 500}
+        if not bad:
+            continue
+        failed = True
+        path = serve.path or "/"
+        shown = ", ".join(f"{'no response' if not c.isdigit() else c} x{n}" for c, n in bad.items())
+        error = raised.get(path)
+        cause = f": {error.type}: {error.message}{_app_line(facts, error)}" if error else ""
+        total = sum(codes.values())
+        report.errors.append(
+            f"{sum(bad.values())} of {total} requests to {path} failed ({shown}){cause}"
+        )
+    return failed
+
+
+def _app_line(facts: Facts, event: Event) -> str:
+    """`` at file:line`` of the application's innermost frame in ``event``'s traceback."""
+    frames = [f for f in event.get("traceback") or [] if isinstance(f, dict) and f.get("file")]
+    own = next((f for f in reversed(frames) if facts.is_app_file(f["file"])), None)
+    return "" if own is None else f" at {facts.display(own['file'])}:{own.get('line') or 1}"
 
 
 def _raised_at(facts: Facts, error: ErrorEvent) -> str:
