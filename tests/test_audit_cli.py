@@ -24,6 +24,9 @@ WSGI = (
 )
 
 
+PATCHED = "from gevent import monkey\nmonkey.patch_all()\n\n\n"
+
+
 def _app(tmp_path: Path, files: dict[str, str]) -> Path:
     return write_project(tmp_path, files)
 
@@ -166,6 +169,66 @@ def test_interpreter_crash_is_reported_with_the_signal(tmp_path: Path) -> None:
     assert_nothing_left(marker)
 
 
+PARKED = PATCHED + (
+    "import gevent\n"
+    "from gevent.event import Event\n"
+    "from gevent.queue import Queue\n"
+    "\n"
+    "jobs = Queue()\n"  # line 9
+    "ready = Event()\n"
+    "\n"
+    "\n"
+    "def consumer():\n"
+    "    return jobs.get()\n"  # line 14
+    "\n"
+    "\n"
+    "def waiter():\n"
+    "    ready.wait()\n"  # line 18
+    "\n"
+    "\n"
+    "def ticker():\n"  # keeps the hub busy, so gevent cannot see the deadlock
+    "    while True:\n"
+    "        gevent.sleep(0.2)\n"  # line 23
+    "\n"
+    "\n"
+    "workers = [gevent.spawn(consumer), gevent.spawn(waiter), gevent.spawn(ticker)]\n"
+    "gevent.joinall(workers[:2])\n"  # line 27
+)
+
+
+def test_a_hang_names_every_parked_greenlet(tmp_path: Path) -> None:
+    project = _app(tmp_path, {"app.py": PARKED})
+    args = ("app", "--format", "json", "--no-cache", "--no-static", "--timeout", "3")
+    result, marker = _audit(project, *args)
+    assert result.returncode == 2
+    report = json.loads(result.stdout)
+    parked = [
+        "a greenlet parked at app.py:14 in consumer (`return jobs.get()`)",
+        "a greenlet parked at app.py:18 in waiter (`ready.wait()`)",
+        "a greenlet parked at app.py:23 in ticker (`gevent.sleep(0.2)`)",
+    ]
+    assert report["errors"] == [
+        "the target did not finish within the timeout (3s); stuck at app.py:27 in <module>; "
+        + "; ".join(parked)
+    ]
+    assert report["timeline"]["hang"] == parked
+    assert_nothing_left(marker)
+
+
+def test_a_deadlock_gevent_sees_is_one_line_with_the_app_line(tmp_path: Path) -> None:
+    app = PATCHED + "import gevent\nfrom gevent.event import Event\n\n"
+    app += "gevent.spawn(Event().wait).join()\n"  # line 8: LoopExit, nothing can set it
+    project = _app(tmp_path, {"app.py": app})
+    result, _ = _audit(project, "app", "--format", "json", "--no-cache", "--no-static")
+    assert result.returncode == 2
+    (error,) = json.loads(result.stdout)["errors"]
+    assert "\n" not in error and "\t" not in error, error
+    assert error.startswith(
+        "cannot import the target: gevent.exceptions.LoopExit: This operation would block forever"
+    )
+    assert error.endswith(", from app.py:8 (import chain: app)"), error
+
+
 def test_no_wsgi_callable_audits_without_requests_and_says_why(tmp_path: Path) -> None:
     project = _app(
         tmp_path, {"worker.py": "from gevent import monkey\nmonkey.patch_all()\nJOBS = []\n"}
@@ -232,7 +295,6 @@ def test_an_import_failure_in_a_library_names_the_app_line_too(tmp_path: Path) -
     assert rest == "settings.py:4 (import chain: wsgi -> settings)"  # the app's own line
 
 
-PATCHED = "from gevent import monkey\nmonkey.patch_all()\n\n\n"
 RAISES = PATCHED + (
     "def application(environ, start_response):\n"
     "    settings = {}\n"

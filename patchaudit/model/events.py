@@ -94,6 +94,10 @@ class TerminatedEvent(Event):
     KIND: ClassVar[str] = "terminated"
     stack: list[Frame] | None = None
     main_greenlet_stack: list[Frame] | None = None
+    # every parked greenlet: {"greenlet", "stack", "waits_on"}; every other native thread:
+    # {"thread", "stack"}
+    greenlets: list[Mapping[str, Any]] | None = None
+    threads: list[Mapping[str, Any]] | None = None
 
 
 @dataclass(frozen=True, eq=False)

@@ -124,6 +124,8 @@ class Facts:
         real = Path(os.path.realpath(path))
         if "site-packages" in real.parts or "dist-packages" in real.parts:
             return False
+        if not real.is_file():  # Cython's `src/gevent/....pxd` frames name no file here
+            return False
         return any(real == root or root in real.parents for root in self.app_roots)
 
     def display(self, path: str | None) -> str:

@@ -123,7 +123,9 @@ lists are outermost first, innermost last.
     The probe got SIGTERM (the launcher's timeout): ``signal``, ``phase``, ``serve_path``,
     ``stack`` (main thread, frames), ``main_greenlet_stack`` (frames of the switched-out main
     greenlet when the signal landed in gevent's hub -- that is where the app is stuck; else
-    null). Followed by ``done``.
+    null), ``greenlets`` (every parked greenlet: ``greenlet`` type name, ``stack``,
+    ``waits_on`` such as ``Queue.get`` when a Python frame shows it, else null) and
+    ``threads`` (every other native thread: ``thread`` ident, ``stack``). Followed by ``done``.
 ``target``
     ``module``, ``file``, ``callable`` (name resolved or null), ``wsgi`` (found and callable),
     ``reason`` (why not, else null), ``factory_called`` (bool).

@@ -6,7 +6,7 @@ run's facts.
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .._findings import Report
 from ..model.events import (
@@ -50,8 +50,9 @@ def record_failure(run: ProbeRun, facts: Facts, report: Report) -> bool:
             report.errors.append(f"the target called sys.exit({error.code}) while importing")
         else:
             at = _raised_at(facts, error)
+            message = (error.message or "").strip().splitlines()[:1]  # one line (LoopExit: 4)
             report.errors.append(
-                f"cannot import the target: {error.type}: {error.message}{at}{where}"
+                f"cannot import the target: {error.type}: {''.join(message)}{at}{where}"
             )
         return (error.phase or "import") == "import"
     if facts.first("done") is None:
@@ -123,20 +124,55 @@ def _first(facts: Facts, kind: type[_E]) -> _E | None:
 
 
 def _stuck_at(facts: Facts) -> str:
-    """Where the app was when the timeout hit: its innermost own frame, else the last event."""
+    """Where the app was when the timeout hit: its innermost own frame, else the last event;
+    then each parked greenlet and native thread that was in the app's code, and what it waits
+    on (a hang is usually a greenlet waiting for one that never comes)."""
     terminated = _first(facts, TerminatedEvent)
     stacks = (terminated.main_greenlet_stack, terminated.stack) if terminated else ()
-    for stack in stacks:
-        for frame in reversed(stack or []):
-            if facts.is_app_file(frame.get("file")):
-                return (
-                    f"; stuck at {facts.display(frame.get('file'))}:{frame.get('line')}"
-                    f" in {frame.get('function')}"
-                )
-    if not facts.events:
-        return "; last event: none"
-    last = facts.events[-1]
-    return f"; last event: {last.kind} {last.get('module', '')}".rstrip()
+    where = next((f for s in stacks if (f := _own_frame(facts, s)) is not None), None)
+    if where is not None:
+        text = f"; stuck at {_shown(facts, where)}"
+    elif not facts.events:
+        text = "; last event: none"
+    else:
+        last = facts.events[-1]
+        text = f"; last event: {last.kind} {last.get('module', '')}".rstrip()
+    return text + "".join(f"; {line}" for line in hang_lines(facts, terminated))
+
+
+def hang_lines(facts: Facts, terminated: TerminatedEvent | None) -> list[str]:
+    """One line per parked greenlet and native thread in the app's code when the timeout hit."""
+    if terminated is None:
+        return []
+    parked = []
+    for greenlet in terminated.greenlets or []:
+        frame = _own_frame(facts, greenlet.get("stack"))
+        if frame is not None:
+            # gevent's compiled queues and events have no Python frame: the app's line says
+            waits = greenlet.get("waits_on") or frame.get("code")
+            parked.append(f"a greenlet parked at {_shown(facts, frame)}" + _said(waits))
+    threads = []
+    for thread in terminated.threads or []:
+        frame = _own_frame(facts, thread.get("stack"))
+        if frame is not None:
+            threads.append(f"a thread at {_shown(facts, frame)}" + _said(frame.get("code")))
+    return sorted(parked) + sorted(threads)
+
+
+def _said(text: object) -> str:
+    return f" (`{text.strip()}`)" if isinstance(text, str) and text.strip() else ""
+
+
+def _own_frame(facts: Facts, stack: Any) -> dict | None:
+    """The innermost frame of the application's own code in ``stack`` (innermost last)."""
+    for frame in reversed(stack or []):
+        if isinstance(frame, dict) and facts.is_app_file(frame.get("file")):
+            return frame
+    return None
+
+
+def _shown(facts: Facts, frame: dict) -> str:
+    return f"{facts.display(frame.get('file'))}:{frame.get('line')} in {frame.get('function')}"
 
 
 def build_timeline(
@@ -190,4 +226,6 @@ def build_timeline(
         },
         "duration_s": round(run.duration, 3),
         "exit": {"returncode": run.returncode, "signal": run.signal, "timed_out": run.timed_out},
+        # on a timeout: every parked greenlet and native thread in the app's code
+        "hang": hang_lines(facts, _first(facts, TerminatedEvent)),
     }
