@@ -29,14 +29,25 @@ def _check(project: Path, use_cache: bool = True) -> list[tuple[str, str, int]]:
     return [(f.rule, f.path, f.line) for f in report.findings]
 
 
+@pytest.fixture(scope="module")
+def sites(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One ``site/helper_lib.py`` per test, written once and then left alone for 2 s: only files
+    older than the racy window are stored (their ctime cannot be set back)."""
+    root = tmp_path_factory.mktemp("sites")
+    for name in ("reuse", "changed", "nocache"):
+        (root / name).mkdir()
+        (root / name / "helper_lib.py").write_text(HELPER)
+    time.sleep(2.1)
+    return root
+
+
 @pytest.fixture
-def installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, list[str]]:
-    """A folder on sys.path holding ``helper_lib``, this test's own cache folder, and the list
+def installed(
+    sites: Path, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Path, list[str]]:
+    """This test's folder on sys.path holding ``helper_lib``, its own cache folder, and the list
     of installed files the replay summarizes (read from their source)."""
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "helper_lib.py").write_text(HELPER)
-    time.sleep(2.1)  # older than the racy window (its ctime cannot be set back), or not stored
+    site = sites / request.param
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.setenv("PATCHAUDIT_CACHE_DIR", str(tmp_path / "cache"))
     read: list[str] = []
@@ -50,6 +61,7 @@ def installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, li
     return site, read
 
 
+@pytest.mark.parametrize("installed", ["reuse"], indirect=True)
 def test_a_second_project_reuses_the_first_ones_installed_summaries(
     tmp_path: Path, installed: tuple[Path, list[str]]
 ) -> None:
@@ -66,6 +78,7 @@ def test_a_second_project_reuses_the_first_ones_installed_summaries(
     assert read == []  # ... and not again for the other project, nor anything else installed
 
 
+@pytest.mark.parametrize("installed", ["changed"], indirect=True)
 def test_a_changed_installed_module_is_read_again(
     tmp_path: Path, installed: tuple[Path, list[str]]
 ) -> None:
@@ -79,6 +92,7 @@ def test_a_changed_installed_module_is_read_again(
     assert read == [str(site / "helper_lib.py")]
 
 
+@pytest.mark.parametrize("installed", ["nocache"], indirect=True)
 def test_no_cache_writes_no_shared_summaries(
     tmp_path: Path, installed: tuple[Path, list[str]]
 ) -> None:
