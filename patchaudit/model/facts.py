@@ -128,6 +128,17 @@ class Facts:
             return False
         return any(real == root or root in real.parents for root in self.app_roots)
 
+    def app_frame(self, stack: Any) -> Mapping[str, Any] | None:
+        """The innermost frame of the application's own code in ``stack`` (innermost last)."""
+        for frame in reversed(stack or []):
+            if isinstance(frame, Mapping) and self.is_app_file(frame.get("file")):
+                return frame
+        return None
+
+    def at(self, frame: Mapping[str, Any]) -> str:
+        """``path:line`` of a frame, as findings show it."""
+        return f"{self.display(frame.get('file'))}:{frame.get('line') or 1}"
+
     def display(self, path: str | None) -> str:
         """A path relative to the working directory (what findings show)."""
         if not path:

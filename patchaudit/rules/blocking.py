@@ -252,14 +252,6 @@ _CANDIDATES = frozenset(
 
 
 # -- while serving (MPA85x): only the probe serves the app ----------------------------------
-def _app_frame(ctx, stack: list[Frame]) -> Frame | None:
-    """The innermost frame of the application's own code (stacks are innermost last)."""
-    for frame in reversed(stack):
-        if ctx.facts.is_app_file(frame.get("file")):
-            return frame
-    return None
-
-
 def _target_location(ctx) -> tuple[str, int]:
     from ..model.events import TargetEvent
 
@@ -306,7 +298,7 @@ def check_hub_blocked(ctx) -> Iterator[Hit]:
     for event in ctx.facts.all("block"):
         if not isinstance(event, BlockEvent):
             continue
-        frame = _app_frame(ctx, event.stack or [])
+        frame = ctx.facts.app_frame(event.stack)
         if frame is None:
             continue
         key = ctx.facts.where(frame)

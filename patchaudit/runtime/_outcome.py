@@ -6,6 +6,7 @@ run's facts.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from .._findings import Report
@@ -94,9 +95,8 @@ def record_request_failures(facts: Facts, report: Report) -> bool:
 
 def _app_line(facts: Facts, event: Event) -> str:
     """`` at file:line`` of the application's innermost frame in ``event``'s traceback."""
-    frames = [f for f in event.get("traceback") or [] if isinstance(f, dict) and f.get("file")]
-    own = next((f for f in reversed(frames) if facts.is_app_file(f["file"])), None)
-    return "" if own is None else f" at {facts.display(own['file'])}:{own.get('line') or 1}"
+    own = facts.app_frame(event.get("traceback"))
+    return "" if own is None else f" at {facts.at(own)}"
 
 
 def _raised_at(facts: Facts, error: ErrorEvent) -> str:
@@ -107,14 +107,10 @@ def _raised_at(facts: Facts, error: ErrorEvent) -> str:
     frames = [f for f in error.get("traceback") or [] if isinstance(f, dict) and f.get("file")]
     if not frames:
         return ""
-    raised = frames[-1]  # innermost last
-    at = f" at {facts.display(raised['file'])}:{raised.get('line') or 1}"
-    if facts.is_app_file(raised["file"]):
-        return at
-    own = next((f for f in reversed(frames) if facts.is_app_file(f["file"])), None)
-    if own is None:
-        return at
-    return f"{at}, from {facts.display(own['file'])}:{own.get('line') or 1}"
+    raised, own = frames[-1], facts.app_frame(frames)  # innermost last
+    if own is None or own is raised:
+        return f" at {facts.at(raised)}"
+    return f" at {facts.at(raised)}, from {facts.at(own)}"
 
 
 def _first(facts: Facts, kind: type[_E]) -> _E | None:
@@ -129,7 +125,7 @@ def _stuck_at(facts: Facts) -> str:
     on (a hang is usually a greenlet waiting for one that never comes)."""
     terminated = _first(facts, TerminatedEvent)
     stacks = (terminated.main_greenlet_stack, terminated.stack) if terminated else ()
-    where = next((f for s in stacks if (f := _own_frame(facts, s)) is not None), None)
+    where = next((f for s in stacks if (f := facts.app_frame(s)) is not None), None)
     if where is not None:
         text = f"; stuck at {_shown(facts, where)}"
     elif not facts.events:
@@ -146,14 +142,14 @@ def hang_lines(facts: Facts, terminated: TerminatedEvent | None) -> list[str]:
         return []
     parked = []
     for greenlet in terminated.greenlets or []:
-        frame = _own_frame(facts, greenlet.get("stack"))
+        frame = facts.app_frame(greenlet.get("stack"))
         if frame is not None:
             # gevent's compiled queues and events have no Python frame: the app's line says
             waits = greenlet.get("waits_on") or frame.get("code")
             parked.append(f"a greenlet parked at {_shown(facts, frame)}" + _said(waits))
     threads = []
     for thread in terminated.threads or []:
-        frame = _own_frame(facts, thread.get("stack"))
+        frame = facts.app_frame(thread.get("stack"))
         if frame is not None:
             threads.append(f"a thread at {_shown(facts, frame)}" + _said(frame.get("code")))
     return sorted(parked) + sorted(threads)
@@ -163,16 +159,8 @@ def _said(text: object) -> str:
     return f" (`{text.strip()}`)" if isinstance(text, str) and text.strip() else ""
 
 
-def _own_frame(facts: Facts, stack: Any) -> dict | None:
-    """The innermost frame of the application's own code in ``stack`` (innermost last)."""
-    for frame in reversed(stack or []):
-        if isinstance(frame, dict) and facts.is_app_file(frame.get("file")):
-            return frame
-    return None
-
-
-def _shown(facts: Facts, frame: dict) -> str:
-    return f"{facts.display(frame.get('file'))}:{frame.get('line')} in {frame.get('function')}"
+def _shown(facts: Facts, frame: Mapping[str, Any]) -> str:
+    return f"{facts.at(frame)} in {frame.get('function')}"
 
 
 def build_timeline(
