@@ -52,6 +52,7 @@ class Finding:
     end_line: int | None = field(default=None, compare=False)
     end_column: int | None = field(default=None, compare=False)
     test: str | None = None  # pytest node id, for findings the pytest plugin ties to one test
+    process: int | None = None  # `patchaudit run`: the pid it was first seen in (Report.processes)
 
     @property
     def sort_key(self) -> tuple[str, int, int, str]:
@@ -71,6 +72,8 @@ class Finding:
         }
         if self.test is not None:
             data["test"] = self.test
+        if self.process is not None:
+            data["process"] = self.process
         return data
 
 
@@ -97,6 +100,8 @@ class Report:
     # `check`: the programs found in the tree (entry, launcher, frameworks), for --show-programs
     # and the JSON report, so a user can see why a finding applies.
     programs: list[dict[str, Any]] = field(default_factory=list)
+    # `patchaudit run`: every recorded process of the command ({"pid", "role", "argv"}).
+    processes: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> dict[str, int]:
         counts = {s.value: 0 for s in Severity}

@@ -42,6 +42,7 @@ __all__ = [
     "interruptible",
     "interruption",
     "kill_all",
+    "group_parents",
     "live_group_members",
     "processes_with_marker",
     "spawn",
@@ -280,6 +281,12 @@ def live_group_members(pgid: int) -> list[int] | None:
     if table is None:
         return None
     return [pid for pid, (_ppid, group, zombie) in table.items() if group == pgid and not zombie]
+
+
+def group_parents(pgid: int) -> dict[int, int]:
+    """{pid: parent pid} of the live members of process group ``pgid`` (empty without /proc)."""
+    table = _proc_table() or {}
+    return {pid: ppid for pid, (ppid, pg, dead) in table.items() if pg == pgid and not dead}
 
 
 def processes_with_marker(marker: str) -> list[int]:

@@ -30,7 +30,7 @@ supervisor imports what it needs after the fork.
 A child script loads this file by the path in :data:`SCRIPT_VAR`, right after taking its
 ``sys.modules`` snapshot, and calls :func:`supervise`. For both jobs of the probe (the audit and
 the patch lists) that is its boot script's ``_supervise()`` (``patchaudit/probe/__main__.py``),
-the one loader they share; the bench children (``patchaudit/harness/_exec.py``, ``_serve.py``)
+the one loader they share; the bench children (``patchaudit/_exec.py``, ``_serve.py``)
 carry their own few lines::
 
     path = os.environ.get("PATCHAUDIT_SUPERVISE_SCRIPT")

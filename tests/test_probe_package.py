@@ -26,6 +26,7 @@ MODULES = sorted(PACKAGE.glob("*.py"))
 ALLOWED_IMPORTS = {
     "_signal",
     "_thread",
+    "atexit",
     "gc",
     "importlib",
     "inspect",

@@ -13,8 +13,8 @@ from .._version import __version__
 
 # Each command is a module of this package with HELP, add_arguments(parser) and run(args).
 # Listed in the order `patchaudit --help` shows them.
-_MODULES = ("check", "audit", "doctor", "demo", "bench", "matrix", "rules")
-COMMANDS = ("check", "audit", "rules", "matrix", "doctor", "bench", "demo")
+_MODULES = ("check", "audit", "run", "doctor", "demo", "bench", "matrix", "rules")
+COMMANDS = ("check", "audit", "run", "rules", "matrix", "doctor", "bench", "demo")
 USAGE = (
     f"{PROG} [-h] [--version] [--debug] TARGET [audit options]\n"
     f"       {PROG} [-h] [--version] [--debug] {{{','.join(_MODULES)}}} ..."

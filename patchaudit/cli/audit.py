@@ -27,12 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="how the server loads the app (default: auto)",
     )
-    parser.add_argument(
-        "--chdir",
-        type=Path,
-        default=Path("."),
-        help="change to this folder first, as gunicorn does",
-    )
+    add_chdir_argument(parser, "change to this folder first, as gunicorn does")
     parser.add_argument(
         "--pythonpath",
         action="append",
@@ -48,6 +43,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=60.0,
         help="seconds before the child is killed (default 60)",
     )
+    add_serving_arguments(parser)
+    parser.add_argument(
+        "--gunicorn-config",
+        type=Path,
+        help="gunicorn config to honour (default: ./gunicorn.conf.py)",
+    )
+    parser.add_argument(
+        "--no-static", action="store_true", help="skip the static analysis of the project folder"
+    )
+    add_report_options(parser)
+
+
+def add_chdir_argument(parser: argparse.ArgumentParser, text: str) -> None:
+    parser.add_argument("--chdir", type=Path, default=Path("."), help=text)
+
+
+def add_serving_arguments(parser: argparse.ArgumentParser) -> None:
+    """How the app is served and measured: the same for the emulated audit and `run`."""
     parser.add_argument(
         "--path",
         action="append",
@@ -64,15 +77,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.1,
         help="hub block threshold in seconds (default 0.1)",
     )
-    parser.add_argument(
-        "--gunicorn-config",
-        type=Path,
-        help="gunicorn config to honour (default: ./gunicorn.conf.py)",
-    )
-    parser.add_argument(
-        "--no-static", action="store_true", help="skip the static analysis of the project folder"
-    )
-    add_report_options(parser)
+
+
+def check_serving_arguments(args: argparse.Namespace, *seconds: str) -> None:
+    """One-line usage errors for the serving options, the ``seconds`` ones and ``--chdir``."""
+    for name in ("requests", "concurrency"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name} must be at least 1")
+    for name in (*seconds, "max_blocking"):
+        if getattr(args, name) <= 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be a positive number of seconds")
+    if not args.chdir.is_dir():
+        raise UsageError(f"--chdir folder not found: {args.chdir}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,15 +96,8 @@ def run(args: argparse.Namespace) -> int:
     from ..rules import REGISTRY
     from ..runtime import AuditOptions, audit
 
-    for name in ("requests", "concurrency"):
-        if getattr(args, name) < 1:
-            raise UsageError(f"--{name} must be at least 1")
-    for name in ("timeout", "max_blocking"):
-        if getattr(args, name) <= 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be a positive number of seconds")
+    check_serving_arguments(args, "timeout")
     chdir = args.chdir
-    if not chdir.is_dir():
-        raise UsageError(f"--chdir folder not found: {chdir}")
     pythonpath = [Path(p) for item in args.pythonpath for p in item.split(",") if p]
     options = AuditOptions(
         target=args.target,

@@ -1,15 +1,13 @@
 """How the harness starts its children, and the one folder their temporary files go to.
 
 Every process `patchaudit bench` starts is started through :func:`patchaudit._process.spawn`
-(servers, load workers, and ab/wrk through :data:`EXEC_SCRIPT`), so each runs under a supervisor
-that ends its whole tree when bench ends, however bench ends. This module adds what the harness
-needs on top of that:
+(servers, load workers, and ab/wrk through :func:`patchaudit._exec.exec_command`), so each
+runs under a supervisor that ends its whole tree when bench ends, however bench ends. This module
+adds what the harness needs on top of that:
 
 * :func:`python_command`: our interpreter running a harness script or module in **safe-path**
   mode, so neither the current directory nor the script's folder is put first on ``sys.path``
   (a ``json.py`` in the directory bench was started from is never imported by a child).
-* :func:`external_command`: the argv that runs ab or wrk under a supervisor (they cannot call
-  :func:`~patchaudit._supervise.supervise` themselves).
 * :func:`scratch_folder`: the one temporary folder of a command (a
   :func:`patchaudit._scratch.scratch_dir`, removed on every exit path, ``kill -9`` included),
   made the temporary folder of the command and of all its children.
@@ -20,13 +18,11 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from .._scratch import scratch_dir
-
-EXEC_SCRIPT = Path(__file__).resolve().with_name("_exec.py")
 
 # Python 3.10 has no -P. -I would also drop PYTHONPATH and the user site, which the app under
 # test and the harness extra may need, so there the child runs `-c`, which puts only '' (the
@@ -63,16 +59,6 @@ def _safe_path_command(
     if script is not None:
         return [python, "-c", _BOOT_SCRIPT, str(script)]
     return [python, "-c", _BOOT_MODULE, str(module)]
-
-
-def external_command(argv: Sequence[str], cpus: set[int] | None = None) -> list[str]:
-    """Run the program ``argv`` (ab, wrk) under a supervisor, pinned to ``cpus`` if given.
-
-    ``-I -S``: the wrapper needs nothing but the standard library, and isolated mode keeps the
-    current directory off its ``sys.path``; the program it execs gets the environment unchanged.
-    """
-    pinned = ",".join(str(cpu) for cpu in sorted(cpus)) if cpus else "-"
-    return [sys.executable, "-I", "-S", str(EXEC_SCRIPT), pinned, *argv]
 
 
 @contextmanager

@@ -24,8 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+from .._exec import exec_command
 from .._process import Interrupted, spawn
-from ._children import external_command
 from .client import INTERRUPT_GRACE, STOP_SLACK, LoadInterrupted, signal_of
 from .stats import ERROR_KINDS, RunResult
 
@@ -289,7 +289,7 @@ def _run(
     SIGINT. Returns (stdout, stderr, the signal that interrupted us or None)."""
     with tempfile.TemporaryFile() as err:
         child = spawn(
-            external_command(command, cpus),
+            exec_command(command, cpus),
             stdout=subprocess.PIPE,
             stderr=err,
             deadline=max_time + STOP_SLACK + 20.0,

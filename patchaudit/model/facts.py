@@ -118,12 +118,20 @@ class Facts:
         event = self.imports.get(module)
         return event.file if event else None
 
+    @staticmethod
+    def is_installed_file(path: str | None) -> bool:
+        """A file of an installed distribution (site-packages): a launcher's or a library's."""
+        if not path or path.startswith("<"):
+            return False
+        parts = Path(os.path.realpath(path)).parts
+        return "site-packages" in parts or "dist-packages" in parts
+
     def is_app_file(self, path: str | None) -> bool:
         if not path or path.startswith("<"):
             return False
-        real = Path(os.path.realpath(path))
-        if "site-packages" in real.parts or "dist-packages" in real.parts:
+        if self.is_installed_file(path):
             return False
+        real = Path(os.path.realpath(path))
         if not real.is_file():  # Cython's `src/gevent/....pxd` frames name no file here
             return False
         return any(real == root or root in real.parents for root in self.app_roots)

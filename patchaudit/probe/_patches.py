@@ -189,6 +189,8 @@ def maybe_emit_settings() -> None:
             continue
         names[mod] = sorted(items)
     emit("settings", settings=jsonable(saved.get(SETTINGS_KEY)), saved=names)
+    if S.on_patched is not None:
+        S.on_patched()
 
 
 def _already_patched(patcher):

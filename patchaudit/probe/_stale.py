@@ -5,15 +5,17 @@ import sys
 
 from ._events import emit
 from ._machinery import BOOKKEEPING_PREFIX, MACHINERY_PREFIXES, PRIVATE_NAME, in_packages
-from ._state import STDLIB_DIR
+from ._state import PROBE_FILES, STDLIB_DIR
 
 # Never holders: the machinery, and the probe itself (its boot script is ``__main__``).
 _SKIPPED_PACKAGES = MACHINERY_PREFIXES + (PRIVATE_NAME,)
 
 
 def _skipped_holder_module(name):
-    if not isinstance(name, str) or name == "__main__":  # __main__ is the probe's boot script
+    if not isinstance(name, str):
         return True
+    if name == "__main__":  # the probe's boot script, or under `patchaudit run` the app's own
+        return _module_file(name) in PROBE_FILES
     if in_packages(name, _SKIPPED_PACKAGES):
         return True
     # The C modules that *implement* the originals (posix.waitpid, _socket.socket,

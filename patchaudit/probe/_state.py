@@ -63,6 +63,7 @@ class S:
     importers = {}  # module -> importer, for import_chain
     import_files = {}  # module -> file, to name the module behind a SyntaxError
     hooked = set()  # post-import hooks already applied (module names)
+    on_patched = None  # the run job: called once, right after the first gevent patch_all()
 
 
 def in_forked_child() -> bool:

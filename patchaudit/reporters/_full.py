@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -63,9 +63,11 @@ class FullReporter:
         self.rules = rules
         self.cwd = cwd
         self.sources = SourceCache(cwd)
+        self.roles: dict[Any, Any] = {}
 
     def report(self, report: Report) -> None:
         self.sources = SourceCache(self.cwd, report.source_files)
+        self.roles = {p.get("pid"): p.get("role") for p in report.processes}
         width = _terminal_width(self.stream) if isatty(self.stream) else _WIDTH
         encoding = getattr(self.stream, "encoding", None) or "utf-8"
         console, buffer = buffered_console(color=self.color, width=width, encoding=encoding)
@@ -98,7 +100,10 @@ class FullReporter:
             head.append(f" {rule.name}", style="bold")
         head.append(f": {printable(f.message)}")
         console.print(head)
-        console.print(Text(f"  --> {printable(f.path)}:{f.line}:{f.column}", style="dim"))
+        where = f"  --> {printable(f.path)}:{f.line}:{f.column}"
+        if f.process is not None:  # `run`: the process of the command it was seen in
+            where += f" (in {self.roles.get(f.process, 'process')} {f.process})"
+        console.print(Text(where, style="dim"))
         for line in self._snippet(f):
             console.print(line, no_wrap=True, overflow="ellipsis")
         notes: list[tuple[str, str]] = []
@@ -169,7 +174,8 @@ class FullReporter:
 
 
 def render_timeline(console: Console, timeline: Mapping[str, Any]) -> None:
-    """The runtime audit's opening section: how the app was loaded and when it was patched."""
+    """The runtime audit's opening section: how the app was loaded and when it was patched
+    (under `run`, for each process of the command)."""
 
     def line(label: str, text: str, style: str = "bold") -> None:
         console.print(Text.assemble((f"  {label}: ", style), printable(text)))
@@ -177,24 +183,13 @@ def render_timeline(console: Console, timeline: Mapping[str, Any]) -> None:
     console.print(Text("Patch timeline", style="bold underline"))
     line("mode", f"{timeline.get('mode')} ({timeline.get('mode_reason')})")
     line("interpreter", f"{timeline.get('python')}, gevent {timeline.get('gevent') or 'missing'}")
-    early = timeline.get("patched_modules_loaded_before_patch") or []
-    loaded = timeline.get("loaded_before_patch", 0)
-    line("before patching", f"{loaded} modules loaded, {len(early)} that gevent patches")
-    for item in early[:12]:
-        chain = " -> ".join(item.get("chain") or [])
-        console.print(Text(printable(f"    {item.get('module'):<12} {chain}")))
-    patches = timeline.get("patches") or []
-    if not patches:
-        line("patched", "never", "bold red")
-    for patch in patches:
-        args = ", ".join(f"{k}={v}" for k, v in (patch.get("arguments") or {}).items())
-        thread = "main thread" if patch.get("main_thread") is not False else "NOT the main thread"
-        alive = len(patch.get("threads") or [])
-        call = f"{patch.get('framework')} {patch.get('function')}({args})"
-        line("patched", f"{call} at {patch.get('location')} on the {thread}, {alive} thread(s)")
-    replaced = timeline.get("replaced") or {}
-    if replaced:
-        line("replaced", ", ".join(f"{m} ({len(n)})" for m, n in sorted(replaced.items())))
+    processes = timeline.get("processes")
+    if processes is None:
+        _patch_lines(console, line, timeline)
+    for process in processes or []:
+        argv = " ".join(str(a) for a in process.get("argv") or [])
+        line(f"{process.get('role')} (pid {process.get('pid')})", argv)
+        _patch_lines(console, lambda label, *rest: line(f"  {label}", *rest), process)
     for run in timeline.get("requests") or []:
         statuses = ", ".join(f"{code} x{n}" for code, n in (run.get("statuses") or {}).items())
         single, wall = float(run.get("single") or 0), float(run.get("wall") or 0)
@@ -213,3 +208,25 @@ def render_timeline(console: Console, timeline: Mapping[str, Any]) -> None:
             last = (info.get("tail") or info.get("head") or [""])[-1]
             line(f"app {stream}", f"{info['bytes']} bytes, {info.get('lines')} lines; last: {last}")
     console.print()
+
+
+def _patch_lines(console: Console, line: Callable[..., None], timeline: Mapping[str, Any]) -> None:
+    """What was loaded before the patch, and the patch calls, of one process."""
+    early = timeline.get("patched_modules_loaded_before_patch") or []
+    loaded = timeline.get("loaded_before_patch", 0)
+    line("before patching", f"{loaded} modules loaded, {len(early)} that gevent patches")
+    for item in early[:12]:
+        chain = " -> ".join(item.get("chain") or [])
+        console.print(Text(printable(f"    {item.get('module'):<12} {chain}")))
+    patches = timeline.get("patches") or []
+    if not patches:
+        line("patched", "never", "bold red")
+    for patch in patches:
+        args = ", ".join(f"{k}={v}" for k, v in (patch.get("arguments") or {}).items())
+        thread = "main thread" if patch.get("main_thread") is not False else "NOT the main thread"
+        alive = len(patch.get("threads") or [])
+        call = f"{patch.get('framework')} {patch.get('function')}({args})"
+        line("patched", f"{call} at {patch.get('location')} on the {thread}, {alive} thread(s)")
+    replaced = timeline.get("replaced") or {}
+    if replaced:
+        line("replaced", ", ".join(f"{m} ({len(n)})" for m, n in sorted(replaced.items())))

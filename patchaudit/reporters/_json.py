@@ -25,6 +25,8 @@ def build_document(report: Report) -> dict[str, Any]:
         document["interrupted"] = report.interrupted
     if report.programs:  # `check`: the programs found, each with its launcher and frameworks
         document["programs"] = report.programs
+    if report.processes:  # `run`: the command's processes, which findings name by pid
+        document["processes"] = report.processes
     if report.timeline is not None:  # the runtime audit's extension of version 1
         document["timeline"] = report.timeline
     return document

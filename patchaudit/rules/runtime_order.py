@@ -66,6 +66,9 @@ def check_loaded_before_patch(ctx) -> Iterator[Hit]:
     watched = ctx.patched_modules - ctx.startup_modules - _HANDLED_BY_GEVENT
     stale_modules = {(e.original or "").rpartition(".")[0] for e in ctx.real_stale()}
     gevent_warned = bool(_warnings(ctx))
+    # A real launcher (`patchaudit run -- gunicorn -k gevent ...`) imports its own modules before
+    # its worker patches; only what the application's code loaded is the application's doing.
+    launcher_patched = facts.is_installed_file(facts.first_patch.file)
     groups: dict[tuple[str, int], dict[str, list[str]]] = {}
     for module in facts.loaded_before_patch():
         if module not in watched or module.startswith("_"):
@@ -77,7 +80,12 @@ def check_loaded_before_patch(ctx) -> Iterator[Hit]:
             # `import x` holds the module, whose attributes are patched in place; bindings of
             # its objects are MPA251's business (the same line the static MPA102 draws)
             continue
-        location = facts.app_import_site(chain, outermost=True) or facts.patch_place()
+        location = facts.app_import_site(chain, outermost=True)
+        if location is None:
+            if not launcher_patched:
+                location = facts.patch_place()
+            else:  # the launcher loaded it and the launcher patched: not the app's to change
+                continue
         groups.setdefault(location, {})[module] = chain
     for (path, line), modules in groups.items():
         names = sorted(modules)

@@ -9,18 +9,29 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["AuditOptions", "AuditResult", "ProbeError", "TargetError", "audit"]
+__all__ = [
+    "AuditOptions",
+    "AuditResult",
+    "ProbeError",
+    "RunOptions",
+    "TargetError",
+    "audit",
+    "run_command",
+]
 _WHERE = {
     "AuditOptions": "._audit",
     "AuditResult": "._audit",
     "audit": "._audit",
     "ProbeError": "._launcher",
     "TargetError": "._target",
+    "RunOptions": "._run",
+    "run_command": "._run",
 }
 
 if TYPE_CHECKING:
     from ._audit import AuditOptions, AuditResult, audit
     from ._launcher import ProbeError
+    from ._run import RunOptions, run_command
     from ._target import TargetError
 
 

@@ -34,7 +34,16 @@ from typing import Any
 
 from .. import _process, probe
 
-__all__ = ["PROBE_SCRIPT", "OutputSummary", "ProbeError", "ProbeRun", "run_probe"]
+__all__ = [
+    "PROBE_SCRIPT",
+    "OutputSummary",
+    "ProbeError",
+    "ProbeRun",
+    "monitor_env",
+    "parse_events",
+    "run_probe",
+    "summarize_output",
+]
 
 #: The probe's boot script; it is run by path with the target interpreter.
 PROBE_SCRIPT = Path(probe.BOOT_SCRIPT)
@@ -236,12 +245,20 @@ def parse_events(data: bytes) -> tuple[list[dict[str, Any]], int]:
     return events, bad
 
 
+def monitor_env(max_blocking: float) -> dict[str, str]:
+    """What every audited process gets: gevent's monitor thread on, with the block threshold,
+    reporting through events rather than printing."""
+    return {
+        "GEVENT_MONITOR_THREAD_ENABLE": "1",
+        "GEVENT_MAX_BLOCKING_TIME": str(max_blocking),
+        "GEVENT_MONITOR_PRINT_BLOCKING_REPORTS": "0",
+    }
+
+
 def _child_env(spec: Mapping[str, Any], env: Mapping[str, str] | None) -> dict[str, str]:
     child = dict(os.environ if env is None else env)
     serve = spec.get("serve") or {}
-    child["GEVENT_MONITOR_THREAD_ENABLE"] = "1"
-    child["GEVENT_MAX_BLOCKING_TIME"] = str(serve.get("max_blocking", 0.1))
-    child["GEVENT_MONITOR_PRINT_BLOCKING_REPORTS"] = "0"
+    child.update(monitor_env(serve.get("max_blocking", 0.1)))
     # The audit must not leave __pycache__ directories in the user's project.
     child.setdefault("PYTHONDONTWRITEBYTECODE", "1")
     entries = [str(p) for p in spec.get("pythonpath") or []]

@@ -1,14 +1,16 @@
-"""Run an external load generator supervised: ``python -I -S _exec.py CPUS PROGRAM [ARGS...]``.
+"""Run a program supervised: ``python -I -S _exec.py CPUS PROGRAM [ARGS...]``.
 
-ab and wrk cannot call :func:`patchaudit._supervise.supervise` themselves, so this script calls it
-and then replaces itself with the program (``os.execv``). The supervisor that ``supervise()``
+Programs that cannot call :func:`patchaudit._supervise.supervise` themselves (bench's ab and wrk,
+the user's own command under ``patchaudit run``) get it from this script, which calls it and then
+replaces itself with the program (``os.execv``). The supervisor that ``supervise()``
 forks stays behind as the program's parent and process-group leader, so the program dies with
 patchaudit exactly like the harness's Python children, ``kill -9`` included; and since the exec
 keeps the pid, signals to the group reach the program itself (the supervisor ignores SIGINT and
 SIGTERM). ``CPUS`` is ``-`` or a comma-separated list of CPUs to pin the program to: set here,
 before the fork, because pinning the supervisor's pid from outside would miss the program.
 
-Standard library only, run without the current directory on ``sys.path`` (``-I``).
+Standard library only, run without the current directory on ``sys.path`` (``-I``); patchaudit
+imports it for :func:`exec_command`, the argv that runs it.
 """
 
 import importlib.util
@@ -24,6 +26,18 @@ def _supervise():
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         module.supervise()
+
+
+def exec_command(argv, cpus=None):
+    """What :func:`patchaudit._process.spawn` runs for a program that cannot supervise itself
+    (ab, wrk, the user's command): this script, which supervises and then execs ``argv``, pinned
+    to ``cpus``.
+
+    ``-I -S``: the wrapper needs nothing but the standard library, and isolated mode keeps the
+    current directory off its ``sys.path``; the program it execs gets the environment unchanged.
+    """
+    pinned = ",".join(str(cpu) for cpu in sorted(cpus)) if cpus else "-"
+    return [sys.executable, "-I", "-S", os.path.abspath(__file__), pinned, *argv]
 
 
 def main():
