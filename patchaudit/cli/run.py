@@ -4,10 +4,11 @@ process it starts."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from .._console import EXIT_USAGE, UsageError
+from .._console import EXIT_USAGE, StatusLine, UsageError
 from ._report import add_report_options, exit_code, overrides, write_report
 from .audit import add_chdir_argument, add_serving_arguments, check_serving_arguments
 
@@ -80,7 +81,17 @@ def run(args: argparse.Namespace) -> int:
     )
     cwd = Path.cwd()
     config = load_config([args.chdir], REGISTRY.keys(), overrides(args), config_file=args.config)
-    result = run_command(options, config, cwd=cwd, use_cache=not args.no_cache)
+    status = StatusLine(delay=float(os.environ.get("PATCHAUDIT_PROGRESS_DELAY", "2")))
+    try:
+        result = run_command(
+            options,
+            config,
+            cwd=cwd,
+            use_cache=not args.no_cache,
+            progress=lambda text: status.update(f"patchaudit run: {text}"),
+        )
+    finally:
+        status.close()
     write_report(args, result.report, cwd)
     if result.interrupted is not None:
         return result.interrupted.exit_code

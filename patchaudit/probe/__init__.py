@@ -70,6 +70,18 @@ used in ``phase`` fields (except ``import.phase``) are ``"startup" | "patch" | "
 A *frame* is ``{"file", "line", "function", "code"}`` (``code``: the source line or null); frame
 lists are outermost first, innermost last.
 
+``process``
+    Only under ``patchaudit run`` (the run job, ``_run_job.py``), after ``start`` or first in
+    the file of a forked process: ``pid``, ``ppid``, ``argv`` (``sys.orig_argv``, else
+    ``/proc/self/cmdline``), ``executable``, ``python`` (an interpreter that can run the probe's
+    jobs; not the embedding program), ``forked_from`` (the parent's pid for a fork, else null),
+    ``inherited`` (bytes of the parent's events file written at the fork: that part of the
+    parent's timeline is this process's too), ``wall`` (``time.time()``, to place events in
+    wall-clock time). Steps are ``"run"`` while the program runs; ``block`` events then carry
+    ``phase: "run"``, which patchaudit renames by when they happened. The script the
+    interpreter ran is recorded as an ``import`` of ``__main__`` (importer ``"<run>"``) at the
+    first patch; imports and patch calls made from C by an embedding launcher have importer and
+    ``file`` ``"<launcher>"``.
 ``start``
     ``executable``, ``python_version`` ("3.11.7"), ``implementation``, ``platform``, ``pid``,
     ``gevent_version`` (from dist-info, gevent not imported; null if absent),
@@ -94,7 +106,8 @@ lists are outermost first, innermost last.
     event), ``kwargs`` (JSON-safe), ``file``/``line`` (caller: first frame outside
     gevent/eventlet/zope/the probe; ``"<patchaudit:MODE>"`` and null when the probe patched
     because of the mode), ``main_thread`` (bool), ``threads`` (names from
-    ``threading.enumerate()``, or ``["MainThread"]`` if threading was not imported),
+    ``threading.enumerate()``, the main thread always as ``"MainThread"``, whatever an
+    embedding server named it; ``["MainThread"]`` if threading was not imported),
     ``modules_before`` (sorted ``sys.modules``; only on the first patch call of the process,
     otherwise absent), ``returned`` (JSON-safe return value), ``raised`` ("Type: message" or
     null), ``warnings`` (list of ``{"category", "message", "file", "line"}``: gevent's

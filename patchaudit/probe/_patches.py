@@ -21,16 +21,23 @@ def _threads_now():
     if threading is None:
         return ["MainThread"]
     try:
-        return [t.name for t in threading.enumerate()]
+        # The main thread by its role: an embedding server names it (uWSGI: uWSGIWorker1Core0).
+        main = threading.main_thread()
+        return ["MainThread" if t is main else t.name for t in threading.enumerate()]
     except Exception:
         return None
 
 
 def patch_context(framework, function, args, kwargs, via="wrapper") -> dict:
     """Fields known before the real patch call runs (and the phase flips to post-patch)."""
-    frame = caller_frame(sys._getframe(2))
+    try:
+        frame = caller_frame(sys._getframe(2))
+    except ValueError:  # called straight from C (uWSGI's gevent plugin): no Python caller
+        frame = None
     if S.probe_patch_label is not None:
         file, line = S.probe_patch_label, None
+    elif frame is None and S.mode == "run":
+        file, line = "<launcher>", None  # called from C by the launcher itself
     else:
         file, line = where(frame)
     fields = {

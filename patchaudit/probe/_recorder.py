@@ -98,6 +98,8 @@ def _importer_of(frame):
             f = f.f_back
             continue
         return (module_name_of(f) or "<unknown>", f.f_lineno), lookup_only
+    if S.mode == "run":  # no Python frame: the launcher imported it from C (uWSGI)
+        return ("<launcher>", None), lookup_only
     return ("<target>" if S.importing_target else "<probe>", None), lookup_only
 
 

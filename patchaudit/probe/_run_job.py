@@ -51,8 +51,26 @@ def _open_events():
 
 
 def _argv():
-    argv = getattr(sys, "orig_argv", None) or getattr(sys, "argv", None) or []
+    argv = getattr(sys, "orig_argv", None) or []
+    if not argv:  # an embedding program (uWSGI) gives its interpreter no command line
+        try:
+            with open("/proc/self/cmdline", "rb") as fh:
+                argv = [a.decode("utf-8", "replace") for a in fh.read().split(b"\0") if a]
+        except OSError:
+            argv = getattr(sys, "argv", None) or []
     return [str(a) for a in argv][:40]
+
+
+def _python():
+    """An interpreter that can run the probe's jobs: not the embedding program (``uwsgi``)."""
+    name = os.path.basename(sys.executable or "")
+    if name.startswith("python"):
+        return sys.executable
+    for candidate in ("python3", "python"):
+        path = os.path.join(sys.prefix, "bin", candidate)
+        if os.access(path, os.X_OK):
+            return path
+    return None
 
 
 def _emit_process(forked_from, inherited):
@@ -64,6 +82,7 @@ def _emit_process(forked_from, inherited):
         ppid=os.getppid(),
         argv=_argv(),
         executable=sys.executable,
+        python=_python(),
         forked_from=forked_from,
         inherited=inherited,
         wall=time.time(),
@@ -128,6 +147,11 @@ def _after_fork_child():
     _state.PROBE_PID = _state.real_getpid()
     S.lock = _state._thread.allocate_lock()
     _R["finished"] = False
+    if S.fd is not None and not _R["offset"]:
+        try:  # a fork made in C: no before-fork hook took the size, take it now
+            _R["offset"] = os.fstat(S.fd).st_size
+        except OSError:
+            pass
     if S.fd is not None:
         try:
             os.close(S.fd)
@@ -135,6 +159,7 @@ def _after_fork_child():
             pass
     if _open_events():
         _emit_process(parent, _R["offset"])
+    _R["offset"] = 0
 
 
 def _on_exit():
@@ -192,6 +217,7 @@ def start(startup_modules):
     _emit_process(None, 0)
     S.step = "run"
     S.on_patched = _after_patch
+    S.on_unseen_fork = _after_fork_child
     install_recorder()
     install_process_wrappers()
     _wrap_os_exit()

@@ -64,10 +64,17 @@ class S:
     import_files = {}  # module -> file, to name the module behind a SyntaxError
     hooked = set()  # post-import hooks already applied (module names)
     on_patched = None  # the run job: called once, right after the first gevent patch_all()
+    on_unseen_fork = None  # the run job: a fork that no at-fork hook saw was noticed
 
 
 def in_forked_child() -> bool:
-    return real_getpid() != PROBE_PID
+    if real_getpid() == PROBE_PID:
+        return False
+    if S.on_unseen_fork is not None:
+        # The run job follows forks; one made in C (uWSGI's workers) ran no at-fork hook.
+        S.on_unseen_fork()
+        return real_getpid() != PROBE_PID
+    return True
 
 
 def leave_if_forked_child() -> None:

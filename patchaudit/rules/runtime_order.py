@@ -68,7 +68,8 @@ def check_loaded_before_patch(ctx) -> Iterator[Hit]:
     gevent_warned = bool(_warnings(ctx))
     # A real launcher (`patchaudit run -- gunicorn -k gevent ...`) imports its own modules before
     # its worker patches; only what the application's code loaded is the application's doing.
-    launcher_patched = facts.is_installed_file(facts.first_patch.file)
+    patched_in = facts.first_patch.file
+    launcher_patched = patched_in == "<launcher>" or facts.is_installed_file(patched_in)
     groups: dict[tuple[str, int], dict[str, list[str]]] = {}
     for module in facts.loaded_before_patch():
         if module not in watched or module.startswith("_"):

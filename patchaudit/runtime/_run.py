@@ -6,7 +6,7 @@ the command starts through a ``sitecustomize`` first on ``PYTHONPATH`` (``probe/
 chains to the one it hides), and gevent's own patch calls mark the moment the state is read
 (see ``probe/_run_job.py``). The command runs under a supervisor in its own process group
 (:func:`patchaudit._exec.exec_command`); when it listens on 127.0.0.1 the same requests as the
-emulated modes' are sent there; then it is stopped (SIGTERM to the command, a grace, then
+emulated modes' are sent there; then it is stopped (SIGINT to the command, a grace, then
 SIGKILL to everything it started), or it ends by itself, or ``--duration`` passes.
 
 Each process's events become one timeline (a forked process starts with its parent's, up to the
@@ -23,6 +23,7 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,8 +88,17 @@ class _Ran:
 
 
 def run_command(
-    options: RunOptions, config: Config, *, cwd: Path, use_cache: bool = True
+    options: RunOptions,
+    config: Config,
+    *,
+    cwd: Path,
+    use_cache: bool = True,
+    progress: Callable[[str], None] | None = None,
 ) -> AuditResult:
+    """Run the command, audit its processes, stop it. ``progress`` gets a short line whenever
+    the stage changes (for a status line on a terminal). Inside
+    :func:`patchaudit._process.interruptible`, SIGINT/SIGTERM stop it with a partial report."""
+    say = progress or (lambda text: None)
     chdir = options.chdir.resolve()
     argv = [_resolve_program(options.command, chdir), *options.command[1:]]
     static_report = project = None
@@ -97,13 +107,15 @@ def run_command(
     with _scratch.scratch_dir("run") as workdir:
         try:
             if options.static:
+                say("checking the project folder")
                 static_report, project = analyze([chdir], config, cwd=cwd, use_cache=use_cache)
-            _run(argv, chdir, options, workdir, ran)
+            _run(argv, chdir, options, workdir, ran, say)
         except BaseException as exc:
             interrupted = _process.interruption(exc)
             _process.kill_all()
             if interrupted is None:
                 raise
+        say("reading what each process recorded")
         processes = _processes(workdir)
         output = (
             summarize_output(workdir / "stdout.txt"),
@@ -152,7 +164,14 @@ def _environment(chdir: Path, workdir: Path, max_blocking: float) -> dict[str, s
     return env
 
 
-def _run(argv: list[str], chdir: Path, options: RunOptions, workdir: Path, ran: _Ran) -> None:
+def _run(
+    argv: list[str],
+    chdir: Path,
+    options: RunOptions,
+    workdir: Path,
+    ran: _Ran,
+    say: Callable[[str], None],
+) -> None:
     env = _environment(chdir, workdir, options.max_blocking)
     started = time.monotonic()
     deadline = started + options.duration
@@ -168,17 +187,21 @@ def _run(argv: list[str], chdir: Path, options: RunOptions, workdir: Path, ran: 
             )
         except OSError as exc:
             raise TargetError(f"cannot run {argv[0]}: {exc.strerror or exc}") from None
+    name = os.path.basename(argv[0])
     try:
         tried: set[int] = set()
         while child.poll() is None and time.monotonic() < deadline:
+            waited = time.monotonic() - started
+            say(f"running {name} ({waited:.0f}s of at most {options.duration:g}s)")
             if options.drive is not None and not ran.serve:
-                ran.serve = _serve(child, options, tried)
+                ran.serve = _serve(child, options, tried, say)
                 if ran.serve:
                     time.sleep(SETTLE)
                     break
             time.sleep(_POLL)
         ran.stopped = child.poll() is None
         if ran.stopped:
+            say(f"stopping {name}")
             _stop(child)
         if options.drive is not None and not ran.serve:
             ran.notes.append(
@@ -193,7 +216,9 @@ def _run(argv: list[str], chdir: Path, options: RunOptions, workdir: Path, ran: 
     ran.signal = -rc if rc is not None and rc < 0 else None
 
 
-def _serve(child: _process.Child, options: RunOptions, tried: set[int]) -> list[dict[str, Any]]:
+def _serve(
+    child: _process.Child, options: RunOptions, tried: set[int], say: Callable[[str], None]
+) -> list[dict[str, Any]]:
     settings = options.drive or DriveSettings()
     pids = set(_process.group_parents(child.pid)) - {child.pid}
     ports = listening_ports(pids)
@@ -201,23 +226,27 @@ def _serve(child: _process.Child, options: RunOptions, tried: set[int]) -> list[
         if port not in ports or port in tried:
             continue
         tried.add(port)
+        say(f"sending requests to 127.0.0.1:{port}")
         if answers_http(port, settings.paths[0], settings.request_timeout):
             return drive(port, settings)
     return []
 
 
 def _stop(child: _process.Child) -> None:
-    """SIGTERM to the command (it stops its workers as in production), then to its group."""
+    """Ctrl-C to the command, the one signal every launcher takes as "stop" (SIGTERM makes
+    uWSGI reload); then SIGTERM to its group; then :meth:`Child.kill` does the rest."""
     programs = [p for p, parent in _process.group_parents(child.pid).items() if parent == child.pid]
     for pid in programs:
         try:
-            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, signal.SIGINT)
         except (ProcessLookupError, PermissionError):
             pass
     end = time.monotonic() + STOP_GRACE
+    termed = False
     while time.monotonic() < end and set(_process.group_parents(child.pid)) - {child.pid}:
-        if time.monotonic() > end - STOP_GRACE / 2:
+        if not termed and time.monotonic() > end - STOP_GRACE / 2:
             child.signal_group(signal.SIGTERM)  # a worker its master did not stop
+            termed = True
         time.sleep(0.05)
 
 
@@ -316,7 +345,7 @@ def _report(
     report.notes.extend(ran.notes)
     root = processes[0] if processes else None
     python = next(
-        (e.get("executable") for e in (root.events if root else []) if e.get("event") == "start"),
+        (e.get("python") for e in (root.events if root else []) if e.get("event") == "process"),
         None,
     )
     lists = None
@@ -346,7 +375,7 @@ def _report(
             key = (finding.rule, finding.path, finding.line, finding.column, finding.message)
             seen.setdefault(key, dataclasses.replace(finding, process=proc.pid))
         timelines.append(_process_timeline(ctx, proc, ran, output if proc is root else None))
-        _app_errors(ctx.facts, proc, report)
+        _app_errors(ctx.facts, proc, report, stopped=ran.stopped)
     report.findings = sorted(seen.values(), key=lambda f: f.sort_key)
     report.processes = [{"pid": p.pid, "role": p.role, "argv": p.argv} for p in processes]
     if project is not None:
@@ -420,13 +449,15 @@ def _process_timeline(
     }
 
 
-def _app_errors(facts: Facts, proc: _Process, report: Report) -> None:
+def _app_errors(facts: Facts, proc: _Process, report: Report, *, stopped: bool) -> None:
     """An exception that ended a process of the command, with the line that raised it."""
     from ..model.events import ErrorEvent
 
     for event in facts.all("error"):
         if not isinstance(event, ErrorEvent) or event.phase != "run":
             continue
+        if stopped and event.type == "KeyboardInterrupt":
+            continue  # how patchaudit's Ctrl-C ended it
         message = (event.message or "").strip().splitlines()[:1]
         report.errors.append(
             f"{proc.role} (pid {proc.pid}) raised {event.type}: {''.join(message)}"
