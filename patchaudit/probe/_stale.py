@@ -5,6 +5,7 @@ import sys
 
 from ._events import emit
 from ._machinery import BOOKKEEPING_PREFIX, MACHINERY_PREFIXES, PRIVATE_NAME, in_packages
+from ._stale_walk import Walk, app_modules, instance_types
 from ._state import STDLIB_DIR
 
 # Never holders: the machinery, and the probe itself (its boot script is ``__main__``).
@@ -74,7 +75,7 @@ def stale_references():
     found = []
     seen = set()
 
-    def add(holder, kind, holder_module, name, entry):
+    def add(holder, kind, holder_module, name, entry, how="binding"):
         if holder_module in entry[2] or _skipped_holder_module(holder_module):
             return
         key = (holder, name, entry[1])
@@ -89,6 +90,7 @@ def stale_references():
                 "holder_file": _module_file(holder_module),
                 "name": name,
                 "original": entry[1],
+                "how": how,
             }
         )
 
@@ -136,8 +138,18 @@ def stale_references():
                 continue
             visited.add(id(sub))
             holder_module = getattr(sub, "__module__", None)
-            add(f"{holder_module}.{sub.__qualname__}", "subclass", holder_module, how, entry)
+            holder = f"{holder_module}.{sub.__qualname__}"
+            add(holder, "subclass", holder_module, how, entry, "subclass")
             pending.extend((s, "__mro__") for s in _subclasses(sub))
+
+    # What the app holds less directly: defaults, closures, partials, containers, instances.
+    walk = Walk(originals, instance_types(saved))
+    for name, module in app_modules(_skipped_holder_module):
+        if walk.exhausted():
+            break
+        walk.module(name, module)
+    for holder, kind, holder_module, path, how, original in walk.hits:
+        add(holder, kind, holder_module, path, [None, original, set()], how)
     return found, len(originals)
 
 
