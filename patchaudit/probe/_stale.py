@@ -144,10 +144,7 @@ def stale_references():
 
     # What the app holds less directly: defaults, closures, partials, containers, instances.
     walk = Walk(originals, instance_types(saved))
-    for name, module in app_modules(_skipped_holder_module):
-        if walk.exhausted():
-            break
-        walk.module(name, module)
+    walk.modules(app_modules(_skipped_holder_module))
     for holder, kind, holder_module, path, how, original in walk.hits:
         add(holder, kind, holder_module, path, [None, original, set()], how)
     return found, len(originals)

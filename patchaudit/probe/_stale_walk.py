@@ -90,33 +90,44 @@ class Walk:
         self.hits = []
         self.seen = set()
         self.partial_types = _partial_types()
+        self.classes = {}  # id(type) -> made_from(type), for the scan's duration
 
     def exhausted(self):
         return self.visits >= _MAX_VISITS or perf_counter() > self.deadline
 
-    def module(self, name, module):
-        """Every global of an app module, and the attributes of the classes it defines."""
-        try:
-            items = list(vars(module).items())
-        except Exception:
-            return
-        self.seen = set()  # per module: an object another module imported is reported there too
-        for key, value in items:
-            if self.exhausted():
-                return
-            if not isinstance(key, str) or (key.startswith("__") and key.endswith("__")):
+    def modules(self, modules):
+        """Every global of the app modules ``[(name, module)]``, and the attributes of the
+        classes they define. An object held by several of them (``from .jobs import POOL``) is
+        walked in each, so that the module that built it reports it whatever the order; every
+        other object is walked once in the scan."""
+        globals_of = []
+        holders = {}
+        for name, module in modules:
+            try:
+                items = [(k, v) for k, v in list(vars(module).items()) if _public(k)]
+            except Exception:
                 continue
-            self.holder = (name, "module", name)
-            if isinstance(value, type):
-                if getattr(value, "__module__", None) == name and value.__qualname__ == key:
-                    self.klass(name, value)
-                continue
-            self.value(value, key, None, 0)
+            globals_of.append((name, items))
+            for _, value in items:
+                holders[id(value)] = holders.get(id(value), 0) + 1
+        once = self.seen
+        for name, items in globals_of:
+            for key, value in items:
+                if self.exhausted():
+                    return
+                self.seen = set() if holders[id(value)] > 1 else once
+                self.holder = (name, "module", name)
+                if isinstance(value, type):
+                    if getattr(value, "__module__", None) == name and value.__qualname__ == key:
+                        self.klass(name, value)
+                    continue
+                self.value(value, key, None, 0)
+        self.seen = once
 
     def klass(self, module_name, cls):
         self.holder = (f"{module_name}.{cls.__qualname__}", "class", module_name)
         for key, value in list(type.__dict__["__dict__"].__get__(cls).items()):
-            if key.startswith("__") and key.endswith("__"):
+            if not _public(key):
                 continue
             if type(value) in (staticmethod, classmethod):
                 value = value.__func__
@@ -133,7 +144,7 @@ class Walk:
         if tp in _ATOMS or id(value) in self.seen or self.exhausted():
             return
         self.seen.add(id(value))
-        made_from = self.instances.get(id(tp))
+        made_from = self.made_from(tp)
         if made_from is not None:
             self.hit(path, "instance", made_from)
             return
@@ -168,6 +179,14 @@ class Walk:
                 self.value(owner, f"{path}.__self__", "method", step)
         elif not issubclass(tp, type) and tp is not type(sys):
             self.attributes(value, path, step)
+
+    def made_from(self, tp):
+        """The original ``tp`` is or subclasses (a `threading.local` subclass shares its slot)."""
+        if id(tp) not in self.classes:
+            mro = getattr(tp, "__mro__", None) or (tp,)
+            names = [self.instances.get(id(base)) for base in mro]
+            self.classes[id(tp)] = ([n for n in names if n] or [None])[0]
+        return self.classes[id(tp)]
 
     def function(self, func, path, step):
         # Another module's plain function is that module's business; closures are reported
@@ -220,6 +239,10 @@ def _partial_types():
     functools = sys.modules.get("functools")  # loaded at start-up; never imported here
     names = ("partial", "partialmethod")
     return tuple(t for t in (getattr(functools, n, None) for n in names) if isinstance(t, type))
+
+
+def _public(name):
+    return isinstance(name, str) and not (name.startswith("__") and name.endswith("__"))
 
 
 def _key(key):
