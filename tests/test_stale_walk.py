@@ -144,6 +144,31 @@ def test_objects_that_keep_working_after_patching_are_not_reported(tmp_path: Pat
     assert _stale(run, "keeps") == set()
 
 
+def test_native_queues_waited_on_by_native_threads_are_not_reported(tmp_path: Path) -> None:
+    # A native thread started before patching waits on them: that works under gevent. (The
+    # server patches after the import, as gunicorn's gevent worker does with --preload: a
+    # module that patches itself while other threads run breaks its own import lock.)
+    app = """
+        import concurrent.futures
+        import logging
+        import logging.handlers
+        import queue
+        import threading
+
+        current = threading.local()  # wrong whichever thread runs: the one holder reported
+        RECORDS = queue.SimpleQueue()
+        LISTENER = logging.handlers.QueueListener(RECORDS, logging.StreamHandler())
+        LISTENER.start()
+        logging.getLogger("app").addHandler(logging.handlers.QueueHandler(RECORDS))
+        WARM = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        WARM.submit(int).result()  # its only worker is a native thread
+    """
+    project = write_app(tmp_path / "proj", {"warm.py": app})
+    run = probe(tmp_path, make_spec(project, "warm", mode="gunicorn-preload", serve=NO_SERVE))
+    assert only(run, "stale_scan") and not run.all("error")
+    assert _stale(run, "warm") == {("warm", "current", "threading.local", "instance")}
+
+
 def test_an_object_imported_elsewhere_is_reported_by_each_holder(tmp_path: Path) -> None:
     # The rule keeps the module that built it (it drops bindings that are imports); the probe
     # must report it there even when the importer comes first in sys.modules.

@@ -11,7 +11,8 @@ caller guards it.
 import sys
 from time import perf_counter
 
-from ._state import STDLIB_DIR, S
+from ._machinery import MACHINERY_PREFIXES, in_packages
+from ._state import STDLIB_DIR, S, real_get_ident
 
 _MAX_DEPTH = 4  # steps from a module global: `POOL._work_queue` is 1, `H['k'].func.args[0]` 3
 _MAX_ITEMS = 200  # items looked at per container
@@ -25,7 +26,10 @@ _MAX_SECONDS = 1.5
 # because they keep working: a pre-patch `queue.Queue`, `Event`, `Condition` or `Semaphore`
 # (their waits take a lock from threading's patched `_allocate_lock`), and logging handlers'
 # locks (gevent re-creates them). A bare native lock only hangs when it is held across a
-# switch, which an object graph cannot show.
+# switch, which an object graph cannot show. A native queue or selector is harmless when a
+# native thread waits on it (a logging QueueListener, a pool's worker started before patching):
+# so those are reported only when no such thread is alive, or for a ThreadPoolExecutor that
+# will start a worker after patching.
 INSTANCE_ORIGINALS = (
     "queue.SimpleQueue",
     "threading.local",
@@ -33,6 +37,7 @@ INSTANCE_ORIGINALS = (
     "selectors.EpollSelector",
     "select.epoll",
 )
+_PER_THREAD = frozenset(("threading.local", "_thread._local"))  # wrong whoever uses them
 
 
 class _Sample:
@@ -91,6 +96,9 @@ class Walk:
         self.seen = set()
         self.partial_types = _partial_types()
         self.classes = {}  # id(type) -> made_from(type), for the scan's duration
+        self.threads = None  # native_threads(), computed when first needed
+        futures = sys.modules.get("concurrent.futures.thread")
+        self.executor_type = getattr(futures, "ThreadPoolExecutor", None)
 
     def exhausted(self):
         return self.visits >= _MAX_VISITS or perf_counter() > self.deadline
@@ -146,7 +154,8 @@ class Walk:
         self.seen.add(id(value))
         made_from = self.made_from(tp)
         if made_from is not None:
-            self.hit(path, "instance", made_from)
+            if made_from in _PER_THREAD or not self.native_threads():
+                self.hit(path, "instance", made_from)
             return
         if depth >= _MAX_DEPTH:
             return
@@ -226,13 +235,44 @@ class Walk:
             return
         if type(attrs) is not dict:
             return
+        executor = self.executor_type is not None and issubclass(tp, self.executor_type)
         for key, item in list(attrs.items())[:_MAX_ITEMS]:
-            if isinstance(key, str):
+            if executor and key == "_work_queue":
+                # Its idle workers wait in `get()`: native threads started before patching do
+                # so harmlessly; a worker it starts now is a greenlet, and blocks the process.
+                made_from = self.made_from(type(item))
+                if made_from and len(attrs.get("_threads") or ()) < attrs.get("_max_workers", 0):
+                    self.hit(f"{path}.{key}", "instance", made_from)
+            elif isinstance(key, str):
                 self.value(item, f"{path}.{key}", "attribute", step)
+
+    def native_threads(self):
+        """Whether a native thread other than this one and gevent's own is alive: it may be
+        the one that waits on a native queue or selector (a logging QueueListener), which is
+        harmless; only when there is none must a greenlet be the one that waits."""
+        if self.threads is None:
+            self.threads = _other_native_threads()
+        return self.threads
 
     def hit(self, path, how, original):
         holder, kind, module = self.holder
         self.hits.append((holder, kind, module, path, how, original))
+
+
+def _other_native_threads():
+    frames = getattr(sys, "_current_frames", None)
+    if frames is None:
+        return True  # cannot tell: assume one, and report nothing that depends on it
+    me = real_get_ident()
+    for ident, frame in list(frames().items()):
+        while ident != me and frame is not None:
+            if in_packages(frame.f_globals.get("__name__") or "", MACHINERY_PREFIXES):
+                break  # gevent's monitor or thread pool
+            frame = frame.f_back
+        else:
+            if ident != me:
+                return True
+    return False
 
 
 def _partial_types():
