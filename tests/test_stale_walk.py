@@ -87,6 +87,7 @@ def _stale(run, module: str = "holders") -> set[tuple[str, str, str, str]]:
 def test_every_indirect_holder_is_found_with_its_path(tmp_path: Path) -> None:
     project = write_app(tmp_path / "proj", {"holders.py": HOLDERS + PATCH})
     run = probe(tmp_path, make_spec(project, "holders", serve=NO_SERVE))
+    assert only(run, "stale_scan")["complete"] is True
     assert _stale(run) == {
         ("holders", "pause(sleep=)", "time.sleep", "default"),
         ("holders", "pause_kw(sleep=)", "time.sleep", "default"),
@@ -205,16 +206,18 @@ def test_the_walk_is_bounded_and_never_runs_the_apps_code(tmp_path: Path) -> Non
 
         PROXY = Lazy()
         LOUD = Loud()
-        BIG = list(range(300000)) + [time.sleep]   # past the items looked at per container
-        DEEP = [[[[[[time.sleep]]]]]]               # past the depth
-        WIDE = {{i: {{j: [j] for j in range(200)}} for i in range(200)}}
         LOOP = []
         LOOP.append(LOOP)
-        NEAR = [LOOP, [time.sleep]]                 # within bounds, after all that
+        NEAR = [LOOP, [time.sleep]]                 # within bounds
+        BIG = list(range(300000)) + [time.sleep]   # past the items looked at per container
+        DEEP = [[[[[[time.sleep]]]]]]               # past the depth
+        WIDE = [[list(range(200)) for j in range(200)] for i in range(3)]  # 120,000 items
     """
     project = write_app(tmp_path / "proj", {"heavy.py": textwrap.dedent(app) + PATCH})
     run = probe(tmp_path, make_spec(project, "heavy", serve=NO_SERVE))
     assert not run.all("error")
-    assert only(run, "stale_scan")["t"] - only(run, "owners")["t"] < 5
+    scan = only(run, "stale_scan")
+    assert scan["t"] - only(run, "owners")["t"] < 5
+    assert scan["complete"] is False and scan["walked"] >= 100000
     assert not marker.exists()
     assert _stale(run, "heavy") == {("heavy", "NEAR[1][0]", "time.sleep", "container")}

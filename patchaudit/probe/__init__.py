@@ -159,7 +159,9 @@ lists are outermost first, innermost last.
     1.5 s) and reads only plain instance dicts: no property or ``__getattr__`` of the app runs.
 ``stale_scan``
     After the scan: ``originals`` (how many saved originals were scanned), ``holders`` (stale
-    events written). Absent when gevent never patched.
+    events written), ``walked`` (objects the walk from the app's modules looked at),
+    ``complete`` (false when the walk stopped at one of its bounds). Absent when gevent never
+    patched.
 ``serve``
     Per path: ``port``, ``path``, ``single`` (latency of one request alone, null if it failed),
     ``single_status``, ``single_error``, ``requests``, ``concurrency``, ``wall`` (seconds for the

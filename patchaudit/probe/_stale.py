@@ -33,13 +33,19 @@ def _module_file(name):
 
 def stale_scan() -> None:
     """The ``stale`` events and the ``stale_scan`` summary (nothing when gevent never patched)."""
-    scanned = stale_references()
+    scanned = _scan()
     if scanned is None:
         return
-    found, originals = scanned
+    found, originals, walk = scanned
     for fields in found:
         emit("stale", **fields)
-    emit("stale_scan", originals=originals, holders=len(found))
+    emit(
+        "stale_scan",
+        originals=originals,
+        holders=len(found),
+        walked=walk.visits,
+        complete=walk.complete,
+    )
 
 
 def stale_references():
@@ -47,6 +53,11 @@ def stale_references():
 
     Each holder is a dict with the fields of the ``stale`` event. Public for in-process use.
     """
+    scanned = _scan()
+    return None if scanned is None else scanned[:2]
+
+
+def _scan():
     monkey = sys.modules.get("gevent.monkey")
     saved = getattr(monkey, "saved", None)
     if not saved:
@@ -144,10 +155,13 @@ def stale_references():
 
     # What the app holds less directly: defaults, closures, partials, containers, instances.
     walk = Walk(originals, instance_types(saved))
-    walk.modules(app_modules(_skipped_holder_module))
+    try:
+        walk.modules(app_modules(_skipped_holder_module))
+    except Exception:  # an object the walk did not foresee: keep what was found
+        walk.complete = False
     for holder, kind, holder_module, path, how, original in walk.hits:
         add(holder, kind, holder_module, path, [None, original, set()], how)
-    return found, len(originals)
+    return found, len(originals), walk
 
 
 def _subclasses(cls):

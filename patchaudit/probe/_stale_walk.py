@@ -97,11 +97,14 @@ class Walk:
         self.partial_types = _partial_types()
         self.classes = {}  # id(type) -> made_from(type), for the scan's duration
         self.threads = None  # native_threads(), computed when first needed
+        self.complete = True  # false once a bound was reached (or the walk failed)
         futures = sys.modules.get("concurrent.futures.thread")
         self.executor_type = getattr(futures, "ThreadPoolExecutor", None)
 
     def exhausted(self):
-        return self.visits >= _MAX_VISITS or perf_counter() > self.deadline
+        if self.visits >= _MAX_VISITS or perf_counter() > self.deadline:
+            self.complete = False
+        return not self.complete
 
     def modules(self, modules):
         """Every global of the app modules ``[(name, module)]``, and the attributes of the
@@ -241,7 +244,7 @@ class Walk:
                 # Its idle workers wait in `get()`: native threads started before patching do
                 # so harmlessly; a worker it starts now is a greenlet, and blocks the process.
                 made_from = self.made_from(type(item))
-                if made_from and len(attrs.get("_threads") or ()) < attrs.get("_max_workers", 0):
+                if made_from and _starts_workers(attrs):
                     self.hit(f"{path}.{key}", "instance", made_from)
             elif isinstance(key, str):
                 self.value(item, f"{path}.{key}", "attribute", step)
@@ -257,6 +260,14 @@ class Walk:
     def hit(self, path, how, original):
         holder, kind, module = self.holder
         self.hits.append((holder, kind, module, path, how, original))
+
+
+def _starts_workers(attrs):
+    """Whether a ThreadPoolExecutor (its ``__dict__``) may still start a worker."""
+    threads, most = attrs.get("_threads"), attrs.get("_max_workers")
+    if type(threads) is not set or type(most) is not int:
+        return False  # not the stdlib's layout: cannot tell
+    return len(threads) < most and attrs.get("_shutdown") is False
 
 
 def _other_native_threads():
