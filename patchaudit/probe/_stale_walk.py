@@ -53,7 +53,7 @@ _GETSET = type(_FUNCTION.__dict__["__code__"])  # where a plain class's `__dict_
 _ATOMS = frozenset((str, bytes, int, float, bool, complex, type(None)))
 
 
-def instance_types(saved):
+def instance_types(saved) -> dict:
     """``{id(class): "module.name"}`` for the classes in :data:`INSTANCE_ORIGINALS`."""
     found = {}
     for qualified in INSTANCE_ORIGINALS:
@@ -65,7 +65,7 @@ def instance_types(saved):
     return found
 
 
-def app_modules(skipped):
+def app_modules(skipped) -> list:
     """``[(name, module)]`` whose code is the application's (under the spec's app roots, or
     else outside the stdlib and site-packages), in import order; ``skipped(name)`` excludes."""
     out = []
@@ -101,12 +101,12 @@ class Walk:
         futures = sys.modules.get("concurrent.futures.thread")
         self.executor_type = getattr(futures, "ThreadPoolExecutor", None)
 
-    def exhausted(self):
+    def exhausted(self) -> bool:
         if self.visits >= _MAX_VISITS or perf_counter() > self.deadline:
             self.complete = False
         return not self.complete
 
-    def modules(self, modules):
+    def modules(self, modules) -> None:
         """Every global of the app modules ``[(name, module)]``, and the attributes of the
         classes they define. An object held by several of them (``from .jobs import POOL``) is
         walked in each, so that the module that built it reports it whatever the order; every
@@ -128,7 +128,7 @@ class Walk:
                     return
                 self.seen = set() if holders[id(value)] > 1 else once
                 self.holder = (name, "module", name)
-                if isinstance(value, type):
+                if issubclass(type(value), type):  # not isinstance: a proxy's __class__ is code
                     if getattr(value, "__module__", None) == name and value.__qualname__ == key:
                         self.klass(name, value)
                     continue
