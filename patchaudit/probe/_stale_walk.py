@@ -246,7 +246,7 @@ class Walk:
                 made_from = self.made_from(type(item))
                 if made_from and _starts_workers(attrs):
                     self.hit(f"{path}.{key}", "instance", made_from)
-            elif isinstance(key, str):
+            elif type(key) is str:
                 self.value(item, f"{path}.{key}", "attribute", step)
 
     def native_threads(self):
@@ -293,9 +293,9 @@ def _partial_types():
 
 
 def _public(name):
-    return isinstance(name, str) and not (name.startswith("__") and name.endswith("__"))
+    return type(name) is str and not (name.startswith("__") and name.endswith("__"))
 
 
 def _key(key):
-    text = repr(key) if isinstance(key, (str, int, float, bool, bytes)) else "..."
+    text = repr(key) if type(key) in (str, int, float, bool, bytes) else "..."
     return text if len(text) <= 40 else "..."
