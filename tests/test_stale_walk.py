@@ -221,13 +221,13 @@ def test_the_walk_is_bounded_and_never_runs_the_apps_code(tmp_path: Path) -> Non
         NEAR = [LOOP, [time.sleep]]                 # within bounds
         BIG = list(range(300000)) + [time.sleep]   # past the items looked at per container
         DEEP = [[[[[[time.sleep]]]]]]               # past the depth
-        WIDE = [[list(range(200)) for j in range(200)] for i in range(3)]  # 120,000 items
+        WIDE = [[list(range(200)) for j in range(200)] for i in range(13)]  # 520,000 items
     """
     project = write_app(tmp_path / "proj", {"heavy.py": textwrap.dedent(app) + PATCH})
     run = probe(tmp_path, make_spec(project, "heavy", serve=NO_SERVE))
     assert not run.all("error")
     scan = only(run, "stale_scan")
     assert scan["t"] - only(run, "owners")["t"] < 5
-    assert scan["complete"] is False and scan["walked"] >= 100000
+    assert scan["complete"] is False and scan["walked"] >= 500000
     assert not marker.exists()
     assert _stale(run, "heavy") == {("heavy", "NEAR[1][0]", "time.sleep", "container")}

@@ -155,7 +155,7 @@ lists are outermost first, innermost last.
     those, ``name`` is the path from the holder: ``"POOL._work_queue"``, ``"pause(sleep=)"``,
     ``"backoff<nap>"`` (closure variable), ``"WAITS['pause']"``, ``"NAP.func"``; its first
     name is the one bound in the holder. An object several app modules hold is reported by
-    each of them. The walk is bounded (depth 4, 200 items per container, 100,000 objects,
+    each of them. The walk is bounded (depth 4, 200 items per container, 500,000 objects,
     1.5 s) and reads only plain instance dicts: no property or ``__getattr__`` of the app runs.
 ``stale_scan``
     After the scan: ``originals`` (how many saved originals were scanned), ``holders`` (stale
