@@ -7,8 +7,12 @@ gevent), then compares the exact ``stale`` events of the app's modules.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
+
+import pytest
 
 from .test_probe import NO_SERVE, make_spec, only, probe, write_app
 
@@ -231,3 +235,74 @@ def test_the_walk_is_bounded_and_never_runs_the_apps_code(tmp_path: Path) -> Non
     assert scan["complete"] is False and scan["walked"] >= 500000
     assert not marker.exists()
     assert _stale(run, "heavy") == {("heavy", "NEAR[1][0]", "time.sleep", "container")}
+
+
+BEHAVIOUR = """
+import concurrent.futures, os, queue, signal, sys, threading
+made = {
+    "Queue": queue.Queue(), "SimpleQueue": queue.SimpleQueue(), "Event": threading.Event(),
+    "Condition": threading.Condition(), "Semaphore": threading.Semaphore(0),
+    "ThreadPoolExecutor": concurrent.futures.ThreadPoolExecutor(1),
+}
+from gevent import monkey
+monkey.patch_all()
+import gevent
+
+def wait(kind, obj):
+    if kind == "Event":
+        obj.wait()
+    elif kind == "Condition":
+        with obj:
+            obj.wait()
+    elif kind == "Semaphore":
+        obj.acquire()
+    else:
+        obj.get()
+
+def wake(kind, obj):
+    if kind == "Event":
+        obj.set()
+    elif kind == "Condition":
+        with obj:
+            obj.notify()
+    elif kind == "Semaphore":
+        obj.release()
+    else:
+        obj.put(1)
+
+signal.signal(signal.SIGALRM, lambda *a: os._exit(3))  # the hub never got control back
+signal.setitimer(signal.ITIMER_REAL, 1.0)
+kind = sys.argv[1]
+obj = made[kind]
+if kind == "ThreadPoolExecutor":
+    obj.submit(int).result()  # its worker is a greenlet, idle in the native queue's get()
+else:
+    waiter = gevent.spawn(wait, kind, obj)
+    gevent.spawn_later(0.05, wake, kind, obj)
+    waiter.join()
+os._exit(0)
+"""
+
+
+@pytest.mark.parametrize(
+    "kind, breaks",
+    [
+        ("Queue", False),
+        ("Event", False),
+        ("Condition", False),
+        ("Semaphore", False),
+        ("SimpleQueue", True),
+        ("ThreadPoolExecutor", True),
+    ],
+)
+def test_only_the_kinds_that_break_under_gevent_are_reported(
+    kind: str, breaks: bool, tmp_path: Path
+) -> None:
+    # Why the probe reports a pre-patch SimpleQueue or executor, and not the others: under the
+    # installed gevent, a greenlet that waits on the others lets the hub run.
+    script = tmp_path / "behaviour.py"
+    script.write_text(BEHAVIOUR)
+    proc = subprocess.run(
+        [sys.executable, str(script), kind], capture_output=True, text=True, timeout=30
+    )
+    assert proc.returncode == (3 if breaks else 0), proc.stderr
