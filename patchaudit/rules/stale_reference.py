@@ -444,12 +444,14 @@ _HARM = {
     "queue": "it uses native locks that deadlock greenlets",
 }
 _BLOCKS = "it blocks the whole process instead of yielding"
+_SHARED = "one slot shared by every greenlet, so values leak between requests"
+# The same object is saved under several names; the one code writes.
+_SHOWN = {"_thread._local": "threading.local", "_threading_local.local": "threading.local"}
 # What an instance of an original made before patching does (the probe reports only these).
 _INSTANCE_HARM = {
     "queue.SimpleQueue": "its `get()` blocks the whole process while the queue is empty (a "
     "ThreadPoolExecutor's idle worker waits there)",
-    "threading.local": "it is one slot shared by every greenlet, so values leak between requests",
-    "_thread._local": "it is one slot shared by every greenlet, so values leak between requests",
+    "threading.local": f"it is {_SHARED}",
     "selectors.EpollSelector": "its `select()` blocks the whole process while it waits",
     "select.epoll": "its `poll()` blocks the whole process while it waits",
 }
@@ -529,10 +531,13 @@ def check_stale_reference(ctx) -> Iterator[Hit]:
         line = facts.binding_line(holder_file, binding, lookup)
         if how not in ("binding", "subclass") and (line is None or _imported(holder_file, line)):
             continue  # not bound here by name, or imported from the module that built it
-        original = event.original or ""
+        original = _SHOWN.get(event.original or "", event.original or "")
         if how == "instance":
             state = f"is the native `{original}`, built before patching"
             harm = _INSTANCE_HARM.get(original, _BLOCKS)
+        elif original == "threading.local":
+            state = f"is still the original `{original}` after patching"
+            harm = f"each object made from it is {_SHARED}"
         else:
             state = f"is still the original `{original}` after patching"
             harm = _HARM.get(original.partition(".")[0], _BLOCKS)
