@@ -142,6 +142,7 @@ class StaleEvent(Event):
     holder_file: str | None = None
     name: str | None = None
     original: str | None = None
+    how: str | None = None  # "binding", "default", "closure", ..., "instance" (absent before)
 
     @property
     def identity(self) -> tuple[str | None, str | None, str | None]:

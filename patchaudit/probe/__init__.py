@@ -155,9 +155,26 @@ lists are outermost first, innermost last.
     the original was saved from, and the built-in/stdlib C modules that implement originals
     (``posix``, ``_socket``, ``_thread``, ...). Interpreter start-up still leaves a few
     (``functools.RLock``, ``reprlib.get_ident``, ...): diff against a ``patch-first`` run.
+    ``how``: ``"binding"`` (the attribute is the original) or ``"subclass"``, for every holder;
+    and, for the app's modules only (under ``app_roots``; :mod:`._stale_walk`), what is held a
+    few steps from a module global or a class attribute: ``"default"`` (a function's default
+    or keyword default), ``"closure"`` (a closure cell), ``"partial"`` (``functools.partial``
+    func/args/keywords), ``"container"`` (dict/list/tuple/set item), ``"method"`` (a bound
+    method's function or object), ``"attribute"`` (an object's instance attribute), or
+    ``"instance"``: an instance of an original class (or of its subclass) made before
+    patching, only for the kinds that break under gevent (``queue.SimpleQueue``, a
+    ``ThreadPoolExecutor``'s work queue among them; ``threading.local``;
+    ``selectors.EpollSelector``; ``select.epoll``); ``original`` then names the class. For
+    those, ``name`` is the path from the holder: ``"POOL._work_queue"``, ``"pause(sleep=)"``,
+    ``"backoff<nap>"`` (closure variable), ``"WAITS['pause']"``, ``"NAP.func"``; its first
+    name is the one bound in the holder. An object several app modules hold is reported by
+    each of them. The walk is bounded (depth 4, 200 items per container, 500,000 objects,
+    1.5 s) and reads only plain instance dicts: no property or ``__getattr__`` of the app runs.
 ``stale_scan``
     After the scan: ``originals`` (how many saved originals were scanned), ``holders`` (stale
-    events written). Absent when gevent never patched.
+    events written), ``walked`` (objects the walk from the app's modules looked at),
+    ``complete`` (false when the walk stopped at one of its bounds). Absent when gevent never
+    patched.
 ``serve``
     Per path: ``port``, ``path``, ``single`` (latency of one request alone, null if it failed),
     ``single_status``, ``single_error``, ``requests``, ``concurrency``, ``wall`` (seconds for the

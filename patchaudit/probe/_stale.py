@@ -5,6 +5,7 @@ import sys
 
 from ._events import emit
 from ._machinery import BOOKKEEPING_PREFIX, MACHINERY_PREFIXES, PRIVATE_NAME, in_packages
+from ._stale_walk import Walk, app_modules, instance_types
 from ._state import PROBE_FILES, STDLIB_DIR
 
 # Never holders: the machinery, and the probe itself (its boot script is ``__main__``).
@@ -34,13 +35,19 @@ def _module_file(name):
 
 def stale_scan() -> None:
     """The ``stale`` events and the ``stale_scan`` summary (nothing when gevent never patched)."""
-    scanned = stale_references()
+    scanned = _scan()
     if scanned is None:
         return
-    found, originals = scanned
+    found, originals, walk = scanned
     for fields in found:
         emit("stale", **fields)
-    emit("stale_scan", originals=originals, holders=len(found))
+    emit(
+        "stale_scan",
+        originals=originals,
+        holders=len(found),
+        walked=walk.visits,
+        complete=walk.complete,
+    )
 
 
 def stale_references():
@@ -48,6 +55,11 @@ def stale_references():
 
     Each holder is a dict with the fields of the ``stale`` event. Public for in-process use.
     """
+    scanned = _scan()
+    return None if scanned is None else scanned[:2]
+
+
+def _scan():
     monkey = sys.modules.get("gevent.monkey")
     saved = getattr(monkey, "saved", None)
     if not saved:
@@ -76,7 +88,7 @@ def stale_references():
     found = []
     seen = set()
 
-    def add(holder, kind, holder_module, name, entry):
+    def add(holder, kind, holder_module, name, entry, how="binding"):
         if holder_module in entry[2] or _skipped_holder_module(holder_module):
             return
         key = (holder, name, entry[1])
@@ -91,6 +103,7 @@ def stale_references():
                 "holder_file": _module_file(holder_module),
                 "name": name,
                 "original": entry[1],
+                "how": how,
             }
         )
 
@@ -138,9 +151,19 @@ def stale_references():
                 continue
             visited.add(id(sub))
             holder_module = getattr(sub, "__module__", None)
-            add(f"{holder_module}.{sub.__qualname__}", "subclass", holder_module, how, entry)
+            holder = f"{holder_module}.{sub.__qualname__}"
+            add(holder, "subclass", holder_module, how, entry, "subclass")
             pending.extend((s, "__mro__") for s in _subclasses(sub))
-    return found, len(originals)
+
+    # What the app holds less directly: defaults, closures, partials, containers, instances.
+    walk = Walk(originals, instance_types(saved))
+    try:
+        walk.modules(app_modules(_skipped_holder_module))
+    except Exception:  # an object the walk did not foresee: keep what was found
+        walk.complete = False
+    for holder, kind, holder_module, path, how, original in walk.hits:
+        add(holder, kind, holder_module, path, [None, original, set()], how)
+    return found, len(originals), walk
 
 
 def _subclasses(cls):
