@@ -3,7 +3,7 @@
 ``_parser`` holds the top-level parser and the command table, ``_main`` the run and its exit
 codes; :mod:`patchaudit._console` (a leaf below every layer) what every command shares (colour,
 width, ``--output``, the one-line error).
-Each command module (``check``, ``audit``, ``rules``, ``matrix``, ``doctor``, ``bench``,
+Each command module (``check``, ``audit``, ``run``, ``rules``, ``matrix``, ``doctor``, ``bench``,
 ``demo``) has ``HELP``, ``add_arguments(parser)`` and ``run(args)``.
 
 :func:`main` is imported lazily, so importing this package builds no parser.
