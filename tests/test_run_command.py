@@ -1,8 +1,10 @@
 """`patchaudit run -- COMMAND` end to end: real launchers, real processes, real sockets.
 
 Each ``fixtures/apps/run/<case>/`` holds an app, the command that starts it (``run.toml``:
-``command``, ``env``, ``requests``, ``concurrency``, ``duration``; ``{port}`` is a free port of
-127.0.0.1) and expectation comments on the reported lines (the grammar of ``tests/_expect.py``).
+``command``, ``env``, ``options`` (more of patchaudit's), ``requests``, ``concurrency``,
+``duration``; ``{port}`` is a free port of 127.0.0.1, ``{target}`` the port of a real HTTP
+server there that the command talks to) and expectation comments on the reported lines (the
+grammar of ``tests/_expect.py``).
 The launchers are the installed ones (gunicorn, locust, celery; uWSGI if it was built), found on
 ``PATH`` beside this interpreter first; a case whose launcher is not found is skipped.
 """
@@ -14,8 +16,11 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -44,15 +49,47 @@ def _env() -> dict[str, str]:
     return {"PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
+@contextmanager
+def _loopback_app(needed: bool) -> Iterator[str]:
+    """``{target}``: the port of a real HTTP server on 127.0.0.1 that the command talks to."""
+    if not needed:
+        yield ""
+        return
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        yield str(port)
+    finally:
+        server.kill()
+        server.wait()
+
+
 def _run(project: Path, options: dict, *extra: str) -> tuple[int, dict]:
-    port = str(_free_port())
-    command = [part.replace("{port}", port) for part in options["command"]]
-    env = {**_env(), **{k: v.replace("{port}", port) for k, v in options.get("env", {}).items()}}
-    args = ["run", "--format", "json", "--no-cache", *extra]
-    for key in ("requests", "concurrency", "duration"):
-        if key in options:
-            args += [f"--{key}", str(options[key])]
-    result = run_cli(*args, "--", *command, cwd=project, env=env, timeout=120)
+    with _loopback_app("{target}" in " ".join(options["command"])) as target:
+        values = {"{port}": str(_free_port()), "{target}": target}
+
+        def fill(text: str) -> str:
+            for key, value in values.items():
+                text = text.replace(key, value)
+            return text
+
+        command = [fill(part) for part in options["command"]]
+        env = {**_env(), **{k: fill(v) for k, v in options.get("env", {}).items()}}
+        args = ["run", "--format", "json", "--no-cache", *options.get("options", []), *extra]
+        for key in ("requests", "concurrency", "duration"):
+            if key in options:
+                args += [f"--{key}", str(options[key])]
+        result = run_cli(*args, "--", *command, cwd=project, env=env, timeout=120)
     assert "Traceback" not in result.stderr, result.stderr
     return result.returncode, json.loads(result.stdout)
 
@@ -162,8 +199,6 @@ def test_killing_patchaudit_ends_the_whole_command(tmp_path: Path) -> None:
         "    start_response('200 OK', [])\n    return [b'ok']\n"
     )
     marker = f"patchaudit-run-test-{os.getpid()}-{time.time_ns()}"
-    import subprocess
-
     child = subprocess.Popen(
         [
             sys.executable,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
 import signal
 import sys
@@ -386,10 +387,8 @@ def _report(
             "or -S, which skip sitecustomize (drop the flag for the audit)"
         )
     elif ran.returncode not in (None, 0) and not ran.stopped:
-        last = (output[1].tail or output[1].head or [""])[-1]
-        report.errors.append(
-            f"the command exited with status {ran.returncode}: {last}".rstrip(": ")
-        )
+        said = _last_words(output[1])
+        report.errors.append(f"the command exited with status {ran.returncode}{said}")
     if ran.serve:
         record_request_failures(Facts.from_events(ran.serve, [chdir], cwd), report)
     report.timeline = {
@@ -409,6 +408,17 @@ def _report(
         "exit": {"returncode": ran.returncode, "signal": ran.signal, "stopped": ran.stopped},
     }
     return report
+
+
+_EXCEPTION_LINE = re.compile(r"[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b")
+
+
+def _last_words(stderr: OutputSummary) -> str:
+    """``: <the exception line>`` from the end of stderr, else its last non-blank line."""
+    lines = [ln.strip() for ln in [*stderr.head, *stderr.tail] if ln.strip()]
+    raised = [ln for ln in lines if _EXCEPTION_LINE.match(ln)]
+    last = (raised or lines or [""])[-1]
+    return f": {last}" if last else ""
 
 
 def _process_timeline(
