@@ -30,16 +30,10 @@ from ..model.known import known_importers, known_patch_points
 from ..rules import REGISTRY, Runner  # the package import registers every rule
 from ..static import analyze
 from ..static._replay import Replay, simulate
+from ._gunicorn import GunicornConfig, load_gunicorn_config
 from ._launcher import ProbeError, ProbeRun, run_probe
 from ._outcome import build_timeline, record_failure, record_request_failures
-from ._target import (
-    GunicornConfig,
-    Target,
-    TargetError,
-    parse_target,
-    read_gunicorn_config,
-    resolve_mode,
-)
+from ._target import Target, TargetError, parse_target, resolve_mode
 
 
 @dataclass
@@ -124,15 +118,17 @@ def _gather(
         # The audited target is how this program starts, whatever else the tree launches.
         entry = dataclasses.replace(config, entry_points=(*config.entry_points, target.module))
         got.static_report, got.project = analyze([chdir], entry, cwd=cwd, use_cache=use_cache)
-    gunicorn = _gunicorn_config(options, chdir)
+    env = _probe_env()
+    gunicorn = _gunicorn_config(options, chdir, got.python, env)
     got.mode, got.reason = resolve_mode(
         options.mode, _target_patches(got.project, target), gunicorn
     )
-    env = _probe_env()
     # A scratch folder, not a TemporaryDirectory: it is also removed on a second Ctrl-C, and by
     # the probes' supervisors when patchaudit is killed (see patchaudit._scratch).
     with _scratch.scratch_dir("audit") as workdir:
         spec = _spec(target, got.mode, chdir, pythonpath, options, workdir / "events.jsonl")
+        if gunicorn is not None:  # the probe runs the config and its hooks where gunicorn does
+            spec["gunicorn"] = gunicorn.to_spec()
         baseline_spec = _spec(
             target, "patch-first", chdir, pythonpath, options, workdir / "baseline.jsonl"
         )
@@ -263,11 +259,18 @@ def _result(
     return AuditResult(report=report, target_failed=failed, interrupted=got.interrupted)
 
 
-def _gunicorn_config(options: AuditOptions, chdir: Path) -> GunicornConfig | None:
-    path = options.gunicorn_config or chdir / "gunicorn.conf.py"
-    if options.gunicorn_config is not None and not path.is_file():
+def _gunicorn_config(
+    options: AuditOptions, chdir: Path, python: str, env: dict[str, str]
+) -> GunicornConfig | None:
+    """The gunicorn settings, when the mode may depend on them (computed in a child)."""
+    path = options.gunicorn_config
+    if path is not None and not path.is_file():
         raise TargetError(f"gunicorn config not found: {path}")
-    return read_gunicorn_config(path) if path.is_file() else None
+    if options.mode not in ("auto", "gunicorn", "gunicorn-preload"):
+        return None
+    return load_gunicorn_config(
+        path.resolve() if path else None, python=python, chdir=chdir, env=env
+    )
 
 
 def _target_patches(project, target: Target) -> bool:
