@@ -47,6 +47,14 @@ def record_failure(run: ProbeRun, facts: Facts, report: Report) -> bool:
     if error is not None:
         chain = " -> ".join(error.import_chain or [])
         where = f" (import chain: {chain})" if chain else ""
+        if error.phase in ("config", "hook"):  # gunicorn would not start: neither can we
+            step = next((e.get("step") for e in facts.all("gunicorn") if e.get("raised")), None)
+            shown = "config file" if step in (None, "config") else f"`{step}` hook"
+            report.errors.append(
+                f"gunicorn's {shown} raised {error.type}: {error.message}"
+                f"{_raised_at(facts, error)}"
+            )
+            return True
         if error.error_kind == "system-exit":
             report.errors.append(f"the target called sys.exit({error.code}) while importing")
         else:
