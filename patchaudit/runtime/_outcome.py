@@ -196,6 +196,17 @@ def build_timeline(
             }
             for p in facts.patches
         ],
+        # gunicorn's config file and server hooks, in the order the probe ran them
+        "gunicorn": [
+            {
+                "step": e.get("step"),
+                "process": e.get("process"),
+                "location": f"{facts.display(e.file)}:{e.line or 1}",
+                "after_patch": e.get("after_patch"),
+                "calls": [f"{c.get('function')} at {facts.at(c)}" for c in e.get("calls") or []],
+            }
+            for e in facts.all("gunicorn")
+        ],
         "loaded_before_patch": len(loaded),
         "patched_modules_loaded_before_patch": [
             {"module": m, "chain": chain}
