@@ -11,9 +11,11 @@ Prints one JSON object on stdout and exits 0: ``gunicorn`` (its version, or null
 fallback), ``config`` (the file executed, or null), ``preload_app``, ``worker_class``,
 ``gevent_worker`` (the class is gevent's worker or a subclass), ``bind`` (list), ``hooks``
 (``{name: {"file", "line"}}`` for the server hooks the config defines), ``env_args`` (the
-split ``GUNICORN_CMD_ARGS``) and ``settings`` (JSON-safe values, for the hooks' ``cfg``). On
-failure ``{"error": one line, "type", "message", "file", "line"}`` and exit 2. The config's
-own output goes to stderr, so stdout holds only the answer.
+split ``GUNICORN_CMD_ARGS``), ``master_modules`` (what importing gunicorn's command loads: in
+its master they are loaded before the config runs, so before any patch) and ``settings``
+(JSON-safe values, for the hooks' ``cfg``). On failure ``{"error": one line, "type",
+"message", "file", "line"}`` and exit 2. The config's own output goes to stderr, so stdout
+holds only the answer.
 """
 
 import json
@@ -195,12 +197,16 @@ def _fallback(location, env_argv):
 
 def evaluate(location):
     env_argv = shlex.split(os.environ.get("GUNICORN_CMD_ARGS", ""))
+    before = set(sys.modules)
     try:
-        import gunicorn.config  # noqa: F401
+        import gunicorn.app.wsgiapp  # noqa: F401  (what `gunicorn` imports before the config)
     except ImportError:
         result = _fallback(location, env_argv)
+        result["master_modules"] = []
     else:
+        master = sorted(set(sys.modules) - before)
         result = _with_gunicorn(location, env_argv)
+        result["master_modules"] = master
     result["env_args"] = env_argv
     return result
 

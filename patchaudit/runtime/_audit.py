@@ -94,6 +94,8 @@ class _Gathered:
     project: Any = None
     mode: str | None = None
     reason: str = ""
+    #: Loaded by the launcher itself before the app's first line runs (gunicorn's master).
+    launcher_modules: tuple[str, ...] = ()
     run: ProbeRun | None = None
     baseline_run: ProbeRun | None = None
     lists: PatchLists | None = None
@@ -129,6 +131,7 @@ def _gather(
         spec = _spec(target, got.mode, chdir, pythonpath, options, workdir / "events.jsonl")
         if gunicorn is not None:  # the probe runs the config and its hooks where gunicorn does
             spec["gunicorn"] = gunicorn.to_spec()
+            got.launcher_modules = gunicorn.master_modules
         baseline_spec = _spec(
             target, "patch-first", chdir, pythonpath, options, workdir / "baseline.jsonl"
         )
@@ -220,7 +223,7 @@ def _result(
             concurrency=options.concurrency,
             baseline_events=base.events if base else None,
             patched_modules=lists.patched_modules() if lists else frozenset(),
-            startup_modules=lists.startup_modules if lists else (),
+            startup_modules=_startup(lists, got.launcher_modules),
         )
         facts = ctx.facts
     found_at_runtime: list[Finding] = []
@@ -257,6 +260,22 @@ def _result(
         report.interrupted = f"{got.interrupted}: results are partial"
     report.findings.sort(key=lambda f: f.sort_key)
     return AuditResult(report=report, target_failed=failed, interrupted=got.interrupted)
+
+
+def _startup(lists: PatchLists | None, launcher: tuple[str, ...]) -> Any:
+    """What was loaded before the app ran: the interpreter's start-up (as the run recorded it)
+    and, under gunicorn, what its master imports before the config: gunicorn loads `ssl` and
+    `socket` itself, so the config's own imports of them are not what put them before the patch.
+    """
+    fallback = lists.startup_modules if lists else ()
+    if not launcher:
+        return fallback
+
+    def startup(facts: Any) -> list[str]:
+        start = facts.first("start")
+        return [*((start.get("startup_modules") if start else None) or fallback), *launcher]
+
+    return startup
 
 
 def _gunicorn_config(

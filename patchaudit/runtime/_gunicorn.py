@@ -34,6 +34,8 @@ class GunicornConfig:
     hooks: tuple[str, ...] = ()  # server hooks the file defines
     env_args: tuple[str, ...] = ()  # GUNICORN_CMD_ARGS, split
     gunicorn: str | None = None  # the version whose Config did the work; None: the fallback
+    #: Modules gunicorn's master has loaded before it executes the config (so before the patch)
+    master_modules: tuple[str, ...] = ()
     settings: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -47,6 +49,7 @@ class GunicornConfig:
             hooks=tuple(data.get("hooks") or ()),
             env_args=tuple(data.get("env_args") or ()),
             gunicorn=data.get("gunicorn"),
+            master_modules=tuple(data.get("master_modules") or ()),
             settings=dict(data.get("settings") or {}),
         )
 

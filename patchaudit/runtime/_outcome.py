@@ -51,8 +51,7 @@ def record_failure(run: ProbeRun, facts: Facts, report: Report) -> bool:
             step = next((e.get("step") for e in facts.all("gunicorn") if e.get("raised")), None)
             shown = "config file" if step in (None, "config") else f"`{step}` hook"
             report.errors.append(
-                f"gunicorn's {shown} raised {error.type}: {error.message}"
-                f"{_raised_at(facts, error)}"
+                f"gunicorn's {shown} raised {error.type}: {error.message}{_raised_at(facts, error)}"
             )
             return True
         if error.error_kind == "system-exit":
