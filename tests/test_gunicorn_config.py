@@ -225,3 +225,22 @@ def test_a_hook_that_raises_stops_the_audit_with_its_line(tmp_path: Path) -> Non
     assert result.stderr.strip().splitlines() == [
         "patchaudit: error: gunicorn's `post_fork` hook raised OSError: no db at gunicorn.conf.py:5"
     ]
+
+
+def test_what_gunicorn_loads_itself_is_not_blamed_on_the_config(tmp_path: Path) -> None:
+    """gunicorn's master has `ssl`, `socket` and `threading` before it executes the config, so a
+    config that imports them (here through urllib) did not make them load before the patch."""
+    (tmp_path / "web.py").write_text(
+        "def application(environ, start_response):\n"
+        "    start_response('200 OK', [])\n"
+        "    return [b'ok']\n"
+    )
+    (tmp_path / "gunicorn.conf.py").write_text(
+        "import urllib.request\n\nworker_class = 'gevent'\nbind = '127.0.0.1:8000'\n"
+    )
+    args = ("audit", "web:application", "--no-cache", "--no-static", "--format", "json")
+    result = run_cli(*args, "--requests", "2", "--concurrency", "1", cwd=tmp_path)
+    report = json.loads(result.stdout)
+    assert (result.returncode, report["findings"]) == (0, []), report["findings"]
+    early = report["timeline"]["patched_modules_loaded_before_patch"]
+    assert "ssl" not in {m["module"] for m in early}

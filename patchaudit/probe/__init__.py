@@ -141,9 +141,10 @@ lists are outermost first, innermost last.
 ``gunicorn``
     One per gunicorn step the probe ran (spec ``gunicorn``): ``step`` (``"config"`` or the hook
     name), ``process`` (``"master"``/``"worker"``: where gunicorn runs it), ``file``/``line``
-    (the config file, line null; or the hook's ``def``), ``after_patch`` (bool), ``calls``
-    (calls the step made to ``grpc.experimental.gevent.init_gevent`` or
-    ``psycogreen.gevent.patch_psycopg``: ``{"function"}`` plus the caller's app frame),
+    (the config file, line null; or the hook's ``def``), ``after_patch`` (bool, when the step
+    started), ``calls`` (calls the step made to ``grpc.experimental.gevent.init_gevent`` or
+    ``psycogreen.gevent.patch_psycopg``: ``{"function", "after_patch"}`` plus the caller's app
+    frame),
     ``raised`` ("Type: message" or null; the ``error`` event follows).
 ``target``
     ``module``, ``file``, ``callable`` (name resolved or null), ``wsgi`` (found and callable),

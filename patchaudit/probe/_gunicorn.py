@@ -157,6 +157,7 @@ class _CallWatch:
                 caller = app_frame(frame.f_back)
                 call = frame_dict(caller) if caller is not None else {"file": None, "line": None}
                 call["function"] = module + "." + frame.f_code.co_name
+                call["after_patch"] = S.patched  # a step may patch part-way through
                 self.calls.append(call)
         if self.previous is not None:
             self.previous(frame, event, arg)
@@ -173,6 +174,7 @@ class _CallWatch:
 def _step(step, process, func, args, where):
     watch = _CallWatch()
     raised = None
+    patched = S.patched
     try:
         return watch.run(func, *args)
     except BaseException as exc:
@@ -185,7 +187,7 @@ def _step(step, process, func, args, where):
             process=process,
             file=where[0],
             line=where[1],
-            after_patch=S.patched,
+            after_patch=patched,
             calls=watch.calls,
             raised=raised,
         )

@@ -234,9 +234,11 @@ def check_init_gevent_in_hook(ctx) -> Iterator[Hit]:
     from ..model.events import GunicornEvent
 
     for event in ctx.facts.all("gunicorn"):
-        if not isinstance(event, GunicornEvent) or event.after_patch is not False:
+        if not isinstance(event, GunicornEvent):
             continue
         for call in event.calls or []:
+            if call.get("after_patch", event.after_patch) is not False:
+                continue
             if call.get("function") == _INIT_GEVENT and ctx.facts.is_app_file(call.get("file")):
                 path, line = ctx.facts.where(call)
                 yield Hit(
