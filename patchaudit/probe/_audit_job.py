@@ -8,7 +8,7 @@ import warnings
 from . import _state
 from ._errors import emit_error
 from ._events import emit
-from ._gunicorn import load_config, run_hook
+from ._gunicorn import fork, load_config, run_hook
 from ._libraries import libraries, owners
 from ._machinery import EVENT_SCHEMA
 from ._patches import close_event_patch, maybe_emit_settings
@@ -160,7 +160,10 @@ def _run():
     loads_first = mode in ("gunicorn-preload", "uwsgi")
     imported, app = _load() if loads_first else (False, None)
     if server and (imported or not loads_first):  # a failed preload stops the master here
-        if not _hooks(("on_starting", "when_ready", "pre_fork", "post_fork"), app):
+        if not _hooks(("on_starting", "when_ready", "pre_fork"), app):
+            return
+        fork()
+        if not _hooks(("post_fork",), app):
             return
     if mode in ("gunicorn", "patch-first") or (loads_first and imported):
         # The server patches only once the app has loaded; a failed load never gets here.

@@ -214,6 +214,15 @@ def load_config():
     _Emulated.module = _step("config", "master", exec_config, (path,), (path, None))
 
 
+def fork():
+    """The point where gunicorn forks the worker: threads the master started do not exist in a
+    fork, so they are not counted as running when the worker patches."""
+    threading = sys.modules.get("threading")
+    if threading is not None:
+        main = threading.main_thread()
+        S.master_threads = frozenset(t.ident for t in threading.enumerate() if t is not main)
+
+
 def run_hook(name, app=None):
     """Run one server hook the config defines, where and with what gunicorn would."""
     func = getattr(_Emulated.module, name, None)

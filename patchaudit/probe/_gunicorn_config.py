@@ -33,9 +33,12 @@ _GEVENT_CLASSES = ("GeventWorker", "GeventPyWSGIWorker")
 
 
 class _ConfigError(Exception):
-    def __init__(self, message, exc=None):
-        Exception.__init__(self, message)
-        self.exc = exc
+    pass
+
+
+def _first_line(exc):
+    """gunicorn's messages may carry a whole traceback: the first line says what is wrong."""
+    return (str(exc).strip().splitlines() or [""])[0].rstrip(": ")
 
 
 def _raised_at(exc, path):
@@ -101,7 +104,9 @@ def _with_gunicorn(location, env_argv):
             try:
                 cfg.set(key.lower(), value)
             except Exception as exc:
-                raise _ConfigError(f"invalid value for {key}: {value!r} ({exc})") from None
+                raise _ConfigError(
+                    f"invalid value for {key}: {value!r} ({_first_line(exc)})"
+                ) from None
     for key, value in vars(env).items():
         if value is not None and key != "args":
             cfg.set(key.lower(), value)
@@ -110,7 +115,7 @@ def _with_gunicorn(location, env_argv):
         worker = cfg.worker_class
     except Exception as exc:  # gunicorn's master stops on this too
         raise _ConfigError(
-            f"worker_class {cfg.worker_class_str!r} cannot be loaded: {exc}"
+            f"worker_class {cfg.worker_class_str!r} cannot be loaded: {_first_line(exc)}"
         ) from None
     try:
         from gunicorn.workers.ggevent import GeventWorker
@@ -216,7 +221,7 @@ def _error(exc, location):
         return {"error": str(exc), "type": None, "message": str(exc), "file": None, "line": None}
     path = os.path.abspath(location) if location else None
     file, line = _raised_at(exc, path)
-    message = (str(exc).strip().splitlines() or [""])[0]
+    message = _first_line(exc)
     if isinstance(exc, SyntaxError):
         message = exc.msg
     text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__

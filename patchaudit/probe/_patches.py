@@ -21,7 +21,7 @@ def _threads_now():
     if threading is None:
         return ["MainThread"]
     try:
-        return [t.name for t in threading.enumerate()]
+        return [t.name for t in threading.enumerate() if t.ident not in S.master_threads]
     except Exception:
         return None
 

@@ -63,6 +63,7 @@ class S:
     importers = {}  # module -> importer, for import_chain
     import_files = {}  # module -> file, to name the module behind a SyntaxError
     hooked = set()  # post-import hooks already applied (module names)
+    master_threads = frozenset()  # idents of threads gunicorn's master steps left: not in a fork
 
 
 def in_forked_child() -> bool:

@@ -288,7 +288,11 @@ def _gunicorn_config(
     if options.mode not in ("auto", "gunicorn", "gunicorn-preload"):
         return None
     return load_gunicorn_config(
-        path.resolve() if path else None, python=python, chdir=chdir, env=env
+        path.resolve() if path else None,
+        python=python,
+        chdir=chdir,
+        env=env,
+        timeout=options.timeout,
     )
 
 

@@ -18,9 +18,6 @@ from typing import Any
 from .. import _process, probe
 from ._target import TargetError
 
-#: Seconds the config job may take (it imports gunicorn, and the config may import more).
-CONFIG_TIMEOUT = 60.0
-
 
 @dataclass(frozen=True)
 class GunicornConfig:
@@ -65,11 +62,12 @@ class GunicornConfig:
 
 
 def load_gunicorn_config(
-    path: Path | None, *, python: str, chdir: Path, env: Mapping[str, str]
+    path: Path | None, *, python: str, chdir: Path, env: Mapping[str, str], timeout: float = 60.0
 ) -> GunicornConfig | None:
     """Execute the config at ``path`` (None: the one gunicorn would pick) in a child process.
 
-    None when there is nothing to read (no file and no ``GUNICORN_CMD_ARGS``). Raises
+    None when there is nothing to read (no file and no ``GUNICORN_CMD_ARGS``). ``timeout``
+    bounds the child, whose whole process tree is killed at the end. Raises
     :class:`TargetError` with one line when the file raises or sets an invalid value, as
     gunicorn itself would refuse to start.
     """
@@ -84,16 +82,16 @@ def load_gunicorn_config(
             cwd=chdir,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
-            deadline=CONFIG_TIMEOUT,
+            deadline=timeout,
         )
     except OSError as exc:
         raise TargetError(f"cannot run Python interpreter {python}: {exc.strerror}") from None
     try:
-        out, _ = child.process.communicate(timeout=CONFIG_TIMEOUT)
+        out, _ = child.process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         raise TargetError(
-            f"the gunicorn config did not finish within {CONFIG_TIMEOUT:g}s: "
-            "does it wait for something at import?"
+            f"the gunicorn config did not finish within the timeout ({timeout:g}s): "
+            "does it wait for something when it is executed?"
         ) from None
     finally:
         child.kill()
