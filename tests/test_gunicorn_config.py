@@ -106,6 +106,7 @@ def test_no_config_and_no_variable_reads_nothing(tmp_path: Path) -> None:
         ),
         ("def broken(:\n", "SyntaxError: invalid syntax at gunicorn.conf.py:1"),
         ("import patchaudit_no_such_module\n", "ModuleNotFoundError: No module named"),
+        ("worker_class = 'nope.Worker'\n", "class uri 'nope.Worker' invalid or not found"),
     ],
 )
 def test_a_config_that_raises_is_one_line_and_names_its_line(
@@ -164,6 +165,10 @@ _note("config")
 
 
 def on_starting(server):
+    # a metrics thread in the master: it does not exist in the forked worker when it patches
+    import threading, time
+
+    threading.Thread(target=time.sleep, args=(30,), daemon=True).start()
     _note("on_starting", server)
 
 
@@ -200,9 +205,10 @@ def test_hooks_run_where_and_when_gunicorn_runs_them(tmp_path: Path, preload: bo
     env = {"PA_TEST_LOG": str(log), "PA_TEST_PRELOAD": "1" if preload else "0"}
     args = ("audit", "web:application", "--no-cache", "--no-static", "--format", "json")
     result = run_cli(*args, "--requests", "2", "--concurrency", "1", cwd=tmp_path, env=env)
-    assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
+    assert (result.returncode, report["findings"]) == (0, []), result.stderr
     assert report["timeline"]["mode"] == ("gunicorn-preload" if preload else "gunicorn")
+    assert report["timeline"]["patches"][0]["threads"] == ["MainThread"]
     # the config job ran the file once too (in its own process): keep the audit's steps
     steps = [json.loads(line) for line in log.read_text().splitlines()][1:]
     assert [s["step"] for s in steps] == [*_HOOK_ORDER, "post_worker_init"]
