@@ -55,7 +55,8 @@ class GunicornConfig:
         where = self.path.name if self.path else "the defaults"
         how = f"gunicorn {self.gunicorn}'s Config" if self.gunicorn else "a gunicorn-like reader"
         env = " and GUNICORN_CMD_ARGS" if self.env_args else ""
-        return f"{where}{env}, executed with {how}"
+        bind = f" (bind {', '.join(self.bind)})" if self.bind else ""
+        return f"{where}{env}, executed with {how}{bind}"
 
     def to_spec(self) -> dict[str, Any]:
         return {"config": str(self.path) if self.path else None, "settings": dict(self.settings)}
