@@ -42,7 +42,9 @@ def _hidden_gunicorn(tmp_path: Path) -> dict[str, str]:
 
 
 def _load(project: Path, extra: dict[str, str], path: Path | None = None):
+    # PORT changes gunicorn's default bind
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PA_TEST_", "GUNICORN_"))}
+    env.pop("PORT", None)
     env.update(extra)
     return load_gunicorn_config(path, python=sys.executable, chdir=project, env=env)
 
@@ -93,8 +95,16 @@ def test_gunicorn_cmd_args_override_the_file(tmp_path: Path, reader) -> None:
     assert config is not None and config.worker_class == "gevent"
 
 
-def test_no_config_and_no_variable_reads_nothing(tmp_path: Path) -> None:
-    assert _load(tmp_path, {}) is None
+def test_no_config_and_no_variable_reads_nothing(tmp_path: Path, reader) -> None:
+    assert _load(tmp_path, reader) is None
+    config = _load(tmp_path, {**reader, "GUNICORN_CMD_ARGS": "-k gevent --preload"})
+    assert config is not None and config.path is None
+    assert (config.gevent_worker, config.preload_app, config.bind) == (
+        True,
+        True,
+        ("127.0.0.1:8000",),
+    )
+    assert resolve_mode("auto", False, config)[1].startswith("the defaults and GUNICORN_CMD_ARGS")
 
 
 @pytest.mark.parametrize(
