@@ -8,7 +8,14 @@ import warnings
 from . import _state
 from ._errors import emit_error
 from ._events import emit
-from ._gunicorn import fork, load_config, run_hook
+from ._gunicorn import (
+    fork,
+    has_own_patch,
+    load_config,
+    load_worker_class,
+    run_hook,
+    worker_patch,
+)
 from ._libraries import libraries, owners
 from ._machinery import EVENT_SCHEMA
 from ._patches import close_event_patch, maybe_emit_settings
@@ -155,7 +162,9 @@ def _run():
         raise ValueError(f"unknown mode {mode!r}")
     # gunicorn's own steps, when its config is known: master (config file, hooks), then fork.
     server = S.spec.get("gunicorn") is not None and mode in ("gunicorn", "gunicorn-preload")
-    if server and not _guarded("config", load_config)[0]:
+    if server and not (
+        _guarded("config", load_config)[0] and _guarded("config", load_worker_class)[0]
+    ):
         return
     loads_first = mode in ("gunicorn-preload", "uwsgi")
     imported, app = _load() if loads_first else (False, None)
@@ -167,7 +176,8 @@ def _run():
             return
     if mode in ("gunicorn", "patch-first") or (loads_first and imported):
         # The server patches only once the app has loaded; a failed load never gets here.
-        if not _guarded("patch", probe_patch_all)[0]:
+        patch = worker_patch if server and has_own_patch() else probe_patch_all
+        if not _guarded("patch", patch)[0]:
             return
     if not loads_first:
         imported, app = _load()

@@ -16,6 +16,7 @@ Each step is a ``gunicorn`` event with the calls it made to :data:`WATCHED_CALLS
 profile function while the step runs; only those two Python functions are looked at).
 """
 
+import importlib
 import importlib.machinery
 import importlib.util
 import os
@@ -23,6 +24,8 @@ import sys
 
 from ._events import emit
 from ._frames import app_frame, frame_dict
+from ._patches import maybe_emit_settings
+from ._recorder import apply_loaded_hooks
 from ._state import S
 
 CONFIG_MODULE = "__config__"  # the name gunicorn gives the config module
@@ -127,11 +130,12 @@ class _Worker:
 
 
 class _Emulated:
-    """The one master, worker and config module of the run."""
+    """The one master, worker, config module and custom worker class of the run."""
 
     module = None
     server = None
     worker = None
+    worker_class = None
 
 
 def _stand_ins():
@@ -212,6 +216,36 @@ def load_config():
         found=True,
     )
     _Emulated.module = _step("config", "master", exec_config, (path,), (path, None))
+
+
+def load_worker_class():
+    """A gevent worker subclass with its own ``patch()``: the master imports it after the
+    config (``Arbiter.setup``), and that ``patch()`` is what the worker runs."""
+    custom = (S.spec.get("gunicorn") or {}).get("worker_patch")
+    if not custom:
+        return
+    obj = importlib.import_module(custom["module"])
+    for part in custom["qualname"].split("."):
+        obj = getattr(obj, part)
+    _Emulated.worker_class = obj
+
+
+def has_own_patch():
+    return _Emulated.worker_class is not None
+
+
+def worker_patch():
+    """The worker class's own ``patch()``, on an instance of it that carries the stand-in's
+    attributes (no sockets: the probe serves on its own); its calls are recorded as a step."""
+    cls = _Emulated.worker_class
+    _, stand_in = _stand_ins()
+    worker = cls.__new__(cls)  # no __init__: it wants the arbiter's listeners and a tmp file
+    worker.__dict__.update(stand_in.__dict__)
+    apply_loaded_hooks()
+    code = getattr(cls.patch, "__code__", None)
+    where = (code.co_filename, code.co_firstlineno) if code is not None else (None, None)
+    _step(cls.__name__ + ".patch", "worker", worker.patch, (), where)
+    maybe_emit_settings()
 
 
 def fork():

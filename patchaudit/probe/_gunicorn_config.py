@@ -9,7 +9,9 @@ settings the audit uses. Without PATH the config is the one ``GUNICORN_CMD_ARGS`
 
 Prints one JSON object on stdout and exits 0: ``gunicorn`` (its version, or null for the
 fallback), ``config`` (the file executed, or null), ``preload_app``, ``worker_class``,
-``gevent_worker`` (the class is gevent's worker or a subclass), ``bind`` (list), ``hooks``
+``gevent_worker`` (the class is gevent's worker or a subclass), ``worker_patch``
+(``{"module", "qualname"}`` of a subclass with its own ``patch()``, else null), ``bind``
+(list), ``hooks``
 (``{name: {"file", "line"}}`` for the server hooks the config defines), ``env_args`` (the
 split ``GUNICORN_CMD_ARGS``), ``master_modules`` (what importing gunicorn's command loads: in
 its master they are loaded before the config runs, so before any patch) and ``settings``
@@ -110,9 +112,10 @@ def _with_gunicorn(location, env_argv):
     for key, value in vars(env).items():
         if value is not None and key != "args":
             cfg.set(key.lower(), value)
-    gevent_worker = False
+    gevent_worker, custom = False, None
+    loaded = set(sys.modules)
     try:
-        worker = cfg.worker_class
+        worker = cfg.worker_class  # the master loads the class right after the config
     except Exception as exc:  # gunicorn's master stops on this too
         raise _ConfigError(
             f"worker_class {cfg.worker_class_str!r} cannot be loaded: {_first_line(exc)}"
@@ -121,6 +124,9 @@ def _with_gunicorn(location, env_argv):
         from gunicorn.workers.ggevent import GeventWorker
 
         gevent_worker = isinstance(worker, type) and issubclass(worker, GeventWorker)
+        if gevent_worker and worker.patch is not GeventWorker.patch:
+            # its own patch() (grpc's init_gevent() after super().patch(), say) is what runs
+            custom = {"module": worker.__module__, "qualname": worker.__qualname__}
     except ImportError:  # gevent is not installed: no gevent worker either
         pass
     settings = {}
@@ -133,6 +139,8 @@ def _with_gunicorn(location, env_argv):
         "config": path,
         "preload_app": bool(cfg.preload_app),
         "worker_class": cfg.worker_class_str,
+        "worker_patch": custom,
+        "worker_modules": sorted(set(sys.modules) - loaded),
         "gevent_worker": gevent_worker,
         "bind": list(cfg.bind),
         "hooks": _hooks(namespace),
@@ -190,6 +198,7 @@ def _fallback(location, env_argv):
     settings.update(preload_app=preload, worker_class=name, bind=list(bind))
     return {
         "gunicorn": None,
+        "worker_patch": None,
         "config": path,
         "preload_app": preload,
         "worker_class": name,
@@ -202,6 +211,8 @@ def _fallback(location, env_argv):
 
 def evaluate(location):
     env_argv = shlex.split(os.environ.get("GUNICORN_CMD_ARGS", ""))
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # gunicorn's chdir setting: the worker class is found there
     before = set(sys.modules)
     try:
         import gunicorn.app.wsgiapp  # noqa: F401  (what `gunicorn` imports before the config)
@@ -209,9 +220,10 @@ def evaluate(location):
         result = _fallback(location, env_argv)
         result["master_modules"] = []
     else:
-        master = sorted(set(sys.modules) - before)
+        master = set(sys.modules) - before
         result = _with_gunicorn(location, env_argv)
-        result["master_modules"] = master
+        # loaded by the worker class, which the master imports after the config
+        result["master_modules"] = sorted(master.union(result.pop("worker_modules")))
     result["env_args"] = env_argv
     return result
 

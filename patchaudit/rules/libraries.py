@@ -204,7 +204,8 @@ _INIT_GEVENT = "grpc.experimental.gevent.init_gevent"
     why="""
 Seen in the running app: gunicorn's master runs the config file, `on_starting`, `when_ready`
 and `pre_fork`, and the worker runs `post_fork`, all before the gevent worker calls
-`patch_all()`. `init_gevent()` "must be called AFTER the python standard lib has been patched";
+`patch_all()`; a worker subclass's own `patch()` may call it before `super().patch()`.
+`init_gevent()` "must be called AFTER the python standard lib has been patched";
 from these hooks grpc sets itself up on native threads, and workers hang or crash under load
 (FM-10, grpc/grpc#15071). The static twin for module-level calls is MPA703.
 """,

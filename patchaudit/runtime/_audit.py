@@ -121,7 +121,7 @@ def _gather(
         entry = dataclasses.replace(config, entry_points=(*config.entry_points, target.module))
         got.static_report, got.project = analyze([chdir], entry, cwd=cwd, use_cache=use_cache)
     env = _probe_env()
-    gunicorn = _gunicorn_config(options, chdir, got.python, env)
+    gunicorn = _gunicorn_config(options, chdir, pythonpath, got.python, env)
     got.mode, got.reason = resolve_mode(
         options.mode, _target_patches(got.project, target), gunicorn
     )
@@ -279,7 +279,7 @@ def _startup(lists: PatchLists | None, launcher: tuple[str, ...]) -> Any:
 
 
 def _gunicorn_config(
-    options: AuditOptions, chdir: Path, python: str, env: dict[str, str]
+    options: AuditOptions, chdir: Path, pythonpath: list[Path], python: str, env: dict[str, str]
 ) -> GunicornConfig | None:
     """The gunicorn settings, when the mode may depend on them (computed in a child)."""
     path = options.gunicorn_config
@@ -292,6 +292,7 @@ def _gunicorn_config(
         python=python,
         chdir=chdir,
         env=env,
+        pythonpath=pythonpath,
         timeout=options.timeout,
     )
 

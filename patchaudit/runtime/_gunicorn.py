@@ -9,6 +9,7 @@ its own process, so the file is executed in a throw-away child with the app's in
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,8 +32,11 @@ class GunicornConfig:
     hooks: tuple[str, ...] = ()  # server hooks the file defines
     env_args: tuple[str, ...] = ()  # GUNICORN_CMD_ARGS, split
     gunicorn: str | None = None  # the version whose Config did the work; None: the fallback
-    #: Modules gunicorn's master has loaded before it executes the config (so before the patch)
+    #: Modules gunicorn itself loads in its master (so before the patch): its command's, and
+    #: the worker class's
     master_modules: tuple[str, ...] = ()
+    #: ``{"module", "qualname"}`` of a gevent worker subclass with its own ``patch()``
+    worker_patch: Mapping[str, str] | None = None
     settings: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -47,6 +51,7 @@ class GunicornConfig:
             env_args=tuple(data.get("env_args") or ()),
             gunicorn=data.get("gunicorn"),
             master_modules=tuple(data.get("master_modules") or ()),
+            worker_patch=data.get("worker_patch"),
             settings=dict(data.get("settings") or {}),
         )
 
@@ -59,11 +64,21 @@ class GunicornConfig:
         return f"{where}{env}, executed with {how}{bind}"
 
     def to_spec(self) -> dict[str, Any]:
-        return {"config": str(self.path) if self.path else None, "settings": dict(self.settings)}
+        return {
+            "config": str(self.path) if self.path else None,
+            "settings": dict(self.settings),
+            "worker_patch": dict(self.worker_patch) if self.worker_patch else None,
+        }
 
 
 def load_gunicorn_config(
-    path: Path | None, *, python: str, chdir: Path, env: Mapping[str, str], timeout: float = 60.0
+    path: Path | None,
+    *,
+    python: str,
+    chdir: Path,
+    env: Mapping[str, str],
+    pythonpath: list[Path] | None = None,
+    timeout: float = 60.0,
 ) -> GunicornConfig | None:
     """Execute the config at ``path`` (None: the one gunicorn would pick) in a child process.
 
@@ -76,6 +91,10 @@ def load_gunicorn_config(
         if not env.get("GUNICORN_CMD_ARGS", "").strip():
             return None
     cmd = probe.command(python, "--gunicorn-config", str(path) if path else "")
+    if pythonpath:  # where the audit finds the app, the config finds its modules too
+        env = dict(env)
+        entries = [str(p) for p in pythonpath] + [e for e in [env.get("PYTHONPATH")] if e]
+        env["PYTHONPATH"] = os.pathsep.join(entries)
     try:
         child = _process.spawn(
             cmd,
