@@ -52,11 +52,13 @@ Spec (JSON object read from ``--spec-file``)
     target, (mode patch), owners, stale scan, serve, libraries; when the import fails, the
     target, mode patch and serving are skipped but the process is still described.
 ``gunicorn``
-    ``{"config": "/abs/gunicorn.conf.py"|null, "settings": {name: value}}`` (from the
-    ``--gunicorn-config`` job), only honoured in the two gunicorn modes: the probe then runs
-    gunicorn's steps in gunicorn's order, in one process: the config file (master), the app
-    load with preload, ``on_starting``, ``when_ready``, ``pre_fork`` (master), ``post_fork``
-    (worker), the worker's ``patch_all()``, the app load without preload, ``post_worker_init``.
+    ``{"config": "/abs/gunicorn.conf.py"|null, "settings": {name: value}, "worker_patch":
+    {"module", "qualname"}|null}`` (from the ``--gunicorn-config`` job), only honoured in the two
+    gunicorn modes: the probe then runs gunicorn's steps in gunicorn's order, in one process:
+    the config file and the import of a ``worker_patch`` class (master), the app load with
+    preload, ``on_starting``, ``when_ready``, ``pre_fork`` (master), ``post_fork`` (worker), the
+    worker's patch (``patch_all()``, or that class's own ``patch()``), the app load without
+    preload, ``post_worker_init``.
     Hooks get stand-ins for the arbiter and worker whose ``cfg`` holds ``settings``.
 ``chdir``, ``pythonpath``
     Working directory and ``sys.path`` entries (inserted at the front if missing).
@@ -139,8 +141,8 @@ lists are outermost first, innermost last.
     ``waits_on`` such as ``Queue.get`` when a Python frame shows it, else null) and
     ``threads`` (every other native thread: ``thread`` ident, ``stack``). Followed by ``done``.
 ``gunicorn``
-    One per gunicorn step the probe ran (spec ``gunicorn``): ``step`` (``"config"`` or the hook
-    name), ``process`` (``"master"``/``"worker"``: where gunicorn runs it), ``file``/``line``
+    One per gunicorn step the probe ran (spec ``gunicorn``): ``step`` (``"config"``, the hook
+    name, or ``"Class.patch"`` for a worker class's own patch), ``process`` (``"master"``/``"worker"``: where gunicorn runs it), ``file``/``line``
     (the config file, line null; or the hook's ``def``), ``after_patch`` (bool, when the step
     started), ``calls`` (calls the step made to ``grpc.experimental.gevent.init_gevent`` or
     ``psycogreen.gevent.patch_psycopg``: ``{"function", "after_patch"}`` plus the caller's app
