@@ -142,12 +142,12 @@ lists are outermost first, innermost last.
     ``threads`` (every other native thread: ``thread`` ident, ``stack``). Followed by ``done``.
 ``gunicorn``
     One per gunicorn step the probe ran (spec ``gunicorn``): ``step`` (``"config"``, the hook
-    name, or ``"Class.patch"`` for a worker class's own patch), ``process`` (``"master"``/``"worker"``: where gunicorn runs it), ``file``/``line``
-    (the config file, line null; or the hook's ``def``), ``after_patch`` (bool, when the step
-    started), ``calls`` (calls the step made to ``grpc.experimental.gevent.init_gevent`` or
+    name, or ``"Class.patch"`` for a worker class's own patch), ``process`` (``"master"`` or
+    ``"worker"``: where gunicorn runs it), ``file``/``line`` (the config file, line null; or
+    the hook's ``def``), ``after_patch`` (bool, when the step started), ``calls`` (calls the
+    step made to ``grpc.experimental.gevent.init_gevent`` or
     ``psycogreen.gevent.patch_psycopg``: ``{"function", "after_patch"}`` plus the caller's app
-    frame),
-    ``raised`` ("Type: message" or null; the ``error`` event follows).
+    frame), ``raised`` ("Type: message" or null; the ``error`` event follows).
 ``target``
     ``module``, ``file``, ``callable`` (name resolved or null), ``wsgi`` (found and callable),
     ``reason`` (why not, else null), ``factory_called`` (bool).

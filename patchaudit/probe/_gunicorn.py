@@ -224,7 +224,11 @@ def load_worker_class():
     custom = (S.spec.get("gunicorn") or {}).get("worker_patch")
     if not custom:
         return
-    obj = importlib.import_module(custom["module"])
+    S.importing_target = True  # loaded by the server, like the target: a root of the graph
+    try:
+        obj = importlib.import_module(custom["module"])
+    finally:
+        S.importing_target = False
     for part in custom["qualname"].split("."):
         obj = getattr(obj, part)
     _Emulated.worker_class = obj

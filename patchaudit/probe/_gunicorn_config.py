@@ -114,6 +114,11 @@ def _with_gunicorn(location, env_argv):
             cfg.set(key.lower(), value)
     gevent_worker, custom = False, None
     loaded = set(sys.modules)
+    try:  # gunicorn's gevent worker module, which the master imports after the config
+        import gunicorn.workers.ggevent  # noqa: F401
+    except ImportError:  # gevent is not installed
+        pass
+    ours = set(sys.modules) - loaded  # a custom worker module's own imports are the app's
     try:
         worker = cfg.worker_class  # the master loads the class right after the config
     except Exception as exc:  # gunicorn's master stops on this too
@@ -140,7 +145,7 @@ def _with_gunicorn(location, env_argv):
         "preload_app": bool(cfg.preload_app),
         "worker_class": cfg.worker_class_str,
         "worker_patch": custom,
-        "worker_modules": sorted(set(sys.modules) - loaded),
+        "worker_modules": sorted(ours),
         "gevent_worker": gevent_worker,
         "bind": list(cfg.bind),
         "hooks": _hooks(namespace),
