@@ -15,9 +15,9 @@ fallback), ``config`` (the file executed, or null), ``preload_app``, ``worker_cl
 (``{name: {"file", "line"}}`` for the server hooks the config defines), ``env_args`` (the
 split ``GUNICORN_CMD_ARGS``), ``master_modules`` (what importing gunicorn's command loads: in
 its master they are loaded before the config runs, so before any patch) and ``settings``
-(JSON-safe values, for the hooks' ``cfg``). On failure ``{"error": one line, "type",
-"message", "file", "line"}`` and exit 2. The config's own output goes to stderr, so stdout
-holds only the answer.
+(JSON-safe values, for the hooks' ``cfg``). On failure ``{"error": one line, "config" (the
+file being executed, or null), "file", "line"}`` and exit 2. The config's own output goes to
+stderr, so stdout holds only the answer.
 """
 
 import json
@@ -36,6 +36,10 @@ _GEVENT_CLASSES = ("GeventWorker", "GeventPyWSGIWorker")
 
 class _ConfigError(Exception):
     pass
+
+
+#: The config file being executed, so that an error can name it and the line that raised.
+_EXECUTING = {"path": None}
 
 
 def _first_line(exc):
@@ -65,9 +69,11 @@ def _namespace(location):
     if location.startswith("python:"):
         import importlib
 
+        _EXECUTING["path"] = location
         module = importlib.import_module(location[len("python:") :])
         return getattr(module, "__file__", None), vars(module)
     path = location[len("file:") :] if location.startswith("file:") else location
+    _EXECUTING["path"] = os.path.abspath(path)
     if not os.path.exists(path):
         raise _ConfigError(f"{path!r} doesn't exist")
     return os.path.abspath(path), vars(exec_config(os.path.abspath(path)))
@@ -97,7 +103,7 @@ def _with_gunicorn(location, env_argv):
         env = parser.parse_args(env_argv)
     except SystemExit:
         raise _ConfigError(
-            "gunicorn cannot parse GUNICORN_CMD_ARGS={!r}".format(" ".join(env_argv))
+            f"gunicorn cannot parse GUNICORN_CMD_ARGS={' '.join(env_argv)!r}"
         ) from None
     location = location or env.config or get_default_config_file()
     path, namespace = _namespace(location) if location else (None, {})
@@ -233,22 +239,16 @@ def evaluate(location):
     return result
 
 
-def _error(exc, location):
+def _error(exc):
+    path = _EXECUTING["path"]
     if isinstance(exc, _ConfigError):
-        return {"error": str(exc), "type": None, "message": str(exc), "file": None, "line": None}
-    path = os.path.abspath(location) if location else None
+        return {"error": str(exc), "config": path, "file": None, "line": None}
     file, line = _raised_at(exc, path)
     message = _first_line(exc)
     if isinstance(exc, SyntaxError):
         message = exc.msg
     text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-    return {
-        "error": text,
-        "type": type(exc).__name__,
-        "message": message,
-        "file": file,
-        "line": line,
-    }
+    return {"error": text, "config": path, "file": file, "line": line}
 
 
 def main(argv, startup_modules):
@@ -263,7 +263,7 @@ def main(argv, startup_modules):
     try:
         payload, code = evaluate(location), 0
     except BaseException as exc:  # SystemExit from the config included
-        payload, code = _error(exc, location), 2
+        payload, code = _error(exc), 2
     finally:
         sys.stdout.flush()
         os.dup2(stdout, 1)

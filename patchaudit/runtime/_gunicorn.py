@@ -128,7 +128,8 @@ def load_gunicorn_config(
             f"{child.process.returncode} and no answer"
         )
     if "error" in data:
-        shown = _shown(path or chdir / "gunicorn.conf.py", chdir)
+        executed = data.get("config")
+        shown = _shown(Path(executed) if executed else path or chdir / "gunicorn.conf.py", chdir)
         at = ""
         if data.get("file") and data.get("line"):
             at = f" at {_shown(Path(data['file']), chdir)}:{data['line']}"
