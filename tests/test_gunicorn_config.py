@@ -93,6 +93,9 @@ def test_gunicorn_cmd_args_override_the_file(tmp_path: Path, reader) -> None:
         tmp_path, {**env, "GUNICORN_CMD_ARGS": "-c other.py"}, tmp_path / "gunicorn.conf.py"
     )
     assert config is not None and config.worker_class == "gevent"
+    (tmp_path / "broken.py").write_text("import os\nworkers = 1 / 0\n")
+    with pytest.raises(TargetError, match=r"^gunicorn config broken.py failed: .* at broken.py:2$"):
+        _load(tmp_path, {**env, "GUNICORN_CMD_ARGS": "-c broken.py"})
 
 
 def test_no_config_and_no_variable_reads_nothing(tmp_path: Path, reader) -> None:
