@@ -263,3 +263,24 @@ def test_what_gunicorn_loads_itself_is_not_blamed_on_the_config(tmp_path: Path) 
     assert (result.returncode, report["findings"]) == (0, []), report["findings"]
     early = report["timeline"]["patched_modules_loaded_before_patch"]
     assert "ssl" not in {m["module"] for m in early}
+
+
+def test_a_hook_that_needs_more_than_the_stand_ins_is_a_note(tmp_path: Path) -> None:
+    (tmp_path / "web.py").write_text(
+        "def application(environ, start_response):\n"
+        "    start_response('200 OK', [])\n"
+        "    return [b'ok']\n"
+    )
+    (tmp_path / "gunicorn.conf.py").write_text(
+        "worker_class = 'gevent'\n\n\ndef post_fork(server, worker):\n    worker.tmp.notify()\n"
+    )
+    args = ("audit", "web:application", "--no-cache", "--no-static", "--format", "json")
+    result = run_cli(*args, "--requests", "2", "--concurrency", "1", cwd=tmp_path)
+    report = json.loads(result.stdout)
+    assert (result.returncode, report["errors"], report["findings"]) == (0, [], [])
+    steps = {s["step"]: s for s in report["timeline"]["gunicorn"]}
+    gap = "AttributeError: '_Worker' object has no attribute 'tmp'"
+    assert (steps["config"]["stopped"], steps["post_fork"]["stopped"]) == (None, gap)
+    full = run_cli(*args[:-1], "full", "--no-color", "--requests", "1", cwd=tmp_path)
+    text = " ".join(full.stdout.split())  # the terminal report wraps lines
+    assert f"note: gunicorn's post_fork at gunicorn.conf.py:4 stopped at {gap}" in text

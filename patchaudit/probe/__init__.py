@@ -147,7 +147,9 @@ lists are outermost first, innermost last.
     the hook's ``def``), ``after_patch`` (bool, when the step started), ``calls`` (calls the
     step made to ``grpc.experimental.gevent.init_gevent`` or
     ``psycogreen.gevent.patch_psycopg``: ``{"function", "after_patch"}`` plus the caller's app
-    frame), ``raised`` ("Type: message" or null; the ``error`` event follows).
+    frame), ``raised`` ("Type: message" or null; the ``error`` event follows, unless
+    ``stand_in_gap`` is true: the step used an attribute the stand-ins lack, it stopped there
+    and the audit went on).
 ``target``
     ``module``, ``file``, ``callable`` (name resolved or null), ``wsgi`` (found and callable),
     ``reason`` (why not, else null), ``factory_called`` (bool).

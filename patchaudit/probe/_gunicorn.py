@@ -175,15 +175,32 @@ class _CallWatch:
             sys.setprofile(self.previous)
 
 
+_STAND_INS = ("_Server", "_Worker", "_Cfg", "_Log")
+
+
+def _stand_in_gap(exc):
+    """The step used something the stand-ins lack (``worker.tmp``, a setting the fallback does
+    not know): a limit of the emulation, not an error of the app."""
+    if not isinstance(exc, AttributeError):
+        return False
+    obj = getattr(exc, "obj", None)  # Python 3.10+
+    if obj is not None:
+        return type(obj).__name__ in _STAND_INS and type(obj).__module__ == __name__
+    return any(str(exc).startswith(f"'{name}' object") for name in _STAND_INS)
+
+
 def _step(step, process, func, args, where):
     watch = _CallWatch()
-    raised = None
+    fields = {"raised": None}
     patched = S.patched
     try:
         return watch.run(func, *args)
     except BaseException as exc:
-        raised = f"{type(exc).__name__}: {exc}"
-        raise
+        fields["raised"] = f"{type(exc).__name__}: {exc}"
+        if not _stand_in_gap(exc):
+            raise
+        fields["stand_in_gap"] = True  # the hook stops there; the audit goes on
+        return None
     finally:
         emit(
             "gunicorn",
@@ -193,7 +210,7 @@ def _step(step, process, func, args, where):
             line=where[1],
             after_patch=patched,
             calls=watch.calls,
-            raised=raised,
+            **fields,
         )
 
 

@@ -32,7 +32,12 @@ from ..static import analyze
 from ..static._replay import Replay, simulate
 from ._gunicorn import GunicornConfig, load_gunicorn_config
 from ._launcher import ProbeError, ProbeRun, run_probe
-from ._outcome import build_timeline, record_failure, record_request_failures
+from ._outcome import (
+    build_timeline,
+    record_failure,
+    record_request_failures,
+    record_stand_in_gaps,
+)
 from ._target import Target, TargetError, parse_target, resolve_mode
 
 
@@ -247,6 +252,7 @@ def _result(
         if got.interrupted is None or facts.first("done") is not None:
             failed = record_failure(run, facts, report)
             failed = record_request_failures(facts, report) or failed
+            record_stand_in_gaps(facts, report)
         target_event = facts.first("target")
         if isinstance(target_event, TargetEvent) and not target_event.wsgi:
             reason = target_event.reason or "no WSGI callable"

@@ -70,6 +70,17 @@ def record_failure(run: ProbeRun, facts: Facts, report: Report) -> bool:
     return False
 
 
+def record_stand_in_gaps(facts: Facts, report: Report) -> None:
+    """Hooks cut short because the audit's stand-ins for gunicorn's objects lack something."""
+    for event in facts.all("gunicorn"):
+        if event.get("stand_in_gap"):
+            report.notes.append(
+                f"gunicorn's {event.get('step')} at {facts.display(event.file)}:{event.line or 1} "
+                f"stopped at {event.get('raised')}: the audit's stand-in for gunicorn's objects "
+                "lacks it, so the rest of that hook did not run"
+            )
+
+
 def record_request_failures(facts: Facts, report: Report) -> bool:
     """Requests the served app answered with a 5xx, or not at all, into ``report.errors``;
     True when there were any. The audit judges how the app serves; an app that fails its
@@ -203,6 +214,8 @@ def build_timeline(
                 "location": f"{facts.display(e.file)}:{e.line or 1}",
                 "after_patch": e.get("after_patch"),
                 "calls": [f"{c.get('function')} at {facts.at(c)}" for c in e.get("calls") or []],
+                # cut short where the stand-ins for gunicorn's objects lack an attribute
+                "stopped": e.get("raised") if e.get("stand_in_gap") else None,
             }
             for e in facts.all("gunicorn")
         ],
