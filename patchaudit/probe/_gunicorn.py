@@ -6,6 +6,8 @@ in the master and ``post_fork`` in the worker before the gevent worker's ``patch
 ``post_worker_init`` once the worker has loaded the app. The audit job runs the same steps in
 that order in one process (:mod:`._audit_job`), so gevent event subscribers the config registers
 take effect at the patch, and a hook that sets a library up before the patch is seen doing so.
+A gevent worker subclass with its own ``patch()`` is imported after the config, as the master
+does, and that ``patch()`` replaces the plain ``patch_all()``.
 
 The hooks get stand-ins for gunicorn's ``Arbiter`` and ``Worker``, never the real ones: importing
 gunicorn here would load ``ssl``, ``logging`` and gevent's servers before the patch and change
