@@ -39,7 +39,12 @@ ALLOWED_IMPORTS = {
     "time",
     "warnings",
     "gevent",
+    # the --gunicorn-config job, a process of its own: GUNICORN_CMD_ARGS as gunicorn parses it
+    "argparse",
+    "shlex",
 }
+#: The one job that uses the app's gunicorn (when it is installed): its own Config is the truth.
+JOB_IMPORTS = {"_gunicorn_config.py": {"gunicorn"}}
 MACHINERY = {"gevent", "eventlet", "greenlet", "zope"}
 
 
@@ -69,9 +74,10 @@ def test_the_probe_imports_only_the_stdlib_and_gevent() -> None:
     for path in MODULES:
         absolute, relative = _imports(path)
         assert "patchaudit" not in absolute, path.name
-        assert absolute <= ALLOWED_IMPORTS, (path.name, absolute - ALLOWED_IMPORTS)
+        extra = JOB_IMPORTS.get(path.name, set())
+        assert absolute <= ALLOWED_IMPORTS | extra, (path.name, absolute - ALLOWED_IMPORTS)
         assert relative <= own, (path.name, relative - own)
-        used |= absolute
+        used |= absolute - extra
     assert used == ALLOWED_IMPORTS  # the list is exact: a new import is a decision
 
 

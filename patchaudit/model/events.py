@@ -253,6 +253,18 @@ class TimeoutThreadEvent(Event):
     source: str | None = None
 
 
+@dataclass(frozen=True, eq=False)
+class GunicornEvent(Event):
+    """A step of gunicorn's master or worker the probe ran: the config file or a server hook."""
+
+    KIND: ClassVar[str] = "gunicorn"
+    step: str | None = None
+    process: str | None = None
+    after_patch: bool | None = None
+    calls: list[Mapping[str, Any]] | None = None
+    raised: str | None = None
+
+
 _KINDS: dict[str, type[Event]] = {
     cls.KIND: cls
     for cls in (
@@ -277,6 +289,7 @@ _KINDS: dict[str, type[Event]] = {
         TestBlockEvent,
         PatchUndoneEvent,
         TimeoutThreadEvent,
+        GunicornEvent,
     )
 }
 _FIELDS = {

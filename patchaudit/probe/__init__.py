@@ -8,12 +8,15 @@ the ``sys.modules`` snapshot, forks the supervisor (``patchaudit._supervise``) a
 folder under the private name ``_patchaudit_probe``, so that no module of the app can shadow
 one of the probe's. The pytest plugin loads it the same way into the test process
 (:mod:`._inprocess`). Jobs: the audit (``--spec-file``, :mod:`._audit_job`) and the patch lists
-(``--patch-lists``, :mod:`._patch_lists`: what the installed gevent's ``patch_all()`` replaces).
+(``--patch-lists``, :mod:`._patch_lists`: what the installed gevent's ``patch_all()`` replaces)
+and the gunicorn settings (``--gunicorn-config [PATH]``, :mod:`._gunicorn_config`: the config
+file executed, ``GUNICORN_CMD_ARGS`` applied; one JSON object on stdout).
 
 Modules, by concern: :mod:`._machinery` (shared names), :mod:`._state`, :mod:`._events`
 (emission), :mod:`._frames`, :mod:`._recorder` (the import hook), :mod:`._patches` (the table
 of watched patch functions), :mod:`._blocking`, :mod:`._process_wrappers` (fork, exit, setsid,
-SIGTERM), :mod:`._errors`, :mod:`._target`, :mod:`._stale` (stale references),
+SIGTERM), :mod:`._errors`, :mod:`._target`, :mod:`._gunicorn` (gunicorn's config and server
+hooks in the audit), :mod:`._stale` (stale references),
 :mod:`._libraries` (owners, C-driver checks), :mod:`._serving` (pywsgi load).
 
 Constraints (keep them when editing):
@@ -48,6 +51,15 @@ Spec (JSON object read from ``--spec-file``)
     only ``settings`` + stale scan (no owners, serving or library checks). Steps after import:
     target, (mode patch), owners, stale scan, serve, libraries; when the import fails, the
     target, mode patch and serving are skipped but the process is still described.
+``gunicorn``
+    ``{"config": "/abs/gunicorn.conf.py"|null, "settings": {name: value}, "worker_patch":
+    {"module", "qualname"}|null}`` (from the ``--gunicorn-config`` job), only honoured in the two
+    gunicorn modes: the probe then runs gunicorn's steps in gunicorn's order, in one process:
+    the config file and the import of a ``worker_patch`` class (master), the app load with
+    preload, ``on_starting``, ``when_ready``, ``pre_fork`` (master), ``post_fork`` (worker), the
+    worker's patch (``patch_all()``, or that class's own ``patch()``), the app load without
+    preload, ``post_worker_init``.
+    Hooks get stand-ins for the arbiter and worker whose ``cfg`` holds ``settings``.
 ``chdir``, ``pythonpath``
     Working directory and ``sys.path`` entries (inserted at the front if missing).
 ``events_path``
@@ -65,8 +77,9 @@ Every line is ``{"event": NAME, "t": seconds since probe start, ...}``. Lines wr
 child of the application also carry ``"pid"`` and ``"forked_child": true``; a forked child writes
 only facts about itself (``import``, ``fork``), never ``patch``, ``target``, ``serve``, ``error``
 or ``done``: it exits silently as soon as the probe's code regains control. "Probe step" values
-used in ``phase`` fields (except ``import.phase``) are ``"startup" | "patch" | "import" |
-"target" | "owners" | "stale" | "serve" | "libraries"``.
+used in ``phase`` fields (except ``import.phase``) are ``"startup" | "config" | "hook" |
+"patch" | "import" | "target" | "owners" | "stale" | "serve" | "libraries"`` (``config`` and
+``hook``: gunicorn's config file and server hooks, see the spec's ``gunicorn``).
 A *frame* is ``{"file", "line", "function", "code"}`` (``code``: the source line or null); frame
 lists are outermost first, innermost last.
 
@@ -92,7 +105,8 @@ lists are outermost first, innermost last.
     field changes meaning, not when one is added).
 ``import``
     First import of each module, in order: ``module``, ``importer`` (``__name__`` of the module
-    whose code triggered it; ``"<target>"`` for the target module and its parent packages;
+    whose code triggered it; ``"<target>"`` for the target module and its parent packages,
+    and for gunicorn's config module ``__config__``, loaded by path like a target file;
     ``"<probe>"`` when the probe itself imported it), ``line`` (the importer's line that was
     executing when the import started, or null), ``file`` (spec origin, or null for built-in,
     frozen and namespace modules), ``phase`` (``"pre-patch"`` until the first patch call starts,
@@ -139,6 +153,16 @@ lists are outermost first, innermost last.
     null), ``greenlets`` (every parked greenlet: ``greenlet`` type name, ``stack``,
     ``waits_on`` such as ``Queue.get`` when a Python frame shows it, else null) and
     ``threads`` (every other native thread: ``thread`` ident, ``stack``). Followed by ``done``.
+``gunicorn``
+    One per gunicorn step the probe ran (spec ``gunicorn``): ``step`` (``"config"``, the hook
+    name, or ``"Class.patch"`` for a worker class's own patch), ``process`` (``"master"`` or
+    ``"worker"``: where gunicorn runs it), ``file``/``line`` (the config file, line null; or
+    the hook's ``def``), ``after_patch`` (bool, when the step started), ``calls`` (calls the
+    step made to ``grpc.experimental.gevent.init_gevent`` or
+    ``psycogreen.gevent.patch_psycopg``: ``{"function", "after_patch"}`` plus the caller's app
+    frame), ``raised`` ("Type: message" or null; the ``error`` event follows, unless
+    ``stand_in_gap`` is true: the step used an attribute the stand-ins lack, it stopped there
+    and the audit went on).
 ``target``
     ``module``, ``file``, ``callable`` (name resolved or null), ``wsgi`` (found and callable),
     ``reason`` (why not, else null), ``factory_called`` (bool).

@@ -1,5 +1,6 @@
 """Boot script of the probe, run by path: ``python .../probe/__main__.py --spec-file SPEC.json``
-(the audit) or ``... --patch-lists`` (what gevent's ``patch_all()`` replaces). Standard library
+(the audit), ``... --patch-lists`` (what gevent's ``patch_all()`` replaces) or
+``... --gunicorn-config [PATH]`` (the settings gunicorn would run with). Standard library
 only, old syntax: it runs with the audited app's interpreter, which may be any Python gevent
 supports, and imports nothing before the ``sys.modules`` snapshot.
 """
@@ -53,4 +54,6 @@ if __name__ == "__main__":
         del sys.path[0]
     _supervise()
     _JOB = "_patch_lists" if "--patch-lists" in sys.argv[1:] else "_audit_job"
+    if "--gunicorn-config" in sys.argv[1:]:
+        _JOB = "_gunicorn_config"
     sys.exit(load(_JOB).main(sys.argv[1:], _STARTUP_MODULES))

@@ -8,6 +8,14 @@ import warnings
 from . import _state
 from ._errors import emit_error
 from ._events import emit
+from ._gunicorn import (
+    fork,
+    has_own_patch,
+    load_config,
+    load_worker_class,
+    run_hook,
+    worker_patch,
+)
 from ._libraries import libraries, owners
 from ._machinery import EVENT_SCHEMA
 from ._patches import close_event_patch, maybe_emit_settings
@@ -132,23 +140,49 @@ def _guarded(step, func, *args):
     return True, result
 
 
+def _load():
+    """Import the target and resolve its callable: (imported, app or None)."""
+    imported, module = _guarded("import", import_target)
+    if not imported:
+        return False, None
+    return True, _guarded("target", resolve_callable, module)[1]
+
+
+def _hooks(names, app=None):
+    """Run gunicorn's hooks ``names`` in order; False when one raised (the server stops)."""
+    for name in names:
+        if not _guarded("hook", run_hook, name, app)[0]:
+            return False
+    return True
+
+
 def _run():
     mode = S.mode
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}")
-    if mode in ("gunicorn", "patch-first"):
-        ok, _ = _guarded("patch", probe_patch_all)
-        if not ok:
+    # gunicorn's own steps, when its config is known: master (config file, hooks), then fork.
+    server = S.spec.get("gunicorn") is not None and mode in ("gunicorn", "gunicorn-preload")
+    if server and not (
+        _guarded("config", load_config)[0] and _guarded("config", load_worker_class)[0]
+    ):
+        return
+    loads_first = mode in ("gunicorn-preload", "uwsgi")
+    imported, app = _load() if loads_first else (False, None)
+    if server and (imported or not loads_first):  # a failed preload stops the master here
+        if not _hooks(("on_starting", "when_ready", "pre_fork"), app):
             return
-    imported, module = _guarded("import", import_target)
-    app = None
-    if imported:
-        _, app = _guarded("target", resolve_callable, module)
-        if mode in ("gunicorn-preload", "uwsgi"):
-            # The server patches only once the app has loaded; a failed load never gets here.
-            patched, _ = _guarded("patch", probe_patch_all)
-            if not patched:
-                return
+        fork()
+        if not _hooks(("post_fork",), app):
+            return
+    if mode in ("gunicorn", "patch-first") or (loads_first and imported):
+        # The server patches only once the app has loaded; a failed load never gets here.
+        patch = worker_patch if server and has_own_patch() else probe_patch_all
+        if not _guarded("patch", patch)[0]:
+            return
+    if not loads_first:
+        imported, app = _load()
+    if server and imported and not _hooks(("post_worker_init",), app):
+        return
     # Even after a failed import the process is in some patched state worth describing.
     maybe_emit_settings()
     if mode != "patch-first":

@@ -23,7 +23,11 @@ def _threads_now():
     try:
         # The main thread by its role: an embedding server names it (uWSGI: uWSGIWorker1Core0).
         main = threading.main_thread()
-        return ["MainThread" if t is main else t.name for t in threading.enumerate()]
+        return [
+            "MainThread" if t is main else t.name
+            for t in threading.enumerate()
+            if t.ident not in S.master_threads
+        ]
     except Exception:
         return None
 

@@ -65,6 +65,7 @@ class S:
     hooked = set()  # post-import hooks already applied (module names)
     on_patched = None  # the run job: called once, right after the first gevent patch_all()
     on_unseen_fork = None  # the run job: a fork that no at-fork hook saw was noticed
+    master_threads = frozenset()  # idents of threads gunicorn's master steps left: not in a fork
 
 
 def in_forked_child() -> bool:

@@ -218,6 +218,11 @@ def _patch_lines(console: Console, line: Callable[..., None], timeline: Mapping[
     for item in early[:12]:
         chain = " -> ".join(item.get("chain") or [])
         console.print(Text(printable(f"    {item.get('module'):<12} {chain}")))
+    for step in timeline.get("gunicorn") or []:
+        when = "after" if step.get("after_patch") else "before"
+        calls = "; called " + ", ".join(step["calls"]) if step.get("calls") else ""
+        where = f"{step.get('step')} ({step.get('process')}) at {step.get('location')}"
+        line("gunicorn", f"{where}, {when} the patch{calls}")
     patches = timeline.get("patches") or []
     if not patches:
         line("patched", "never", "bold red")

@@ -189,6 +189,71 @@ def check_init_gevent_early(ctx) -> Iterator[Hit]:
             yield Hit(line=call.node.lineno, column=call.node.col_offset + 1, context=call.context)
 
 
+#: The call MPA756 looks for in gunicorn's steps (the probe records it with its caller's line).
+_INIT_GEVENT = "grpc.experimental.gevent.init_gevent"
+
+
+@rule(
+    code="MPA756",
+    name="grpc-init-gevent-in-server-hook",
+    category=Category.INCOMPATIBLE_LIBRARY,
+    severity=Severity.ERROR,
+    summary="A gunicorn server hook calls `init_gevent()` before the gevent worker patches",
+    message="`init_gevent()` runs in gunicorn's {step} ({process}) before the gevent worker's "
+    "`patch_all()`; grpc needs the patched stdlib",
+    why="""
+Seen in the running app: gunicorn's master runs the config file, `on_starting`, `when_ready`
+and `pre_fork`, and the worker runs `post_fork`, all before the gevent worker calls
+`patch_all()`; a worker subclass's own `patch()` may call it before `super().patch()`.
+`init_gevent()` "must be called AFTER the python standard lib has been patched";
+from these hooks grpc sets itself up on native threads, and workers hang or crash under load
+(FM-10, grpc/grpc#15071). The static twin for module-level calls is MPA703.
+""",
+    fix="Call it from a `gevent.events.GeventDidPatchBuiltinModulesEvent` subscriber that the "
+    "config file registers (it runs right after the worker patches), or in `post_worker_init`.",
+    bad="""
+# gunicorn.conf.py
+def post_fork(server, worker):
+    import grpc.experimental.gevent as grpc_gevent
+    grpc_gevent.init_gevent()
+""",
+    good="""
+# gunicorn.conf.py
+from gevent import events
+
+def _init_grpc(event):
+    if isinstance(event, events.GeventDidPatchBuiltinModulesEvent):
+        import grpc.experimental.gevent as grpc_gevent
+        grpc_gevent.init_gevent()
+
+events.subscribers.append(_init_grpc)
+""",
+    references=("FM-10", "grpc/grpc#15071"),
+    runners=RUNTIME,
+)
+def check_init_gevent_in_hook(ctx) -> Iterator[Hit]:
+    from ..model.events import GunicornEvent
+
+    for event in ctx.facts.all("gunicorn"):
+        if not isinstance(event, GunicornEvent):
+            continue
+        for call in event.calls or []:
+            if call.get("after_patch", event.after_patch) is not False:
+                continue
+            if call.get("function") == _INIT_GEVENT and ctx.facts.is_app_file(call.get("file")):
+                path, line = ctx.facts.where(call)
+                yield Hit(
+                    path=path,
+                    line=line,
+                    column=1,
+                    args={
+                        "step": "config file" if event.step == "config" else f"`{event.step}`",
+                        "process": event.process or "?",
+                    },
+                    evidence={"hook": event.step, "process": event.process},
+                )
+
+
 # -- at run time (MPA75x): the library's own check, in the running process ------------------
 def _library_hits(ctx, library: str) -> Iterator[Hit]:
     from ..model.events import LibrariesEvent

@@ -30,16 +30,15 @@ from ..model.known import known_importers, known_patch_points
 from ..rules import REGISTRY, Runner  # the package import registers every rule
 from ..static import analyze
 from ..static._replay import Replay, simulate
+from ._gunicorn import GunicornConfig, load_gunicorn_config
 from ._launcher import ProbeError, ProbeRun, run_probe
-from ._outcome import build_timeline, record_failure, record_request_failures
-from ._target import (
-    GunicornConfig,
-    Target,
-    TargetError,
-    parse_target,
-    read_gunicorn_config,
-    resolve_mode,
+from ._outcome import (
+    build_timeline,
+    record_failure,
+    record_request_failures,
+    record_stand_in_gaps,
 )
+from ._target import Target, TargetError, parse_target, resolve_mode
 
 
 @dataclass
@@ -100,6 +99,8 @@ class _Gathered:
     project: Any = None
     mode: str | None = None
     reason: str = ""
+    #: Loaded by the launcher itself before the app's first line runs (gunicorn's master).
+    launcher_modules: tuple[str, ...] = ()
     run: ProbeRun | None = None
     baseline_run: ProbeRun | None = None
     lists: PatchLists | None = None
@@ -124,15 +125,18 @@ def _gather(
         # The audited target is how this program starts, whatever else the tree launches.
         entry = dataclasses.replace(config, entry_points=(*config.entry_points, target.module))
         got.static_report, got.project = analyze([chdir], entry, cwd=cwd, use_cache=use_cache)
-    gunicorn = _gunicorn_config(options, chdir)
+    env = _probe_env()
+    gunicorn = _gunicorn_config(options, chdir, pythonpath, got.python, env)
     got.mode, got.reason = resolve_mode(
         options.mode, _target_patches(got.project, target), gunicorn
     )
-    env = _probe_env()
     # A scratch folder, not a TemporaryDirectory: it is also removed on a second Ctrl-C, and by
     # the probes' supervisors when patchaudit is killed (see patchaudit._scratch).
     with _scratch.scratch_dir("audit") as workdir:
         spec = _spec(target, got.mode, chdir, pythonpath, options, workdir / "events.jsonl")
+        if gunicorn is not None:  # the probe runs the config and its hooks where gunicorn does
+            spec["gunicorn"] = gunicorn.to_spec()
+            got.launcher_modules = gunicorn.master_modules
         baseline_spec = _spec(
             target, "patch-first", chdir, pythonpath, options, workdir / "baseline.jsonl"
         )
@@ -224,7 +228,7 @@ def _result(
             concurrency=options.concurrency,
             baseline_events=base.events if base else None,
             patched_modules=lists.patched_modules() if lists else frozenset(),
-            startup_modules=lists.startup_modules if lists else (),
+            startup_modules=_startup(lists, got.launcher_modules),
         )
         facts = ctx.facts
     found_at_runtime: list[Finding] = []
@@ -248,6 +252,7 @@ def _result(
         if got.interrupted is None or facts.first("done") is not None:
             failed = record_failure(run, facts, report)
             failed = record_request_failures(facts, report) or failed
+            record_stand_in_gaps(facts, report)
         target_event = facts.first("target")
         if isinstance(target_event, TargetEvent) and not target_event.wsgi:
             reason = target_event.reason or "no WSGI callable"
@@ -263,11 +268,39 @@ def _result(
     return AuditResult(report=report, target_failed=failed, interrupted=got.interrupted)
 
 
-def _gunicorn_config(options: AuditOptions, chdir: Path) -> GunicornConfig | None:
-    path = options.gunicorn_config or chdir / "gunicorn.conf.py"
-    if options.gunicorn_config is not None and not path.is_file():
+def _startup(lists: PatchLists | None, launcher: tuple[str, ...]) -> Any:
+    """What was loaded before the app ran: the interpreter's start-up (as the run recorded it)
+    and, under gunicorn, what its master imports before the config: gunicorn loads `ssl` and
+    `socket` itself, so the config's own imports of them are not what put them before the patch.
+    """
+    fallback = lists.startup_modules if lists else ()
+    if not launcher:
+        return fallback
+
+    def startup(facts: Any) -> list[str]:
+        start = facts.first("start")
+        return [*((start.get("startup_modules") if start else None) or fallback), *launcher]
+
+    return startup
+
+
+def _gunicorn_config(
+    options: AuditOptions, chdir: Path, pythonpath: list[Path], python: str, env: dict[str, str]
+) -> GunicornConfig | None:
+    """The gunicorn settings, when the mode may depend on them (computed in a child)."""
+    path = options.gunicorn_config
+    if path is not None and not path.is_file():
         raise TargetError(f"gunicorn config not found: {path}")
-    return read_gunicorn_config(path) if path.is_file() else None
+    if options.mode not in ("auto", "gunicorn", "gunicorn-preload"):
+        return None
+    return load_gunicorn_config(
+        path.resolve() if path else None,
+        python=python,
+        chdir=chdir,
+        env=env,
+        pythonpath=pythonpath,
+        timeout=options.timeout,
+    )
 
 
 def _target_patches(project, target: Target) -> bool:

@@ -47,6 +47,13 @@ def record_failure(run: ProbeRun, facts: Facts, report: Report) -> bool:
     if error is not None:
         chain = " -> ".join(error.import_chain or [])
         where = f" (import chain: {chain})" if chain else ""
+        if error.phase in ("config", "hook"):  # gunicorn would not start: neither can we
+            step = next((e.get("step") for e in facts.all("gunicorn") if e.get("raised")), None)
+            shown = "config file" if step in (None, "config") else f"`{step}` hook"
+            report.errors.append(
+                f"gunicorn's {shown} raised {error.type}: {error.message}{_raised_at(facts, error)}"
+            )
+            return True
         if error.error_kind == "system-exit":
             report.errors.append(f"the target called sys.exit({error.code}) while importing")
         else:
@@ -61,6 +68,17 @@ def record_failure(run: ProbeRun, facts: Facts, report: Report) -> bool:
         report.errors.append(f"the target ended the interpreter during the audit ({reason})")
         return True
     return False
+
+
+def record_stand_in_gaps(facts: Facts, report: Report) -> None:
+    """Hooks cut short because the audit's stand-ins for gunicorn's objects lack something."""
+    for event in facts.all("gunicorn"):
+        if event.get("stand_in_gap"):
+            report.notes.append(
+                f"gunicorn's {event.get('step')} at {facts.display(event.file)}:{event.line or 1} "
+                f"stopped at {event.get('raised')}: the audit's stand-in for gunicorn's objects "
+                "lacks it, so the rest of that hook did not run"
+            )
 
 
 def record_request_failures(facts: Facts, report: Report) -> bool:
@@ -187,6 +205,19 @@ def build_timeline(
                 "threads": p.threads or [],
             }
             for p in facts.patches
+        ],
+        # gunicorn's config file and server hooks, in the order the probe ran them
+        "gunicorn": [
+            {
+                "step": e.get("step"),
+                "process": e.get("process"),
+                "location": f"{facts.display(e.file)}:{e.line or 1}",
+                "after_patch": e.get("after_patch"),
+                "calls": [f"{c.get('function')} at {facts.at(c)}" for c in e.get("calls") or []],
+                # cut short where the stand-ins for gunicorn's objects lack an attribute
+                "stopped": e.get("raised") if e.get("stand_in_gap") else None,
+            }
+            for e in facts.all("gunicorn")
         ],
         "loaded_before_patch": len(loaded),
         "patched_modules_loaded_before_patch": [

@@ -6,14 +6,16 @@ Forms: ``pkg.module``, ``pkg.module:callable``, ``pkg.module:factory()`` (gunico
 
 from __future__ import annotations
 
-import ast
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._gunicorn import GunicornConfig
 
 MODES = ("auto", "as-is", "gunicorn", "gunicorn-preload", "uwsgi")
 _DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-_GEVENT_WORKERS = ("gevent", "gevent_wsgi", "gevent_pywsgi")
 
 
 class TargetError(Exception):
@@ -88,33 +90,6 @@ def find_module_file(module: str, roots: list[Path]) -> Path | None:
     return None
 
 
-@dataclass(frozen=True)
-class GunicornConfig:
-    path: Path
-    worker_class: str | None
-    preload_app: bool
-
-
-def read_gunicorn_config(path: Path) -> GunicornConfig:
-    """Literal `worker_class` and `preload_app` settings, read without executing the file."""
-    try:
-        tree = ast.parse(path.read_bytes(), filename=str(path))
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise TargetError(f"cannot read gunicorn config {path}: {exc}") from None
-    values: dict[str, object] = {}
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
-            for target in node.targets:
-                if isinstance(target, ast.Name):
-                    values[target.id] = node.value.value
-    worker = values.get("worker_class")
-    return GunicornConfig(
-        path=path,
-        worker_class=worker if isinstance(worker, str) else None,
-        preload_app=bool(values.get("preload_app", False)),
-    )
-
-
 def resolve_mode(
     requested: str, target_patches: bool, gunicorn: GunicornConfig | None
 ) -> tuple[str, str]:
@@ -123,11 +98,21 @@ def resolve_mode(
         return requested, f"--mode {requested}"
     if target_patches:
         return "as-is", "the target patches when imported, so it is imported as it is"
-    if gunicorn is not None and (gunicorn.worker_class or "").split(".")[-1] in _GEVENT_WORKERS:
-        where = gunicorn.path.name
-        if gunicorn.preload_app:
-            return "gunicorn-preload", f"{where} selects a gevent worker with preload_app = True"
-        return "gunicorn", f"{where} selects a gevent worker"
+    if gunicorn is not None:
+        # Computed by executing the config (see ._gunicorn): expressions and GUNICORN_CMD_ARGS
+        # count; preload_app decides the order only for gevent's worker.
+        where, worker = gunicorn.describe(), gunicorn.worker_class
+        if gunicorn.gevent_worker and gunicorn.preload_app:
+            return "gunicorn-preload", (
+                f"{where}: gevent worker `{worker}` with preload_app on "
+                "(the master imports the app, the worker patches after the fork)"
+            )
+        if gunicorn.gevent_worker:
+            return "gunicorn", f"{where}: gevent worker `{worker}`, preload_app off"
+        return "gunicorn", (
+            f"{where}: worker `{worker}` is not gevent's, so preload_app is not followed; "
+            "emulating gunicorn's gevent worker (patch first, then import)"
+        )
     return "gunicorn", (
         "the target does not patch when imported; emulating gunicorn's gevent worker "
         "(patch first, then import)"
