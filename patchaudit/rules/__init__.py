@@ -25,6 +25,7 @@ from . import (  # noqa: F401  (imported for their @rule registrations)
     signals,
     source,
     stale_reference,
+    stale_runtime,
 )
 from ._model import REGISTRY, RUNTIME, Hit, Rule, Runner, Scope
 

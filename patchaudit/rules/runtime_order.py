@@ -1,7 +1,7 @@
 """Runtime rules about the order of patching and importing (MPA151, MPA152).
 
 The other runtime halves of the families sit with their static rules: MPA251 in
-:mod:`.stale_reference`, MPA31x in :mod:`.patch_calls`, MPA45x/65x/75x/85x likewise.
+:mod:`.stale_runtime`, MPA31x in :mod:`.patch_calls`, MPA45x/65x/75x/85x likewise.
 
 These read what the probe saw in a real child process (`patchaudit TARGET`), so they know what
 third-party packages imported, what ran before `__main__`, and which references survived.
