@@ -203,8 +203,8 @@ def test_a_hang_names_every_parked_greenlet(tmp_path: Path) -> None:
     assert result.returncode == 2
     report = json.loads(result.stdout)
     parked = [
-        "a greenlet parked at app.py:14 in consumer (`return jobs.get()`)",
-        "a greenlet parked at app.py:18 in waiter (`ready.wait()`)",
+        "a greenlet parked at app.py:14 in consumer (`return jobs.get()`) on Queue `jobs`",
+        "a greenlet parked at app.py:18 in waiter (`ready.wait()`) on Event `ready`",
         "a greenlet parked at app.py:23 in ticker (`gevent.sleep(0.2)`)",
     ]
     assert report["errors"] == [

@@ -14,7 +14,8 @@ Modules, by concern: :mod:`._machinery` (shared names), :mod:`._state`, :mod:`._
 (emission), :mod:`._frames`, :mod:`._recorder` (the import hook), :mod:`._patches` (the table
 of watched patch functions), :mod:`._blocking`, :mod:`._process_wrappers` (fork, exit, setsid,
 SIGTERM), :mod:`._errors`, :mod:`._target`, :mod:`._stale` (stale references),
-:mod:`._libraries` (owners, C-driver checks), :mod:`._serving` (pywsgi load).
+:mod:`._libraries` (owners, C-driver checks), :mod:`._serving` (pywsgi load), :mod:`._hangs`
+(the dump of parked greenlets and threads).
 
 Constraints (keep them when editing):
 
@@ -124,8 +125,17 @@ lists are outermost first, innermost last.
     ``stack`` (main thread, frames), ``main_greenlet_stack`` (frames of the switched-out main
     greenlet when the signal landed in gevent's hub -- that is where the app is stuck; else
     null), ``greenlets`` (every parked greenlet: ``greenlet`` type name, ``stack``,
-    ``waits_on`` such as ``Queue.get`` when a Python frame shows it, else null) and
+    ``waits_on`` such as ``Queue.get`` when a Python frame shows it, else null; ``waits_for``:
+    the gevent lock, event, result or queue the greenlet is linked to, ``{"type": "Lock",
+    "name": "ACCOUNTS['a'].lock"}`` with the app variable that holds it or a null ``name``,
+    else null; ``request``: true when it is serving one of the probe's requests) and
     ``threads`` (every other native thread: ``thread`` ident, ``stack``). Followed by ``done``.
+``stalled``
+    A request got no response within the request timeout while the process lived on (once per
+    path, taken while the handlers are still parked): ``path``, ``timeout`` (the request
+    timeout, seconds), ``requests`` (of the batch), ``greenlets`` and ``threads`` as in
+    ``terminated`` (one dump implementation, :mod:`._hangs`). The ``serve`` event follows; its
+    ``errors`` for such requests start with ``"no response within the request timeout: "``.
 ``target``
     ``module``, ``file``, ``callable`` (name resolved or null), ``wsgi`` (found and callable),
     ``reason`` (why not, else null), ``factory_called`` (bool).

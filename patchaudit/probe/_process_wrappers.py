@@ -8,9 +8,10 @@ import _signal
 import os
 import sys
 
-from . import _state
+from . import _serving, _state
 from ._events import emit, jsonable
 from ._frames import app_frame, is_probe_or_importlib, module_name_of, stack, where
+from ._hangs import dump, main_greenlet_stack
 from ._state import PROBE_FILES, S, in_forked_child
 
 # Modules whose forks are fork+exec of a subprocess, not the app forking itself: stdlib
@@ -130,75 +131,6 @@ def _hook_daemon(module):
 POST_IMPORT_HOOKS = {"daemon.daemon": _hook_daemon, "daemon": _hook_daemon}
 
 
-def _main_greenlet_stack():
-    """Stack of the main greenlet when it is switched out (the signal landed in the hub)."""
-    greenlet = sys.modules.get("greenlet")
-    if greenlet is None:
-        return None
-    current = greenlet.getcurrent()
-    root = current
-    while getattr(root, "parent", None) is not None:
-        root = root.parent  # the hub's parent is the main greenlet
-    if root is current:
-        return None
-    frame = getattr(root, "gr_frame", None)
-    return stack(frame) if frame is not None else None
-
-
-def _parked_greenlets(limit=50):
-    """Every greenlet switched out with a frame (parked on an event, a queue, a sleep), with
-    what it waits on where its innermost waiting frame says so: the ``self`` of gevent's
-    ``wait``/``get``/``acquire``/``join`` is the event, queue, lock or greenlet."""
-    greenlet = sys.modules.get("greenlet")
-    if greenlet is None:
-        return []
-    import gc
-
-    current = greenlet.getcurrent()
-    found = []
-    for obj in gc.get_objects():
-        if len(found) >= limit:
-            break
-        if not isinstance(obj, greenlet.greenlet) or obj is current:
-            continue
-        frame = getattr(obj, "gr_frame", None)
-        if frame is None or obj.parent is None:  # not started, dead, or the main greenlet
-            continue
-        found.append(
-            {
-                "greenlet": type(obj).__name__,
-                "stack": stack(frame),
-                "waits_on": _waits_on(frame),
-            }
-        )
-    return found
-
-
-def _waits_on(frame):
-    """``Queue.get`` for a greenlet parked in a gevent queue's get, and so on; else None."""
-    while frame is not None:
-        code = frame.f_code
-        owner = frame.f_locals.get("self") if "self" in code.co_varnames[:1] else None
-        module = getattr(type(owner), "__module__", "") or ""
-        if owner is not None and module.startswith("gevent.") and code.co_name in _WAITS:
-            return f"{type(owner).__name__}.{code.co_name}"
-        frame = frame.f_back
-    return None
-
-
-_WAITS = frozenset({"wait", "get", "put", "acquire", "join", "peek", "recv", "accept", "read"})
-
-
-def _thread_stacks():
-    """Every other native thread's stack (the main thread's is the event's ``stack``)."""
-    here = sys._getframe()  # the main thread is running this very frame
-    return [
-        {"thread": ident, "stack": stack(frame)}
-        for ident, frame in sys._current_frames().items()
-        if frame is not here
-    ][:20]
-
-
 _STDLIB = os.path.dirname(os.__file__) + os.sep
 
 
@@ -233,13 +165,10 @@ def on_sigterm(signum, frame):
         _state.real_exit(128 + signum)
     try:
         try:
-            greenlet_stack = _main_greenlet_stack()
+            greenlet_stack = main_greenlet_stack()
         except Exception:
             greenlet_stack = None
-        try:  # what a hang left waiting: the dump py-spy cannot take of parked greenlets
-            parked, threads = _parked_greenlets(), _thread_stacks()
-        except Exception:
-            parked, threads = [], []
+        parked, threads = dump(_serving.REQUEST_CODES)
         emit(
             "terminated",
             signal=signum,
