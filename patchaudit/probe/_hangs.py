@@ -34,7 +34,7 @@ def dump(request_codes=()):
     them on its stack is serving a request (``request: true``).
     """
     try:
-        return _parked_greenlets(request_codes), _thread_stacks()
+        return _parked_greenlets(request_codes), thread_stacks()
     except Exception:
         return [], []
 
@@ -175,7 +175,7 @@ def _waits_on(frame):
     return None
 
 
-def _thread_stacks():
+def thread_stacks():
     """Every other native thread's stack (the calling thread's is not part of the dump)."""
     here = sys._getframe()  # the calling thread is running this very frame
     return [
