@@ -22,10 +22,11 @@ FORKS = PATCHED + (
     "pid = os.fork()\n"  # a plain fork: gevent's os.fork re-initialises the child's hub
     "if pid == 0:\n"
     "    os._exit(0)\n"
-    "os.waitpid(pid, 0)\n"
+    "while os.waitpid(pid, os.WNOHANG) == (0, 0):\n"
+    "    gevent.sleep(0.01)\n"
     "job = multiprocessing.Process(target=print, args=('job',))\n"  # default start method: fork
     "job.start()\n"
-    "job.join()\n"
+    "job.join(timeout=10)\n"
 )
 
 
@@ -62,7 +63,6 @@ def test_a_fork_around_gevents_is_reported_at_its_line(tmp_path: Path) -> None:
         "pid = raw_fork()\n"  # line 11: the child keeps the parent's loop, no hub.reinit()
         "if pid == 0:\n"
         "    os._exit(0)\n"
-        "os.waitpid(pid, 0)\n"
     )
     report, marker = _findings(write_project(tmp_path, {"worker.py": app}), "worker")
     (finding,) = [f for f in report["findings"] if f["rule"] == "MPA651"]
