@@ -15,7 +15,7 @@ Modules, by concern: :mod:`._machinery` (shared names), :mod:`._state`, :mod:`._
 of watched patch functions), :mod:`._blocking`, :mod:`._process_wrappers` (fork, exit, setsid,
 SIGTERM), :mod:`._errors`, :mod:`._target`, :mod:`._stale` (stale references),
 :mod:`._libraries` (owners, C-driver checks), :mod:`._serving` (pywsgi load), :mod:`._hangs`
-(the dump of parked greenlets and threads).
+(the dump of parked greenlets and threads), :mod:`._fork_checks` (what breaks after a fork).
 
 Constraints (keep them when editing):
 
@@ -64,7 +64,7 @@ Events (the contract with the part that turns them into findings)
 
 Every line is ``{"event": NAME, "t": seconds since probe start, ...}``. Lines written by a forked
 child of the application also carry ``"pid"`` and ``"forked_child": true``; a forked child writes
-only facts about itself (``import``, ``fork``), never ``patch``, ``target``, ``serve``, ``error``
+only facts about itself (``import``, ``fork``, ``fork_hook``), never ``patch``, ``target``, ``serve``, ``error``
 or ``done``: it exits silently as soon as the probe's code regains control. "Probe step" values
 used in ``phase`` fields (except ``import.phase``) are ``"startup" | "patch" | "import" |
 "target" | "owners" | "stale" | "serve" | "libraries"``.
@@ -116,7 +116,20 @@ lists are outermost first, innermost last.
     child stays in the launcher's process group), ``via`` (``__name__`` of the module that made
     the call, e.g. the app module, ``multiprocessing.popen_fork`` or ``daemon.daemon``). The
     fork+exec inside ``gevent.subprocess`` is not reported (like stdlib subprocess's, which
-    forks in C).
+    forks in C). After patching, ``os.fork``/``os.forkpty`` add ``threads`` (every other native
+    thread, ``{"thread", "stack"}``: the child gets only the forking one), ``gevent_fork``
+    (the call went through ``gevent.os``, which re-initialises the child's hub) and ``hub``
+    (a hub was running). ``os.closerange`` adds ``hub_fds`` (descriptors of the running hub's
+    event loop inside the closed range; ``[]`` with no hub: gevent creates it on first use).
+    A process that forked and then calls ``os._exit`` waits a second first (step ``"exit"``,
+    after its ``exit`` and ``done``) so that its children's events are written.
+``fork_hook``
+    Written by a forked child: an ``after_in_child`` hook the app registered with
+    ``os.register_at_fork`` switched greenlets while the parent's hub was inherited and not yet
+    re-initialised (gevent does that only after the fork returns): ``hook`` (qualified name),
+    ``when`` ("after_in_child"), ``file``/``line`` (where the app registered it),
+    ``wait_file``/``wait_line`` (the app line that waited), ``stack``. Registrations made by
+    the probe's own code are not watched.
 ``exit``
     The app called ``os._exit`` in the probe process: ``code``, ``file``, ``line``, ``phase``.
     Followed by ``done``.
