@@ -64,10 +64,11 @@ Events (the contract with the part that turns them into findings)
 
 Every line is ``{"event": NAME, "t": seconds since probe start, ...}``. Lines written by a forked
 child of the application also carry ``"pid"`` and ``"forked_child": true``; a forked child writes
-only facts about itself (``import``, ``fork``, ``fork_hook``), never ``patch``, ``target``, ``serve``, ``error``
-or ``done``: it exits silently as soon as the probe's code regains control. "Probe step" values
-used in ``phase`` fields (except ``import.phase``) are ``"startup" | "patch" | "import" |
-"target" | "owners" | "stale" | "serve" | "libraries"``.
+only facts about itself (``import``, ``fork``, ``fork_hook``), never ``patch``, ``target``,
+``serve``, ``error`` or ``done``: it exits silently as soon as the probe's code regains control.
+"Probe step" values used in ``phase`` fields (except ``import.phase``) are ``"startup" |
+"patch" | "import" | "target" | "owners" | "stale" | "serve" | "libraries"`` (and ``"exit"``,
+while a process that forked waits for its children at ``os._exit``).
 A *frame* is ``{"file", "line", "function", "code"}`` (``code``: the source line or null); frame
 lists are outermost first, innermost last.
 
@@ -148,7 +149,9 @@ lists are outermost first, innermost last.
     path, taken while the handlers are still parked): ``path``, ``timeout`` (the request
     timeout, seconds), ``requests`` (of the batch), ``greenlets`` and ``threads`` as in
     ``terminated`` (one dump implementation, :mod:`._hangs`). The ``serve`` event follows; its
-    ``errors`` for such requests start with ``"no response within the request timeout: "``.
+    ``errors`` for such requests start with ``"no response within the request timeout: "``;
+    the requests of the batch not yet sent then are not sent (their error says so, and their
+    ``statuses`` key is ``"not-sent"``).
 ``target``
     ``module``, ``file``, ``callable`` (name resolved or null), ``wsgi`` (found and callable),
     ``reason`` (why not, else null), ``factory_called`` (bool).

@@ -126,6 +126,7 @@ def _one_request(raw_socket, port, path, timeout):
 
 
 _TIMED_OUT = "no response within the request timeout: "
+_NOT_SENT = "not sent: an earlier request got no response within the request timeout"
 
 
 def _run_batch(port, path, count, concurrency, timeout):
@@ -148,7 +149,9 @@ def _run_batch(port, path, count, concurrency, timeout):
             while True:
                 with lock:
                     index = state["next"]
-                    if index >= count:
+                    # once requests stop completing, more of them would only wait out the
+                    # timeout again: the dump was taken, the rest are not sent
+                    if index >= count or state.get("stalled"):
                         break
                     state["next"] = index + 1
                 results[index] = result = _one_request(raw_socket, port, path, timeout)
@@ -172,7 +175,10 @@ def _run_batch(port, path, count, concurrency, timeout):
     _dump_stall(state, path, timeout, count)  # the handlers stay parked until the server stops
     for i, result in enumerate(results):
         if result is None:
-            results[i] = (None, None, "not finished before the probe's deadline")
+            if state.get("stalled"):
+                results[i] = (None, None, _NOT_SENT)
+            else:
+                results[i] = (None, None, "not finished before the probe's deadline")
     return wall, results
 
 
@@ -227,8 +233,10 @@ def serve(app) -> None:
             _, single = _run_batch(port, path, 1, 1, timeout)
             wall, results = _run_batch(port, path, count, concurrency, timeout)
             statuses = {}
-            for _latency, status, _error in results:
+            for _latency, status, error in results:
                 key = "none" if status is None else str(status)
+                if error == _NOT_SENT:
+                    key = "not-sent"
                 statuses[key] = statuses.get(key, 0) + 1
             emit(
                 "serve",

@@ -86,7 +86,7 @@ def record_request_failures(facts: Facts, report: Report) -> bool:
             continue
         failed = True
         path = serve.path or "/"
-        shown = ", ".join(f"{'no response' if not c.isdigit() else c} x{n}" for c, n in bad.items())
+        shown = ", ".join(f"{_STATUS_SHOWN.get(c, c)} x{n}" for c, n in bad.items())
         error = raised.get(path)
         cause = f": {error.type}: {error.message}{_app_line(facts, error)}" if error else ""
         total = sum(codes.values())
@@ -96,6 +96,10 @@ def record_request_failures(facts: Facts, report: Report) -> bool:
             f"{sum(bad.values())} of {total} requests to {path} failed ({shown}){cause}{hang}"
         )
     return failed
+
+
+#: Status keys of a ``serve`` event that are not HTTP codes, as the error names them.
+_STATUS_SHOWN = {"none": "no response", "not-sent": "not sent"}
 
 
 def _app_line(facts: Facts, event: Event) -> str:
