@@ -6,8 +6,11 @@ report of the same dump is covered by the ``fixtures/apps/MPA854`` pair.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from .conftest import assert_nothing_left, write_project
+from .test_audit_cli import _audit
 from .test_probe import make_spec, only, probe, write_app
 
 WAITS_FOREVER = """
@@ -46,3 +49,28 @@ def test_requests_that_stop_completing_dump_what_each_handler_waits_on(tmp_path:
     # the batch's first request waits for the lock; once it times out the rest are not sent
     assert serve_event["statuses"] == {"none": 2, "not-sent": 2}
     assert only(run, "done")["status"] == "ok"
+
+
+def test_a_thread_waiting_on_a_stdlib_event_is_named_on_a_timeout(tmp_path: Path) -> None:
+    app = (
+        "import threading\n"
+        "\n"
+        "ready = threading.Event()\n"
+        "\n"
+        "\n"
+        "def worker():\n"
+        "    ready.wait()\n"  # line 7: nothing sets it
+        "\n"
+        "\n"
+        "thread = threading.Thread(target=worker)\n"
+        "thread.start()\n"
+        "thread.join()\n"  # line 12
+    )
+    project = write_project(tmp_path, {"app.py": app})
+    args = ("app", "--mode", "as-is", "--format", "json", "--no-cache", "--no-static")
+    result, marker = _audit(project, *args, "--timeout", "3")
+    assert result.returncode == 2
+    assert json.loads(result.stdout)["timeline"]["hang"] == [
+        "a thread at app.py:7 in worker (`ready.wait()`) on Event `ready`"
+    ]
+    assert_nothing_left(marker)

@@ -143,7 +143,9 @@ lists are outermost first, innermost last.
     the gevent lock, event, result or queue the greenlet is linked to, ``{"type": "Lock",
     "name": "ACCOUNTS['a'].lock"}`` with the app variable that holds it or a null ``name``,
     else null; ``request``: true when it is serving one of the probe's requests) and
-    ``threads`` (every other native thread: ``thread`` ident, ``stack``). Followed by ``done``.
+    ``threads`` (every other native thread: ``thread`` ident, ``stack``, ``waits_for``: the
+    stdlib or gevent event, condition, lock or queue whose ``wait``/``get``/``acquire`` a Python
+    frame shows it in, named as for greenlets, else null). Followed by ``done``.
 ``stalled``
     A request got no response within the request timeout while the process lived on (once per
     path, taken while the handlers are still parked): ``path``, ``timeout`` (the request

@@ -166,20 +166,47 @@ def _has_code(frame, codes):
 
 def _waits_on(frame):
     """``Queue.get`` for a greenlet parked in a gevent queue's get, and so on; else None."""
+    owner, name = _waiting_self(frame, _gevent_object)
+    return None if owner is None else f"{type(owner).__name__}.{name}"
+
+
+def _waiting_self(frame, accepts, outermost=False):
+    """(object, method) of the innermost ``wait``/``get``/``acquire``/... frame whose ``self``
+    ``accepts`` takes (the outermost one: the call the app made, ``Event.wait`` rather than
+    the ``Condition.wait`` inside it); (None, None) when no Python frame shows one."""
+    found = (None, None)
     while frame is not None:
         code = frame.f_code
         owner = frame.f_locals.get("self") if "self" in code.co_varnames[:1] else None
-        if owner is not None and _gevent_object(owner) and code.co_name in _WAITS:
-            return f"{type(owner).__name__}.{code.co_name}"
+        if owner is not None and code.co_name in _WAITS and accepts(owner):
+            found = (owner, code.co_name)
+            if not outermost:
+                break
         frame = frame.f_back
-    return None
+    return found
+
+
+_THREAD_WAITS = ("threading", "queue", "concurrent.futures", "multiprocessing", "gevent.")
+
+
+def _stdlib_waitable(obj):
+    module = getattr(type(obj), "__module__", None)
+    return isinstance(module, str) and module.startswith(_THREAD_WAITS)
 
 
 def thread_stacks():
-    """Every other native thread's stack (the calling thread's is not part of the dump)."""
+    """Every other native thread's stack (the calling thread's is not part of the dump), with
+    the stdlib or gevent event, condition or queue it waits in when a Python frame shows it
+    (``waits_for`` as for greenlets)."""
     here = sys._getframe()  # the calling thread is running this very frame
-    return [
-        {"thread": ident, "stack": stack(frame)}
-        for ident, frame in sys._current_frames().items()
-        if frame is not here
-    ][:20]
+    found = []
+    for ident, frame in list(sys._current_frames().items())[:21]:
+        if frame is here:
+            continue
+        try:
+            owner, _ = _waiting_self(frame, _stdlib_waitable, outermost=True)
+            waits_for = _described(owner, frame)
+        except Exception:
+            waits_for = None
+        found.append({"thread": ident, "stack": stack(frame), "waits_for": waits_for})
+    return found[:20]

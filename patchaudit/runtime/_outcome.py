@@ -164,7 +164,9 @@ def hang_lines(facts: Facts, dump: TerminatedEvent | StalledEvent | None) -> lis
     for thread in dump.threads or []:
         frame = facts.app_frame(thread.get("stack"))
         if frame is not None:
-            threads.append(f"a thread at {_shown(facts, frame)}" + _said(frame.get("code")))
+            held = waited_for(thread)
+            on = f" on {held}" if held else ""
+            threads.append(f"a thread at {_shown(facts, frame)}" + _said(frame.get("code")) + on)
     greenlets = [f"{'a greenlet' if n == 1 else f'{n} greenlets'} {p}" for p, n in parked.items()]
     return sorted(greenlets) + sorted(threads)
 
