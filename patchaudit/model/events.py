@@ -104,8 +104,8 @@ class TerminatedEvent(Event):
     KIND: ClassVar[str] = "terminated"
     stack: list[Frame] | None = None
     main_greenlet_stack: list[Frame] | None = None
-    # every parked greenlet: {"greenlet", "stack", "waits_on"}; every other native thread:
-    # {"thread", "stack"}
+    # every parked greenlet: {"greenlet", "stack", "waits_on", "waits_for", "request"}; every
+    # other native thread: {"thread", "stack", "waits_for"} (see waited_for)
     greenlets: list[Mapping[str, Any]] | None = None
     threads: list[Mapping[str, Any]] | None = None
 
@@ -117,8 +117,7 @@ class StalledEvent(Event):
     KIND: ClassVar[str] = "stalled"
     path: str | None = None
     timeout: float | None = None
-    # as in TerminatedEvent; a greenlet also has "waits_for" ({"type", "name"} or None) and
-    # "request" (it was serving a request)
+    # as in TerminatedEvent
     greenlets: list[Mapping[str, Any]] | None = None
     threads: list[Mapping[str, Any]] | None = None
 
