@@ -137,11 +137,13 @@ def _stuck_at(facts: Facts) -> str:
     where = next((f for s in stacks if (f := facts.app_frame(s)) is not None), None)
     if where is not None:
         text = f"; stuck at {_shown(facts, where)}"
-    elif not facts.events:
-        text = "; last event: none"
     else:
-        last = facts.events[-1]
-        text = f"; last event: {last.kind} {last.get('module', '')}".rstrip()
+        # the timeout's own events say nothing about where the app was
+        seen = [e for e in facts.events if e.kind not in ("terminated", "done")]
+        if not seen:
+            text = "; last event: none"
+        else:
+            text = f"; last event: {seen[-1].kind} {seen[-1].get('module', '')}".rstrip()
     return text + "".join(f"; {line}" for line in hang_lines(facts, terminated))
 
 
