@@ -136,11 +136,14 @@ def test_forking_and_detaching_child_is_not_left_behind(tmp_path: Path) -> None:
 
 
 def test_closing_all_descriptors_is_reported(tmp_path: Path) -> None:
-    project = _app(tmp_path, {"app.py": "import os\nos.closerange(0, 4096)\n" + WSGI})
+    # The hub runs (spawning a greenlet starts it), so its event loop's descriptor is closed.
+    app = PATCHED + "import os\n\nimport gevent\n\ngevent.spawn(gevent.sleep, 0)\n"
+    app += "os.closerange(0, 4096)\n" + WSGI  # line 10
+    project = _app(tmp_path, {"app.py": app})
     result, marker = _audit(project, "app", "--format", "json", "--no-cache", "--no-static")
     report = json.loads(result.stdout)
     rules = {(f["rule"], f["line"]) for f in report["findings"]}
-    assert ("MPA651", 2) in rules, report
+    assert ("MPA651", 10) in rules, report
     assert_nothing_left(marker)
 
 
@@ -203,8 +206,8 @@ def test_a_hang_names_every_parked_greenlet(tmp_path: Path) -> None:
     assert result.returncode == 2
     report = json.loads(result.stdout)
     parked = [
-        "a greenlet parked at app.py:14 in consumer (`return jobs.get()`)",
-        "a greenlet parked at app.py:18 in waiter (`ready.wait()`)",
+        "a greenlet parked at app.py:14 in consumer (`return jobs.get()`) on Queue `jobs`",
+        "a greenlet parked at app.py:18 in waiter (`ready.wait()`) on Event `ready`",
         "a greenlet parked at app.py:23 in ticker (`gevent.sleep(0.2)`)",
     ]
     assert report["errors"] == [

@@ -59,7 +59,7 @@ def _options(project: Path) -> dict:
 def _audit(project: Path) -> tuple[int, dict]:
     options = _options(project)
     args = ["audit", options["target"], "--format", "json", "--no-cache", "--timeout", "60"]
-    for key in ("mode", "requests", "concurrency"):
+    for key in ("mode", "requests", "concurrency", "timeout"):
         if key in options:
             args += [f"--{key}", str(options[key])]
     result = run_cli(*args, cwd=project, timeout=180)

@@ -29,6 +29,16 @@ EVENT_SCHEMA_VERSION = 1
 Frame = Mapping[str, Any]  # {"file", "line", "function", "code"?}: stacks stay plain data
 
 
+def waited_for(greenlet: Mapping[str, Any]) -> str | None:
+    """What a parked greenlet of a hang dump waits on, as reports name it: ``Lock `name```,
+    or the bare type when no app variable holds the object; None when unknown."""
+    held = greenlet.get("waits_for")
+    if not isinstance(held, Mapping) or not held.get("type"):
+        return None
+    name = held.get("name")
+    return f"{held['type']} `{name}`" if name else str(held["type"])
+
+
 @dataclass(frozen=True, eq=False)
 class Event:
     """One recorded event. Subclasses add the fields of their kind."""
@@ -94,8 +104,20 @@ class TerminatedEvent(Event):
     KIND: ClassVar[str] = "terminated"
     stack: list[Frame] | None = None
     main_greenlet_stack: list[Frame] | None = None
-    # every parked greenlet: {"greenlet", "stack", "waits_on"}; every other native thread:
-    # {"thread", "stack"}
+    # every parked greenlet: {"greenlet", "stack", "waits_on", "waits_for", "request"}; every
+    # other native thread: {"thread", "stack", "waits_for"} (see waited_for)
+    greenlets: list[Mapping[str, Any]] | None = None
+    threads: list[Mapping[str, Any]] | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class StalledEvent(Event):
+    """Requests stopped completing while serving: every parked greenlet and native thread."""
+
+    KIND: ClassVar[str] = "stalled"
+    path: str | None = None
+    timeout: float | None = None
+    # as in TerminatedEvent
     greenlets: list[Mapping[str, Any]] | None = None
     threads: list[Mapping[str, Any]] | None = None
 
@@ -273,6 +295,7 @@ _KINDS: dict[str, type[Event]] = {
         ErrorEvent,
         ExitEvent,
         TerminatedEvent,
+        StalledEvent,
         RequestErrorEvent,
         ImportEvent,
         PatchEvent,

@@ -17,7 +17,9 @@ Modules, by concern: :mod:`._machinery` (shared names), :mod:`._state`, :mod:`._
 of watched patch functions), :mod:`._blocking`, :mod:`._process_wrappers` (fork, exit, setsid,
 SIGTERM), :mod:`._errors`, :mod:`._target`, :mod:`._gunicorn` (gunicorn's config and server
 hooks in the audit), :mod:`._stale` (stale references),
-:mod:`._libraries` (owners, C-driver checks), :mod:`._serving` (pywsgi load).
+:mod:`._libraries` (owners, C-driver checks), :mod:`._serving` (pywsgi load), :mod:`._hangs`
+(the dump of parked greenlets and threads), :mod:`._fork_checks` (what breaks after a fork),
+:mod:`._run_job` (``patchaudit run``: every process of a real command).
 
 Constraints (keep them when editing):
 
@@ -75,11 +77,13 @@ Events (the contract with the part that turns them into findings)
 
 Every line is ``{"event": NAME, "t": seconds since probe start, ...}``. Lines written by a forked
 child of the application also carry ``"pid"`` and ``"forked_child": true``; a forked child writes
-only facts about itself (``import``, ``fork``), never ``patch``, ``target``, ``serve``, ``error``
-or ``done``: it exits silently as soon as the probe's code regains control. "Probe step" values
-used in ``phase`` fields (except ``import.phase``) are ``"startup" | "config" | "hook" |
-"patch" | "import" | "target" | "owners" | "stale" | "serve" | "libraries"`` (``config`` and
-``hook``: gunicorn's config file and server hooks, see the spec's ``gunicorn``).
+only facts about itself (``import``, ``fork``, ``fork_hook``), never ``patch``, ``target``,
+``serve``, ``error`` or ``done``: it exits silently as soon as the probe's code regains control.
+"Probe step" values used in ``phase`` fields (except ``import.phase``) are ``"startup" |
+"config" | "hook" | "patch" | "import" | "target" | "owners" | "stale" | "serve" |
+"libraries"`` (``config`` and ``hook``: gunicorn's config file and server hooks, see the spec's
+``gunicorn``; ``"exit"``, while a process that forked waits for its children at ``os._exit``;
+``"run"`` under ``patchaudit run``).
 A *frame* is ``{"file", "line", "function", "code"}`` (``code``: the source line or null); frame
 lists are outermost first, innermost last.
 
@@ -142,7 +146,20 @@ lists are outermost first, innermost last.
     child stays in the launcher's process group), ``via`` (``__name__`` of the module that made
     the call, e.g. the app module, ``multiprocessing.popen_fork`` or ``daemon.daemon``). The
     fork+exec inside ``gevent.subprocess`` is not reported (like stdlib subprocess's, which
-    forks in C).
+    forks in C). After patching, ``os.fork``/``os.forkpty`` add ``threads`` (every other native
+    thread, ``{"thread", "stack"}``: the child gets only the forking one), ``gevent_fork``
+    (the call went through ``gevent.os``, which re-initialises the child's hub) and ``hub``
+    (a hub was running). ``os.closerange`` adds ``hub_fds`` (descriptors of the running hub's
+    event loop inside the closed range; ``[]`` with no hub: gevent creates it on first use).
+    A process that forked and then calls ``os._exit`` waits a second first (step ``"exit"``,
+    after its ``exit`` and ``done``) so that its children's events are written.
+``fork_hook``
+    Written by a forked child: an ``after_in_child`` hook the app registered with
+    ``os.register_at_fork`` switched greenlets while the parent's hub was inherited and not yet
+    re-initialised (gevent does that only after the fork returns): ``hook`` (qualified name),
+    ``when`` ("after_in_child"), ``file``/``line`` (where the app registered it),
+    ``wait_file``/``wait_line`` (the app line that waited), ``stack``. Registrations made by
+    the probe's own code are not watched.
 ``exit``
     The app called ``os._exit`` in the probe process: ``code``, ``file``, ``line``, ``phase``.
     Followed by ``done``.
@@ -151,8 +168,21 @@ lists are outermost first, innermost last.
     ``stack`` (main thread, frames), ``main_greenlet_stack`` (frames of the switched-out main
     greenlet when the signal landed in gevent's hub -- that is where the app is stuck; else
     null), ``greenlets`` (every parked greenlet: ``greenlet`` type name, ``stack``,
-    ``waits_on`` such as ``Queue.get`` when a Python frame shows it, else null) and
-    ``threads`` (every other native thread: ``thread`` ident, ``stack``). Followed by ``done``.
+    ``waits_on`` such as ``Queue.get`` when a Python frame shows it, else null; ``waits_for``:
+    the gevent lock, event, result or queue the greenlet is linked to, ``{"type": "Lock",
+    "name": "ACCOUNTS['a'].lock"}`` with the app variable that holds it or a null ``name``,
+    else null; ``request``: true when it is serving one of the probe's requests) and
+    ``threads`` (every other native thread: ``thread`` ident, ``stack``, ``waits_for``: the
+    stdlib or gevent event, condition, lock or queue whose ``wait``/``get``/``acquire`` a Python
+    frame shows it in, named as for greenlets, else null). Followed by ``done``.
+``stalled``
+    A request got no response within the request timeout while the process lived on (once per
+    path, taken while the handlers are still parked): ``path``, ``timeout`` (the request
+    timeout, seconds), ``requests`` (of the batch), ``greenlets`` and ``threads`` as in
+    ``terminated`` (one dump implementation, :mod:`._hangs`). The ``serve`` event follows; its
+    ``errors`` for such requests start with ``"no response within the request timeout: "``;
+    the requests of the batch not yet sent then are not sent (their error says so, and their
+    ``statuses`` key is ``"not-sent"``).
 ``gunicorn``
     One per gunicorn step the probe ran (spec ``gunicorn``): ``step`` (``"config"``, the hook
     name, or ``"Class.patch"`` for a worker class's own patch), ``process`` (``"master"`` or

@@ -8,7 +8,7 @@ from ._state import MAIN_IDENT, S
 
 # Steps in which only the probe's own code runs (the stale scan is seconds of CPU on a big app):
 # the monitor would blame the probe, so reports landing there are dropped.
-_PROBE_STEPS = frozenset(["startup", "patch", "owners", "stale", "libraries"])
+_PROBE_STEPS = frozenset(["startup", "patch", "owners", "stale", "libraries", "exit"])
 
 
 def record_block(event) -> None:

@@ -7,11 +7,18 @@ A forked child of the application never writes results and never leaves the proc
 import _signal
 import os
 import sys
+import time
 
-from . import _state
+from . import _serving, _state
 from ._events import emit, jsonable
+from ._fork_checks import fork_facts, hub_fds, wrap_register_at_fork
 from ._frames import app_frame, is_probe_or_importlib, module_name_of, stack, where
+from ._hangs import dump, main_greenlet_stack
 from ._state import PROBE_FILES, S, in_forked_child
+
+_FORKED = []  # the probe process forked: its children are worth waiting for at os._exit
+_CHILD_GRACE = 1.0
+_real_sleep = time.sleep  # imported before the app runs: the native one
 
 # Modules whose forks are fork+exec of a subprocess, not the app forking itself: stdlib
 # subprocess forks in C (invisible here), gevent's subprocess does the same in Python.
@@ -28,10 +35,12 @@ def _fork_via(frame):
     return None
 
 
-def record_fork(what, frame, contained=False) -> None:
+def record_fork(what, frame, contained=False, **facts) -> bool:
+    """Emit the ``fork`` event (``facts``: the extra fields of its kind); False when the call
+    is a subprocess's fork+exec, which is not reported."""
     via = _fork_via(frame)
     if via in _SUBPROCESS_FORKERS:
-        return
+        return False
     file, line = where(app_frame(frame))
     emit(
         "fork",
@@ -42,7 +51,9 @@ def record_fork(what, frame, contained=False) -> None:
         after_patch=S.patched,
         phase=S.step,
         contained=contained,
+        **facts,
     )
+    return True
 
 
 def _contained_detach(what, real):
@@ -67,7 +78,9 @@ def install_process_wrappers() -> None:
     if real_fork is not None:
 
         def fork():
-            record_fork("os.fork", sys._getframe(1))
+            caller = sys._getframe(1)
+            if record_fork("os.fork", caller, **fork_facts(caller)) and not in_forked_child():
+                _FORKED.append(True)
             return real_fork()
 
         os.fork = fork
@@ -75,7 +88,8 @@ def install_process_wrappers() -> None:
     if real_forkpty is not None:
 
         def forkpty():
-            record_fork("os.forkpty", sys._getframe(1))
+            caller = sys._getframe(1)
+            record_fork("os.forkpty", caller, **fork_facts(caller))
             return real_forkpty()
 
         os.forkpty = forkpty
@@ -89,7 +103,9 @@ def install_process_wrappers() -> None:
     if real_closerange is not None:
 
         def closerange(fd_low, fd_high):
-            record_fork("os.closerange", sys._getframe(1))
+            # the running event loop's own descriptors that this call closes
+            closed = [fd for fd in hub_fds() if fd_low <= fd < fd_high]
+            record_fork("os.closerange", sys._getframe(1), hub_fds=closed)
             keep = S.fd
             # Keep the events file open so later facts (and a child's setsid) are still seen.
             if keep is not None and fd_low <= keep < fd_high:
@@ -99,6 +115,10 @@ def install_process_wrappers() -> None:
 
         os.closerange = closerange
 
+    real_register = getattr(os, "register_at_fork", None)
+    if real_register is not None:
+        os.register_at_fork = wrap_register_at_fork(real_register)
+
     def _exit(code):
         if not in_forked_child():
             try:
@@ -107,6 +127,11 @@ def install_process_wrappers() -> None:
                 emit("done", status="error", errors=S.errors, reason="os._exit")
             except Exception:
                 pass
+            if _FORKED:
+                # A daemonizer's first process exits right after forking: what breaks happens
+                # in the children, which get a moment to record it before the group is killed.
+                S.step = "exit"  # the monitor must not blame the app for this wait
+                _real_sleep(_CHILD_GRACE)
         _state.real_exit(code)
 
     os._exit = _exit
@@ -128,75 +153,6 @@ def _hook_daemon(module):
 
 
 POST_IMPORT_HOOKS = {"daemon.daemon": _hook_daemon, "daemon": _hook_daemon}
-
-
-def _main_greenlet_stack():
-    """Stack of the main greenlet when it is switched out (the signal landed in the hub)."""
-    greenlet = sys.modules.get("greenlet")
-    if greenlet is None:
-        return None
-    current = greenlet.getcurrent()
-    root = current
-    while getattr(root, "parent", None) is not None:
-        root = root.parent  # the hub's parent is the main greenlet
-    if root is current:
-        return None
-    frame = getattr(root, "gr_frame", None)
-    return stack(frame) if frame is not None else None
-
-
-def _parked_greenlets(limit=50):
-    """Every greenlet switched out with a frame (parked on an event, a queue, a sleep), with
-    what it waits on where its innermost waiting frame says so: the ``self`` of gevent's
-    ``wait``/``get``/``acquire``/``join`` is the event, queue, lock or greenlet."""
-    greenlet = sys.modules.get("greenlet")
-    if greenlet is None:
-        return []
-    import gc
-
-    current = greenlet.getcurrent()
-    found = []
-    for obj in gc.get_objects():
-        if len(found) >= limit:
-            break
-        if not isinstance(obj, greenlet.greenlet) or obj is current:
-            continue
-        frame = getattr(obj, "gr_frame", None)
-        if frame is None or obj.parent is None:  # not started, dead, or the main greenlet
-            continue
-        found.append(
-            {
-                "greenlet": type(obj).__name__,
-                "stack": stack(frame),
-                "waits_on": _waits_on(frame),
-            }
-        )
-    return found
-
-
-def _waits_on(frame):
-    """``Queue.get`` for a greenlet parked in a gevent queue's get, and so on; else None."""
-    while frame is not None:
-        code = frame.f_code
-        owner = frame.f_locals.get("self") if "self" in code.co_varnames[:1] else None
-        module = getattr(type(owner), "__module__", "") or ""
-        if owner is not None and module.startswith("gevent.") and code.co_name in _WAITS:
-            return f"{type(owner).__name__}.{code.co_name}"
-        frame = frame.f_back
-    return None
-
-
-_WAITS = frozenset({"wait", "get", "put", "acquire", "join", "peek", "recv", "accept", "read"})
-
-
-def _thread_stacks():
-    """Every other native thread's stack (the main thread's is the event's ``stack``)."""
-    here = sys._getframe()  # the main thread is running this very frame
-    return [
-        {"thread": ident, "stack": stack(frame)}
-        for ident, frame in sys._current_frames().items()
-        if frame is not here
-    ][:20]
 
 
 _STDLIB = os.path.dirname(os.__file__) + os.sep
@@ -233,13 +189,10 @@ def on_sigterm(signum, frame):
         _state.real_exit(128 + signum)
     try:
         try:
-            greenlet_stack = _main_greenlet_stack()
+            greenlet_stack = main_greenlet_stack()
         except Exception:
             greenlet_stack = None
-        try:  # what a hang left waiting: the dump py-spy cannot take of parked greenlets
-            parked, threads = _parked_greenlets(), _thread_stacks()
-        except Exception:
-            parked, threads = [], []
+        parked, threads = dump(_serving.REQUEST_CODES)
         emit(
             "terminated",
             signal=signum,

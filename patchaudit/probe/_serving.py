@@ -5,6 +5,7 @@ from time import perf_counter
 
 from ._events import emit
 from ._frames import qualified_type, traceback_frames
+from ._hangs import dump
 from ._state import S, leave_if_forked_child
 
 
@@ -25,6 +26,18 @@ class _ErrorLog:
 
     def flush(self):
         pass
+
+
+def _call_app(app, environ, start_response):
+    return app(environ, start_response)
+
+
+def _next_chunk(iterator):
+    return next(iterator)
+
+
+#: A greenlet with one of these on its stack is serving a request (see ``_hangs.dump``).
+REQUEST_CODES = (_call_app.__code__, _next_chunk.__code__)
 
 
 def _wrap_wsgi(app):
@@ -54,7 +67,7 @@ def _wrap_wsgi(app):
 
         def __next__(self):
             try:
-                return next(self.iterator)
+                return _next_chunk(self.iterator)
             except StopIteration:
                 raise
             except Exception as exc:
@@ -68,7 +81,7 @@ def _wrap_wsgi(app):
 
     def wrapped(environ, start_response):
         try:
-            return _Body(app(environ, start_response))
+            return _Body(_call_app(app, environ, start_response))
         except Exception as exc:
             report(exc)
             raise
@@ -100,6 +113,9 @@ def _one_request(raw_socket, port, path, timeout):
             error = f"malformed response: {b''.join(chunks)[:80]!r}"
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
+        # socket.timeout is TimeoutError since 3.10, its own OSError subclass before
+        if isinstance(exc, TimeoutError) or type(exc).__name__ == "timeout":
+            error = _TIMED_OUT + error
     finally:
         try:
             sock.close()
@@ -109,8 +125,13 @@ def _one_request(raw_socket, port, path, timeout):
     return (None if error else round(latency, 6)), status, error
 
 
+_TIMED_OUT = "no response within the request timeout: "
+_NOT_SENT = "not sent: an earlier request got no response within the request timeout"
+
+
 def _run_batch(port, path, count, concurrency, timeout):
-    """Send ``count`` requests from ``concurrency`` native threads; keep the hub running."""
+    """Send ``count`` requests from ``concurrency`` native threads; keep the hub running.
+    The first request that gets no response in time has the hang dumped while it lasts."""
     import gevent
     from gevent.monkey import get_original
 
@@ -128,10 +149,14 @@ def _run_batch(port, path, count, concurrency, timeout):
             while True:
                 with lock:
                     index = state["next"]
-                    if index >= count:
+                    # once requests stop completing, more of them would only wait out the
+                    # timeout again: the dump was taken, the rest are not sent
+                    if index >= count or state.get("stalled"):
                         break
                     state["next"] = index + 1
-                results[index] = _one_request(raw_socket, port, path, timeout)
+                results[index] = result = _one_request(raw_socket, port, path, timeout)
+                if result[2] and result[2].startswith(_TIMED_OUT):
+                    state["stalled"] = True
         finally:
             with lock:
                 state["finished"] += 1
@@ -145,11 +170,36 @@ def _run_batch(port, path, count, concurrency, timeout):
     while state["finished"] < workers and perf_counter() < deadline:
         gevent.sleep(0.005)
         leave_if_forked_child()
+        _dump_stall(state, path, timeout, count)
     wall = perf_counter() - started
+    _dump_stall(state, path, timeout, count)  # the handlers stay parked until the server stops
     for i, result in enumerate(results):
         if result is None:
-            results[i] = (None, None, "not finished before the probe's deadline")
+            if state.get("stalled"):
+                results[i] = (None, None, _NOT_SENT)
+            else:
+                results[i] = (None, None, "not finished before the probe's deadline")
     return wall, results
+
+
+_STALLED = set()  # paths whose stall was dumped: once per path is what a report needs
+
+
+def _dump_stall(state, path, timeout, count):
+    """Requests stopped completing while the process lives on: what every greenlet and thread
+    is waiting for, taken now, while the handlers are still parked."""
+    if not state.get("stalled") or path in _STALLED:
+        return
+    _STALLED.add(path)
+    greenlets, threads = dump(REQUEST_CODES)
+    emit(
+        "stalled",
+        path=path,
+        timeout=timeout,
+        requests=count,
+        greenlets=greenlets,
+        threads=threads,
+    )
 
 
 def serve(app) -> None:
@@ -183,8 +233,10 @@ def serve(app) -> None:
             _, single = _run_batch(port, path, 1, 1, timeout)
             wall, results = _run_batch(port, path, count, concurrency, timeout)
             statuses = {}
-            for _latency, status, _error in results:
+            for _latency, status, error in results:
                 key = "none" if status is None else str(status)
+                if error == _NOT_SENT:
+                    key = "not-sent"
                 statuses[key] = statuses.get(key, 0) + 1
             emit(
                 "serve",

@@ -15,6 +15,7 @@ from . import (  # noqa: F401  (imported for their @rule registrations)
     blocking,
     eventlet,
     fork,
+    hangs,
     launchers,
     libraries,
     patch_calls,

@@ -364,6 +364,8 @@ def check_collapse(ctx) -> Iterator[Hit]:
         parallel = min(ctx.concurrency, count)
         if single < 0.02 or parallel < 2:
             continue  # too fast to tell blocking from scheduling noise
+        if {"none", "not-sent"} & set(event.statuses or {}):
+            continue  # requests that got no response timed the request timeout (MPA854)
         ratio = wall / single
         waves = -(-count // parallel)  # at best the requests need this many rounds
         if ratio >= 0.6 * count and ratio > 2 * waves:

@@ -142,7 +142,6 @@ def check_fork_hook(ctx: FileContext) -> Iterator[Hit]:
 
 
 # -- at run time (MPA65x) -------------------------------------------------------------------
-_FORK_SEVERITY = {"os.fork": Severity.WARNING, "os.forkpty": Severity.WARNING}
 
 
 @rule(
@@ -150,39 +149,102 @@ _FORK_SEVERITY = {"os.fork": Severity.WARNING, "os.forkpty": Severity.WARNING}
     name="fork-after-patch-observed",
     category=Category.FORK_AFTER_PATCH,
     severity=Severity.ERROR,
-    summary="The running app forked, detached or closed descriptors after patching",
-    message="`{what}` at {where} after the process was patched ({phase})",
+    summary="After patching, the running app forked or daemonized in a way that breaks gevent",
+    message="{what} at {where} {breaks}",
     why="""
-Observed while importing or serving: daemonizing (`setsid`, `closerange`, `DaemonContext`) after
-gevent set up its loop closes or orphans the loop's descriptors, signal pipe, resolver and
-threadpool; DNS then hangs, `epoll ADD ... Bad file descriptor` appears, subprocesses crash
-(FM-14).
+gevent supports forking a patched process: its `os.fork` re-initialises the hub in the child,
+and `multiprocessing` forks through it. What breaks was observed here (FM-14): a daemonizer's
+`closerange` closing the running event loop's descriptor (then `epoll ... Bad file descriptor`,
+DNS hangs); a fork while native threads run app code (the child gets only the forking thread:
+whatever lock the others held stays held, and what they did never happens there); a fork hook
+that waits on the hub in the child before gevent re-initialises it (gevent#2023); a fork that
+bypasses gevent's and so skips `hub.reinit()`.
 """,
-    fix="Daemonize before importing gevent, or run in the foreground under a supervisor.",
+    fix="Daemonize before gevent starts its hub, or run in the foreground under a supervisor; "
+    "fork before starting native threads, or make them greenlets; in `after_in_child` hooks "
+    "only set flags, and do gevent work after the fork returns.",
     bad="""
 from gevent import monkey; monkey.patch_all()
-import daemon
-daemon.DaemonContext().open()
+socket.getaddrinfo(DB_HOST, 5432)   # the hub and its resolver are running
+daemon.DaemonContext().open()       # closes the loop's epoll descriptor
 """,
     good="""
 from gevent import monkey; monkey.patch_all()
 serve_forever()            # systemd / supervisord keeps it in the foreground
 """,
-    references=("FM-14", "gevent/gevent#2", "circus-tent/circus#441"),
+    references=("FM-14", "gevent/gevent#2", "gevent/gevent#2023", "circus-tent/circus#441"),
     runners=RUNTIME,
 )
 def check_fork_after_patch(ctx) -> Iterator[Hit]:
     from ..model.events import ForkEvent
 
+    seen: set[tuple[str, int, str]] = set()
     for event in ctx.facts.all("fork"):
         if not isinstance(event, ForkEvent) or not event.after_patch:
             continue
+        found = _what_breaks(ctx.facts, event)
+        if found is None:
+            continue  # gevent handles this fork: nothing observed breaks
+        kind, breaks, severity = found
         path, line = ctx.facts.where(event)
-        what = event.what or "fork"
+        if (path, line, kind) in seen:
+            continue  # a pool forks once per worker, a handler once per request
+        seen.add((path, line, kind))
         yield Hit(
             path=path,
             line=line,
             column=1,
-            severity=_FORK_SEVERITY.get(what),
-            args={"what": what, "where": f"{path}:{line}", "phase": event.phase or "import"},
+            severity=severity,
+            args={"what": f"`{event.what}`", "where": f"{path}:{line}", "breaks": breaks},
+            evidence={"via": event.get("via"), "phase": event.phase},
         )
+    for hook in ctx.facts.all("fork_hook"):
+        path, line = ctx.facts.where(hook)
+        if (path, line, "hook") in seen:
+            continue
+        seen.add((path, line, "hook"))
+        waits = ctx.facts.where(hook, file="wait_file", line="wait_line")
+        yield Hit(
+            path=path,
+            line=line,
+            column=1,
+            severity=Severity.WARNING,
+            args={
+                "what": f"the `after_in_child` hook `{hook.get('hook')}` registered",
+                "where": f"{path}:{line}",
+                "breaks": f"waits on gevent's hub in the forked child ({waits[0]}:{waits[1]}), "
+                "before gevent re-initialises the hub: the loop is still the parent's and its "
+                "threads are gone",
+            },
+        )
+
+
+def _what_breaks(facts, event) -> tuple[str, str, Severity | None] | None:
+    """(kind, what breaks, severity) for a fork event, or None when gevent handles it."""
+    if event.what == "os.closerange":
+        closed = event.get("hub_fds") or []
+        if not closed:
+            return None  # no running hub, or its descriptor was spared
+        fds = ", ".join(str(fd) for fd in closed)
+        return "fds", f"closes the running gevent event loop's descriptor (fd {fds})", None
+    if event.what not in ("os.fork", "os.forkpty"):
+        return None  # setsid, setpgrp: gevent does not care about sessions
+    for thread in event.get("threads") or []:
+        frame = facts.app_frame(thread.get("stack"))
+        if frame is not None:
+            via = event.get("via") or "the app"
+            running = f"{facts.at(frame)} in {frame.get('function')}"
+            return (
+                "threads",
+                f"(via {via}) forks while a native thread runs {running}: the child gets only "
+                "the forking thread, so that work stops there and any lock it held stays held",
+                Severity.WARNING,
+            )
+    if event.get("gevent_fork") is False and event.get("hub"):
+        return (
+            "raw",
+            "forks around gevent's `os.fork`: the child skips `hub.reinit()` and shares the "
+            "parent's event loop",
+            Severity.WARNING,
+        )
+    return None

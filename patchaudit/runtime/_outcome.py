@@ -17,8 +17,10 @@ from ..model.events import (
     RequestErrorEvent,
     ServeEvent,
     SettingsEvent,
+    StalledEvent,
     StartEvent,
     TerminatedEvent,
+    waited_for,
 )
 from ..model.facts import Facts, RuntimeContext
 from ..model.machinery import is_machinery
@@ -89,6 +91,7 @@ def record_request_failures(facts: Facts, report: Report) -> bool:
     for event in facts.all("request_error"):
         if isinstance(event, RequestErrorEvent):
             raised.setdefault(event.path or "/", event)
+    stalled = {e.path or "/": e for e in facts.all("stalled") if isinstance(e, StalledEvent)}
     failed = False
     for serve in facts.all("serve"):
         if not isinstance(serve, ServeEvent):
@@ -101,14 +104,20 @@ def record_request_failures(facts: Facts, report: Report) -> bool:
             continue
         failed = True
         path = serve.path or "/"
-        shown = ", ".join(f"{'no response' if not c.isdigit() else c} x{n}" for c, n in bad.items())
+        shown = ", ".join(f"{_STATUS_SHOWN.get(c, c)} x{n}" for c, n in bad.items())
         error = raised.get(path)
         cause = f": {error.type}: {error.message}{_app_line(facts, error)}" if error else ""
         total = sum(codes.values())
+        # requests that stopped completing: where each parked handler and thread was
+        hang = "".join(f"; {line}" for line in hang_lines(facts, stalled.get(path)))
         report.errors.append(
-            f"{sum(bad.values())} of {total} requests to {path} failed ({shown}){cause}"
+            f"{sum(bad.values())} of {total} requests to {path} failed ({shown}){cause}{hang}"
         )
     return failed
+
+
+#: Status keys of a ``serve`` event that are not HTTP codes, as the error names them.
+_STATUS_SHOWN = {"none": "no response", "not-sent": "not sent"}
 
 
 def _app_line(facts: Facts, event: Event) -> str:
@@ -146,31 +155,40 @@ def _stuck_at(facts: Facts) -> str:
     where = next((f for s in stacks if (f := facts.app_frame(s)) is not None), None)
     if where is not None:
         text = f"; stuck at {_shown(facts, where)}"
-    elif not facts.events:
-        text = "; last event: none"
     else:
-        last = facts.events[-1]
-        text = f"; last event: {last.kind} {last.get('module', '')}".rstrip()
+        # the timeout's own events say nothing about where the app was
+        seen = [e for e in facts.events if e.kind not in ("terminated", "done")]
+        if not seen:
+            text = "; last event: none"
+        else:
+            text = f"; last event: {seen[-1].kind} {seen[-1].get('module', '')}".rstrip()
     return text + "".join(f"; {line}" for line in hang_lines(facts, terminated))
 
 
-def hang_lines(facts: Facts, terminated: TerminatedEvent | None) -> list[str]:
-    """One line per parked greenlet and native thread in the app's code when the timeout hit."""
-    if terminated is None:
+def hang_lines(facts: Facts, dump: TerminatedEvent | StalledEvent | None) -> list[str]:
+    """One line per parked greenlet and native thread in the app's code in a hang dump (the
+    timeout's, or the one taken when requests stopped completing)."""
+    if dump is None:
         return []
-    parked = []
-    for greenlet in terminated.greenlets or []:
+    parked: dict[str, int] = {}
+    for greenlet in dump.greenlets or []:
         frame = facts.app_frame(greenlet.get("stack"))
         if frame is not None:
+            held = waited_for(greenlet)
             # gevent's compiled queues and events have no Python frame: the app's line says
-            waits = greenlet.get("waits_on") or frame.get("code")
-            parked.append(f"a greenlet parked at {_shown(facts, frame)}" + _said(waits))
+            waits = frame.get("code") if held else greenlet.get("waits_on") or frame.get("code")
+            on = f" on {held}" if held else ""
+            line = f"parked at {_shown(facts, frame)}" + _said(waits) + on
+            parked[line] = parked.get(line, 0) + 1
     threads = []
-    for thread in terminated.threads or []:
+    for thread in dump.threads or []:
         frame = facts.app_frame(thread.get("stack"))
         if frame is not None:
-            threads.append(f"a thread at {_shown(facts, frame)}" + _said(frame.get("code")))
-    return sorted(parked) + sorted(threads)
+            held = waited_for(thread)
+            on = f" on {held}" if held else ""
+            threads.append(f"a thread at {_shown(facts, frame)}" + _said(frame.get("code")) + on)
+    greenlets = [f"{'a greenlet' if n == 1 else f'{n} greenlets'} {p}" for p, n in parked.items()]
+    return sorted(greenlets) + sorted(threads)
 
 
 def _said(text: object) -> str:
