@@ -1,6 +1,6 @@
 """`patchaudit run -- COMMAND` end to end: real launchers, real processes, real sockets.
 
-Each ``fixtures/run/<case>/`` holds an app, the command that starts it (``run.toml``:
+Each ``fixtures/apps/run/<case>/`` holds an app, the command that starts it (``run.toml``:
 ``command``, ``env``, ``options`` (more of patchaudit's), ``requests``, ``concurrency``,
 ``duration``; ``{port}`` is a free port of 127.0.0.1, ``{target}`` the port of a real HTTP
 server there that the command talks to) and expectation comments on the reported lines (the
@@ -33,7 +33,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-CASES_DIR = FIXTURES / "run"
+CASES_DIR = FIXTURES / "apps" / "run"
 CASES = sorted(p.name for p in CASES_DIR.iterdir() if (p / "run.toml").exists())
 BIN = Path(sys.executable).parent
 
