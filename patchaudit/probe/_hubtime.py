@@ -1,0 +1,171 @@
+"""``hub_run`` events: how long the hub's thread ran one greenlet between two switches.
+
+gevent's monitor thread counts switches and needs the GIL to look: C code that holds the GIL (a
+backtracking regex, ``json.loads`` of a huge body) hides from it, and its report is written
+long after it looked, once the probe may be in another step. Here the hub's own thread times
+every run with ``greenlet.settrace`` (one ``perf_counter`` per switch), and a sampler thread
+wakes every half threshold: when the current run is already long it records the hub thread's
+stack with the step and request path of that moment. A C call holding the GIL is sampled the
+moment it returns, so the sample names the app line that made the call; a greenlet that ended
+during the run has no frame left at its switch, but its samples were taken while it ran.
+"""
+
+import sys
+from time import perf_counter
+
+from . import _state
+from ._events import emit, jsonable
+from ._frames import as_frames, capture, stack
+from ._state import S
+
+# Steps in which only the probe's own code runs: samples there would blame the probe.
+PROBE_STEPS = frozenset(["startup", "patch", "owners", "stale", "libraries"])
+_MAX_SAMPLES = 12  # distinct stacks kept per run (a CPU loop gives one or two)
+
+
+class T:
+    """The timer's state, shared by the hub's thread (writer) and the sampler (reader)."""
+
+    hub = None
+    ident = None  # the hub's thread
+    threshold = 0.1
+    previous = None  # the trace function installed before ours (gevent's own tracer)
+    run_start = 0.0
+    run_id = 0
+    current = None  # the greenlet running since run_start
+    accounted = 0.0  # the run's time up to here went to a sample (or to a probe step)
+    samples = {}  # (step, path, frames key) -> sample, for the current run
+
+
+def app_step(step, path) -> bool:
+    """Is app code what runs now (import, the factory, a request), not the probe?"""
+    return step not in PROBE_STEPS and not (step == "serve" and path is None)
+
+
+def install_hub_timer(monitor) -> None:
+    """Start timing runs; called in the hub's thread as its monitor thread starts."""
+    if T.hub is not None or S.sink is not None or _state.in_forked_child():
+        return  # once per process, and never in the pytest plugin's process
+    try:
+        import greenlet
+        from gevent import config
+        from gevent.monkey import get_original
+
+        hub = monitor.hub
+        if hub is None:
+            return
+        T.hub = hub
+        T.ident = hub.thread_ident
+        T.threshold = float(config.max_blocking_time or 0.1)
+        T.run_start = T.accounted = perf_counter()
+        T.previous = greenlet.settrace(_trace)
+        # A thread of our own, not a function in gevent's monitor thread: that one takes its
+        # list of functions before it sleeps, and a C call can keep it asleep for seconds.
+        get_original("_thread", "start_new_thread")(_sampler, (get_original("time", "sleep"),))
+        _start_cpu_ticks(sys.modules["signal"])  # the probe's SIGTERM handler imported it
+    except Exception:
+        T.hub = None
+
+
+def run_age() -> float:
+    """Seconds the hub's thread has been running the current greenlet (0 when idle or unknown)."""
+    if T.hub is None or T.current is None or T.current is T.hub:
+        return 0.0
+    return perf_counter() - T.run_start
+
+
+def _trace(event, args):
+    if event in ("switch", "throw"):
+        now = perf_counter()
+        try:
+            origin = args[0]
+            if origin is not T.hub and now - T.run_start > T.threshold:
+                _report(origin, now)
+        except Exception:
+            pass  # raising here would break the app's switch
+        T.run_start = T.accounted = now
+        T.run_id += 1
+        T.samples = {}
+        T.current = args[1]
+    previous = T.previous
+    if previous is not None:
+        previous(event, args)
+
+
+def _report(origin, now) -> None:
+    samples = list(T.samples.values())
+    if _state.in_forked_child() or (not samples and not app_step(S.step, S.serve_path)):
+        return
+    frame = getattr(origin, "gr_frame", None)
+    emit(
+        "hub_run",
+        duration=round(now - T.run_start, 6),
+        started=round(T.run_start - _state.T0, 6),
+        greenlet=jsonable(origin),
+        finished=bool(getattr(origin, "dead", False)),
+        samples=samples,
+        stack=stack(frame) if frame is not None else None,
+        tail=round(now - T.accounted, 6),
+        phase=S.step,
+        path=S.serve_path,
+    )
+
+
+def _sampler(sleep) -> None:
+    period = T.threshold / 2
+    while T.hub is not None:
+        sleep(period)
+        try:
+            _sample(None, period)
+        except Exception:
+            pass
+
+
+def _on_cpu_tick(signum, frame) -> None:
+    """SIGPROF, every half threshold of CPU time: runs in the hub's thread as soon as a C call
+    holding the GIL returns, before the greenlet can finish, so it names the calling line."""
+    try:
+        _sample(frame, T.threshold / 2)
+    except Exception:
+        pass
+
+
+def _start_cpu_ticks(signal) -> None:
+    """Only in the main thread (where Python runs handlers), and only if SIGPROF is free."""
+    if T.ident != _state.MAIN_IDENT or signal.getsignal(signal.SIGPROF) != signal.SIG_DFL:
+        return
+    if signal.getitimer(signal.ITIMER_PROF) != (0.0, 0.0):
+        return  # a profiler of the app's own
+    signal.signal(signal.SIGPROF, _on_cpu_tick)
+    signal.siginterrupt(signal.SIGPROF, False)  # SA_RESTART: no EINTR for the app's calls
+    period = T.threshold / 2
+    signal.setitimer(signal.ITIMER_PROF, period, period)
+
+
+def _sample(frame, period) -> None:
+    """Add the hub thread's stack to the current run (``frame``: in that thread, else read)."""
+    run_id, start, samples = T.run_id, T.run_start, T.samples  # the same run's dict
+    if T.current is None or T.current is T.hub or perf_counter() - start < period:
+        return
+    step, path = S.step, S.serve_path
+    if frame is None:
+        frame = sys._current_frames().get(T.ident)
+    now = perf_counter()
+    if frame is None or T.run_id != run_id:
+        return
+    if not app_step(step, path):
+        T.accounted = now  # the probe's own time is nobody's sample
+        return
+    captured = capture(frame)
+    if T.run_id != run_id or (S.step, S.serve_path) != (step, path):
+        return  # the run or the step changed while the stack was read
+    weight = now - T.accounted
+    T.accounted = now
+    frames = as_frames(captured)  # reads source lines: the hub's thread may run on meanwhile
+    key = (step, path, tuple((f["file"], f["line"]) for f in frames))
+    sample = samples.get(key)
+    if sample is None:
+        if len(samples) >= _MAX_SAMPLES:
+            return
+        sample = samples[key] = {"phase": step, "path": path, "weight": 0.0, "stack": frames}
+    sample["weight"] = round(sample["weight"] + weight, 6)
