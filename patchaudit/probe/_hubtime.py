@@ -23,18 +23,36 @@ PROBE_STEPS = frozenset(["startup", "patch", "owners", "stale", "libraries"])
 _MAX_SAMPLES = 12  # distinct stacks kept per run (a CPU loop gives one or two)
 
 
-class T:
-    """The timer's state, shared by the hub's thread (writer) and the sampler (reader)."""
+class _Timer:
+    """The timer's state, written by the hub's thread at each switch and read by the samplers.
 
-    hub = None
-    ident = None  # the hub's thread
-    threshold = 0.1
-    previous = None  # the trace function installed before ours (gevent's own tracer)
-    run_start = 0.0
-    run_id = 0
-    current = None  # the greenlet running since run_start
-    accounted = 0.0  # the run's time up to here went to a sample (or to a probe step)
-    samples = {}  # (step, path, frames key) -> sample, for the current run
+    An instance with slots: the trace function runs at every switch, and instance slots are
+    the cheapest thing to write (a class attribute write would also invalidate type caches).
+    """
+
+    __slots__ = (
+        "hub",
+        "ident",
+        "threshold",
+        "previous",
+        "run_start",
+        "current",
+        "accounted",
+        "samples",
+    )
+
+    def __init__(self):
+        self.hub = None
+        self.ident = None  # the hub's thread
+        self.threshold = 0.1
+        self.previous = None  # the trace function installed before ours (gevent's tracer)
+        self.run_start = 0.0  # also the run's identity for the samplers
+        self.current = None  # the greenlet running since run_start
+        self.accounted = 0.0  # the run's time up to here went to a sample or a probe step
+        self.samples = {}  # (step, path, frames key) -> sample, for the current run
+
+
+T = _Timer()
 
 
 def app_step(step, path) -> bool:
@@ -57,7 +75,7 @@ def install_hub_timer(monitor) -> None:
         T.hub = hub
         T.ident = hub.thread_ident
         T.threshold = float(config.max_blocking_time or 0.1)
-        T.run_start = T.accounted = perf_counter()
+        T.run_start = perf_counter()
         T.previous = greenlet.settrace(_trace)
         # A thread of our own, not a function in gevent's monitor thread: that one takes its
         # list of functions before it sleeps, and a C call can keep it asleep for seconds.
@@ -74,19 +92,20 @@ def run_age() -> float:
     return perf_counter() - T.run_start
 
 
-def _trace(event, args):
-    if event in ("switch", "throw"):
-        now = perf_counter()
-        try:
-            origin = args[0]
-            if origin is not T.hub and now - T.run_start > T.threshold:
-                _report(origin, now)
-        except Exception:
-            pass  # raising here would break the app's switch
-        T.run_start = T.accounted = now
-        T.run_id += 1
-        T.samples = {}
-        T.current = args[1]
+def _trace(event, args, _clock=perf_counter):
+    # The hot path: one clock read and three slot writes per switch.
+    if event == "switch" or event == "throw":
+        now = _clock()
+        timer = T
+        if now - timer.run_start > timer.threshold and args[0] is not timer.hub:
+            try:
+                _report(args[0], now)
+            except Exception:
+                pass  # raising here would break the app's switch
+        timer.run_start = now
+        timer.current = args[1]
+        if timer.samples:
+            timer.samples = {}
     previous = T.previous
     if previous is not None:
         previous(event, args)
@@ -105,7 +124,7 @@ def _report(origin, now) -> None:
         finished=bool(getattr(origin, "dead", False)),
         samples=samples,
         stack=stack(frame) if frame is not None else None,
-        tail=round(now - T.accounted, 6),
+        tail=round(now - max(T.accounted, T.run_start), 6),
         phase=S.step,
         path=S.serve_path,
     )
@@ -144,22 +163,22 @@ def _start_cpu_ticks(signal) -> None:
 
 def _sample(frame, period) -> None:
     """Add the hub thread's stack to the current run (``frame``: in that thread, else read)."""
-    run_id, start, samples = T.run_id, T.run_start, T.samples  # the same run's dict
+    start, samples = T.run_start, T.samples  # the run, and its dict
     if T.current is None or T.current is T.hub or perf_counter() - start < period:
         return
     step, path = S.step, S.serve_path
     if frame is None:
         frame = sys._current_frames().get(T.ident)
     now = perf_counter()
-    if frame is None or T.run_id != run_id:
+    if frame is None or T.run_start != start:
         return
+    accounted = max(T.accounted, start)
     if not app_step(step, path):
         T.accounted = now  # the probe's own time is nobody's sample
         return
     captured = capture(frame)
-    if T.run_id != run_id or (S.step, S.serve_path) != (step, path):
+    if T.run_start != start or (S.step, S.serve_path) != (step, path):
         return  # the run or the step changed while the stack was read
-    weight = now - T.accounted
     T.accounted = now
     frames = as_frames(captured)  # reads source lines: the hub's thread may run on meanwhile
     key = (step, path, tuple((f["file"], f["line"]) for f in frames))
@@ -168,4 +187,4 @@ def _sample(frame, period) -> None:
         if len(samples) >= _MAX_SAMPLES:
             return
         sample = samples[key] = {"phase": step, "path": path, "weight": 0.0, "stack": frames}
-    sample["weight"] = round(sample["weight"] + weight, 6)
+    sample["weight"] = round(sample["weight"] + now - accounted, 6)
