@@ -22,7 +22,8 @@ from patchaudit.runtime._launcher import PROBE_SCRIPT, run_probe
 
 PACKAGE = Path(probe.__file__).parent
 MODULES = sorted(PACKAGE.glob("*.py"))
-#: Every top-level module the probe may import: the standard library ones it uses, and gevent.
+#: Every top-level module the probe may import: the standard library ones it uses, and gevent
+#: (with greenlet, whose switch hook times the hub once gevent has started it).
 ALLOWED_IMPORTS = {
     "_signal",
     "_thread",
@@ -38,6 +39,7 @@ ALLOWED_IMPORTS = {
     "time",
     "warnings",
     "gevent",
+    "greenlet",
 }
 MACHINERY = {"gevent", "eventlet", "greenlet", "zope"}
 

@@ -10,6 +10,7 @@ moment it returns, so the sample names the app line that made the call; a greenl
 during the run has no frame left at its switch, but its samples were taken while it ran.
 """
 
+import _signal
 import sys
 from time import perf_counter
 
@@ -76,13 +77,17 @@ def install_hub_timer(monitor) -> None:
         T.ident = hub.thread_ident
         T.threshold = float(config.max_blocking_time or 0.1)
         T.run_start = perf_counter()
-        T.previous = greenlet.settrace(_trace)
         # A thread of our own, not a function in gevent's monitor thread: that one takes its
         # list of functions before it sleeps, and a C call can keep it asleep for seconds.
         get_original("_thread", "start_new_thread")(_sampler, (get_original("time", "sleep"),))
-        _start_cpu_ticks(sys.modules["signal"])  # the probe's SIGTERM handler imported it
+        T.previous = greenlet.settrace(_trace)  # last: nothing after it can fail
     except Exception:
         T.hub = None
+        return
+    try:
+        _start_cpu_ticks()
+    except Exception:
+        pass  # the sampler thread still sees waits that let the GIL go
 
 
 def run_age() -> float:
@@ -149,16 +154,17 @@ def _on_cpu_tick(signum, frame) -> None:
         pass
 
 
-def _start_cpu_ticks(signal) -> None:
+def _start_cpu_ticks() -> None:
     """Only in the main thread (where Python runs handlers), and only if SIGPROF is free."""
-    if T.ident != _state.MAIN_IDENT or signal.getsignal(signal.SIGPROF) != signal.SIG_DFL:
+    sig = _signal.SIGPROF
+    if T.ident != _state.MAIN_IDENT or _signal.getsignal(sig) != _signal.SIG_DFL:
         return
-    if signal.getitimer(signal.ITIMER_PROF) != (0.0, 0.0):
+    if _signal.getitimer(_signal.ITIMER_PROF) != (0.0, 0.0):
         return  # a profiler of the app's own
-    signal.signal(signal.SIGPROF, _on_cpu_tick)
-    signal.siginterrupt(signal.SIGPROF, False)  # SA_RESTART: no EINTR for the app's calls
+    _signal.signal(sig, _on_cpu_tick)
+    _signal.siginterrupt(sig, False)  # SA_RESTART: no EINTR for the app's own calls
     period = T.threshold / 2
-    signal.setitimer(signal.ITIMER_PROF, period, period)
+    _signal.setitimer(_signal.ITIMER_PROF, period, period)
 
 
 def _sample(frame, period) -> None:
