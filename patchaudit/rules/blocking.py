@@ -331,7 +331,17 @@ def _heaviest_sample(facts, event, threshold: float):
     sample = picked[key]
     stack = list(sample.get("stack") or [])
     frame = facts.app_frame(stack)
-    return [(float(event.duration or 0), frame, stack, sample.get("phase"), sample.get("path"))]
+    # The app's time in that step, not the run's: a run that starts at import goes on through
+    # the probe's own steps until the first request yields.
+    phase, path = sample.get("phase"), sample.get("path")
+    seconds = sum(
+        float(s.get("weight") or 0)
+        for s in event.samples or []
+        if (s.get("phase"), s.get("path")) == (phase, path)
+    )
+    if (event.phase, event.path) == (phase, path):
+        seconds += float(event.get("tail") or 0)
+    return [(seconds, frame, stack, phase, path)]
 
 
 def startup_blocks(ctx) -> list[dict[str, Any]]:
