@@ -284,19 +284,27 @@ def hub_blocks(facts, threshold: float, *, startup: bool) -> dict[tuple[str, int
     imported and built), from gevent's monitor (``block``) and the probe's hub timer
     (``hub_run``: its heaviest sampled line per run), one entry per (path, line).
 
-    A line seen by both is one entry: the longer episode is kept and the episodes are counted.
+    A run the timer measured and sampled is that run's one witness: the monitor's report
+    during it is dropped, since its stack is where the code was when the monitor got the GIL
+    back (after a long C call, the next line). A line seen in several runs is one entry: the
+    longest episode is kept and the episodes are counted.
     """
     from ..model.events import BlockEvent, HubRunEvent
 
     episodes: list[tuple[float, Frame, list[Frame], str | None, str | None]] = []
-    for event in facts.all("block"):
-        frame = facts.app_frame(event.stack) if isinstance(event, BlockEvent) else None
-        if frame is not None:
-            seconds = float(event.blocking_time or 0)
-            episodes.append((seconds, frame, list(event.stack or []), event.phase, event.path))
+    timed: list[tuple[float, float]] = []  # (start, end) of the runs the timer attributed
     for event in facts.all("hub_run"):
         if isinstance(event, HubRunEvent):
-            episodes.extend(_heaviest_sample(facts, event, threshold))
+            found_here = _heaviest_sample(facts, event, threshold)
+            if found_here:
+                timed.append((float(event.get("started") or 0), float(event.get("t") or 0)))
+            episodes.extend(found_here)
+    for event in facts.all("block"):
+        frame = facts.app_frame(event.stack) if isinstance(event, BlockEvent) else None
+        at = float(event.get("t") or 0)
+        if frame is not None and not any(start <= at <= end for start, end in timed):
+            seconds = float(event.blocking_time or 0)
+            episodes.append((seconds, frame, list(event.stack or []), event.phase, event.path))
     found: dict[tuple[str, int], HubBlock] = {}
     for seconds, frame, stack, phase, path in episodes:
         serving = phase == "serve" and bool(path)
