@@ -63,8 +63,8 @@ def app_step(step, path) -> bool:
 
 def install_hub_timer(monitor) -> None:
     """Start timing runs; called in the hub's thread as its monitor thread starts."""
-    if T.hub is not None or S.sink is not None or _state.in_forked_child():
-        return  # once per process, and never in the pytest plugin's process
+    if T.hub is not None or S.fd is None or S.sink is not None or _state.in_forked_child():
+        return  # once per process, and only for the audit job (not in the pytest plugin's)
     try:
         import greenlet
         from gevent import config
