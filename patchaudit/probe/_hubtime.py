@@ -155,7 +155,11 @@ def _on_cpu_tick(signum, frame) -> None:
 
 
 def _start_cpu_ticks() -> None:
-    """Only in the main thread (where Python runs handlers), and only if SIGPROF is free."""
+    """Only in the main thread (where Python runs handlers), and only if SIGPROF is free.
+
+    The interval timer survives ``execve``, where SIGPROF's default action ends the new
+    program: a process that may exec itself (a server's re-exec) must disarm it first.
+    """
     sig = _signal.SIGPROF
     if T.ident != _state.MAIN_IDENT or _signal.getsignal(sig) != _signal.SIG_DFL:
         return

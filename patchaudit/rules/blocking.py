@@ -379,8 +379,9 @@ One greenlet ran longer than the threshold without yielding: while it runs block
 unpatched C call, a stale `sleep`, CPU-bound work, a regex that backtracks), no other request is
 served (FM-09, FM-29, FM-03). Two witnesses: gevent's monitor thread, and the probe's own timer
 of every run between two greenlet switches, which also sees C code that holds the GIL (the
-monitor cannot look then). The line is the blocked greenlet's innermost own frame. Work while
-the app is imported or built is start-up time, shown in the report's timeline, not here.
+monitor cannot look then). The line is the blocked greenlet's innermost own frame where the
+run's time was sampled. Work while the app is imported or built is start-up time, shown in
+the report's timeline, not here.
 """,
     fix="Make the call cooperative (patch first, a green driver), or move it to "
     "`gevent.get_hub().threadpool.apply(...)`; split CPU-bound work; do one-off heavy work at "
