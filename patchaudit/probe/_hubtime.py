@@ -40,6 +40,7 @@ class _Timer:
         "current",
         "accounted",
         "samples",
+        "in_tick",
     )
 
     def __init__(self):
@@ -50,7 +51,8 @@ class _Timer:
         self.run_start = 0.0  # also the run's identity for the samplers
         self.current = None  # the greenlet running since run_start
         self.accounted = 0.0  # the run's time up to here went to a sample or a probe step
-        self.samples = {}  # (step, path, frames key) -> sample, for the current run
+        self.samples = {}  # frames key -> (step, path, weight, captured), for the current run
+        self.in_tick = False  # the SIGPROF handler is running
 
 
 T = _Timer()
@@ -117,7 +119,10 @@ def _trace(event, args, _clock=perf_counter):
 
 
 def _report(origin, now) -> None:
-    samples = list(T.samples.values())
+    samples = [
+        {"phase": p, "path": q, "weight": round(w, 6), "stack": as_frames(c)}
+        for p, q, w, c in T.samples.values()
+    ]
     if _state.in_forked_child() or (not samples and not app_step(S.step, S.serve_path)):
         return
     frame = getattr(origin, "gr_frame", None)
@@ -148,10 +153,13 @@ def _sampler(sleep) -> None:
 def _on_cpu_tick(signum, frame) -> None:
     """SIGPROF, every half threshold of CPU time: runs in the hub's thread as soon as a C call
     holding the GIL returns, before the greenlet can finish, so it names the calling line."""
+    T.in_tick = True  # the sampler thread must not sample this handler's own frames
     try:
         _sample(frame, T.threshold / 2)
     except Exception:
         pass
+    finally:
+        T.in_tick = False
 
 
 def _start_cpu_ticks() -> None:
@@ -172,29 +180,33 @@ def _start_cpu_ticks() -> None:
 
 
 def _sample(frame, period) -> None:
-    """Add the hub thread's stack to the current run (``frame``: in that thread, else read)."""
+    """Add the hub thread's stack to the current run (``frame``: in that thread, else read).
+
+    Nothing between the checks and the insertion lets the GIL go (the source lines are read
+    when the run is reported), so a run that ends right after a C call keeps its sample.
+    """
     start, samples = T.run_start, T.samples  # the run, and its dict
     if T.current is None or T.current is T.hub or perf_counter() - start < period:
         return
     step, path = S.step, S.serve_path
     if frame is None:
+        if T.in_tick:
+            return  # the tick handler is sampling, and would be what we see
         frame = sys._current_frames().get(T.ident)
     now = perf_counter()
     if frame is None or T.run_start != start:
         return
-    accounted = max(T.accounted, start)
     if not app_step(step, path):
         T.accounted = now  # the probe's own time is nobody's sample
         return
     captured = capture(frame)
     if T.run_start != start or (S.step, S.serve_path) != (step, path):
         return  # the run or the step changed while the stack was read
+    accounted = max(T.accounted, start)
     T.accounted = now
-    frames = as_frames(captured)  # reads source lines: the hub's thread may run on meanwhile
-    key = (step, path, tuple((f["file"], f["line"]) for f in frames))
+    key = (step, path, tuple((id(f.f_code), line) for f, line in captured))
     sample = samples.get(key)
-    if sample is None:
-        if len(samples) >= _MAX_SAMPLES:
-            return
-        sample = samples[key] = {"phase": step, "path": path, "weight": 0.0, "stack": frames}
-    sample["weight"] = round(sample["weight"] + now - accounted, 6)
+    if sample is not None:
+        samples[key] = (step, path, sample[2] + now - accounted, captured)
+    elif len(samples) < _MAX_SAMPLES:
+        samples[key] = (step, path, now - accounted, captured)
