@@ -3,11 +3,14 @@
 gevent's monitor thread counts switches and needs the GIL to look: C code that holds the GIL (a
 backtracking regex, ``json.loads`` of a huge body) hides from it, and its report is written
 long after it looked, once the probe may be in another step. Here the hub's own thread times
-every run with ``greenlet.settrace`` (one ``perf_counter`` per switch), and a sampler thread
-wakes every half threshold: when the current run is already long it records the hub thread's
-stack with the step and request path of that moment. A C call holding the GIL is sampled the
-moment it returns, so the sample names the app line that made the call; a greenlet that ended
-during the run has no frame left at its switch, but its samples were taken while it ran.
+every run with ``greenlet.settrace`` (one ``perf_counter`` per switch), and while the current
+run is already long two samplers record the hub thread's stack with the step and request path
+of that moment: a SIGPROF handler every half threshold of CPU time (it runs in the hub's
+thread the moment a C call holding the GIL returns, so it names the app line that made the
+call) and a thread every half threshold of wall time (for waits that let the GIL go). A
+greenlet that ended during the run has no frame left at its switch, but its samples were
+taken while it ran. ``sys.setprofile`` was the other way to find that line; armed only after
+a long run it still slowed a call-heavy loop about 5x and needed a second occurrence.
 """
 
 import _signal
