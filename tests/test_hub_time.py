@@ -78,6 +78,50 @@ def test_work_while_the_app_is_imported_is_sampled_as_import(tmp_path: Path) -> 
     assert all(b["phase"] != "serve" for b in run.all("block"))
 
 
+def test_a_monitor_report_that_lands_after_its_run_ended_is_not_a_serving_block(
+    tmp_path: Path,
+) -> None:
+    # gevent's monitor writes its report after walking every object, which on a big heap is
+    # long after it looked: here a subscriber ahead of the probe's holds the report back until
+    # the probe serves, deterministically. Reading the step then said "serve" for import-time
+    # work (MPA851 "while serving" at whatever line the handler was on).
+    project = write_app(
+        tmp_path / "proj",
+        {
+            "app.py": """
+                import sys
+                import zope.event
+                import gevent
+                from gevent.monkey import get_original
+
+                native_sleep = get_original("time", "sleep")
+
+                def slow_report(event):
+                    if type(event).__name__ == "EventLoopBlocked":
+                        state = sys.modules["_patchaudit_probe._state"].S
+                        for _ in range(5000):
+                            if state.serve_path is not None:
+                                break
+                            native_sleep(0.001)
+
+                zope.event.subscribers.insert(0, slow_report)
+                gevent.sleep(0)  # the hub and the monitor start
+                total = sum(i * i for i in range(15_000_000))  # start-up CPU, seen by both
+
+                def app(environ, start_response):
+                    gevent.sleep(0.05)
+                    start_response("200 OK", [])
+                    return [b"ok"]
+            """
+        },
+    )
+    run = probe(tmp_path, make_spec(project, "app", callable_="app", mode="gunicorn"))
+    assert [b for b in run.all("block") if b["phase"] == "serve"] == []
+    samples = [s for r in run.all("hub_run") for s in r["samples"]]
+    assert samples and {s["phase"] for s in samples} == {"import"}, run.stderr_summary.text()
+    assert {_app_lines(project, s["stack"])[-1] for s in samples} == {18}
+
+
 def test_import_time_work_is_start_up_in_the_timeline_not_mpa851(tmp_path: Path) -> None:
     project = isolated_copy(FIXTURES / "apps" / "MPA851" / "fixed-import", tmp_path)
     args = ("audit", "catalogue:application", "--no-cache", "--requests", "2")
