@@ -22,7 +22,8 @@ from patchaudit.runtime._launcher import PROBE_SCRIPT, run_probe
 
 PACKAGE = Path(probe.__file__).parent
 MODULES = sorted(PACKAGE.glob("*.py"))
-#: Every top-level module the probe may import: the standard library ones it uses, and gevent.
+#: Every top-level module the probe may import: the standard library ones it uses, and gevent
+#: (with greenlet, whose switch hook times the hub once gevent has started it).
 ALLOWED_IMPORTS = {
     "_signal",
     "_thread",
@@ -42,6 +43,7 @@ ALLOWED_IMPORTS = {
     # the --gunicorn-config job, a process of its own: GUNICORN_CMD_ARGS as gunicorn parses it
     "argparse",
     "shlex",
+    "greenlet",
 }
 #: The one job that uses the app's gunicorn (when it is installed): its own Config is the truth.
 JOB_IMPORTS = {"_gunicorn_config.py": {"gunicorn"}}

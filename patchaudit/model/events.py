@@ -203,6 +203,14 @@ class BlockEvent(Event):
 
 
 @dataclass(frozen=True, eq=False)
+class HubRunEvent(Event):
+    KIND: ClassVar[str] = "hub_run"
+    duration: float | None = None
+    samples: list[Mapping[str, Any]] | None = None  # {"phase", "path", "weight", "stack"}
+    path: str | None = None
+
+
+@dataclass(frozen=True, eq=False)
 class ServeEvent(Event):
     KIND: ClassVar[str] = "serve"
     path: str | None = None
@@ -305,6 +313,7 @@ _KINDS: dict[str, type[Event]] = {
         ForkEvent,
         LibrariesEvent,
         BlockEvent,
+        HubRunEvent,
         ServeEvent,
         TargetEvent,
         PytestSessionEvent,

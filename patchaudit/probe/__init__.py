@@ -14,7 +14,8 @@ file executed, ``GUNICORN_CMD_ARGS`` applied; one JSON object on stdout).
 
 Modules, by concern: :mod:`._machinery` (shared names), :mod:`._state`, :mod:`._events`
 (emission), :mod:`._frames`, :mod:`._recorder` (the import hook), :mod:`._patches` (the table
-of watched patch functions), :mod:`._blocking`, :mod:`._process_wrappers` (fork, exit, setsid,
+of watched patch functions), :mod:`._blocking`, :mod:`._hubtime` (how long each greenlet held
+the hub), :mod:`._process_wrappers` (fork, exit, setsid,
 SIGTERM), :mod:`._errors`, :mod:`._target`, :mod:`._gunicorn` (gunicorn's config and server
 hooks in the audit), :mod:`._stale` (stale references),
 :mod:`._libraries` (owners, C-driver checks), :mod:`._serving` (pywsgi load), :mod:`._hangs`
@@ -248,7 +249,24 @@ lists are outermost first, innermost last.
     "report" when parsed from gevent's text report). Reported once per monitor period while
     the hub stays blocked, so one long block gives several events. Only while app code runs
     (steps ``import``, ``target`` and the requests of ``serve``): reports that land while the
-    probe itself works (patching for the mode, owners, the stale scan) are dropped.
+    probe itself works (patching for the mode, owners, the stale scan) are dropped, and so are
+    reports that land once the run they saw is over (gevent writes its report long after it
+    looked; ``hub_run`` covers that run), or while the step changes under the stack being read:
+    ``phase``, ``path`` and ``stack`` are always of one moment.
+``hub_run``
+    The hub's thread ran one greenlet longer than gevent's ``max_blocking_time`` between two
+    switches (timed with ``greenlet.settrace`` from the moment the hub starts, :mod:`._hubtime`):
+    ``duration`` (measured seconds), ``started`` (``t`` of the run's start), ``greenlet``
+    (repr), ``finished`` (the greenlet ended, so it had no frame left at the switch),
+    ``stack`` (its frames at the switch, null when finished), ``tail`` (seconds after the last
+    sample), ``phase``/``path`` (probe step and request path at the switch) and ``samples``:
+    ``[{"phase", "path", "weight", "stack"}]``, the hub thread's stack sampled while the run
+    was already long, by SIGPROF every half threshold of CPU time (in the main thread only,
+    when the app has no SIGPROF handler or profiling timer of its own; it runs as soon as a C
+    call holding the GIL returns, so it names the calling line) and by a sampler thread (for
+    waits that let the GIL go); ``weight`` is the run's time each distinct stack accounts
+    for. Samples are taken only while app code runs; a run with no sample that ends during a
+    probe step is not reported.
 ``libraries``
     One per checked library present in ``sys.modules``: ``library``, ``check``, ``ok``
     (true/false, or null when not applicable because gevent did not patch socket), ``detail``.

@@ -4,16 +4,21 @@ import sys
 
 from ._events import emit, jsonable
 from ._frames import stack
+from ._hubtime import T, app_step, run_age
 from ._state import MAIN_IDENT, S
-
-# Steps in which only the probe's own code runs (the stale scan is seconds of CPU on a big app):
-# the monitor would blame the probe, so reports landing there are dropped.
-_PROBE_STEPS = frozenset(["startup", "patch", "owners", "stale", "libraries", "exit"])
 
 
 def record_block(event) -> None:
-    if S.step in _PROBE_STEPS or (S.step == "serve" and S.serve_path is None):
-        return  # serve without a path: the probe importing pywsgi / starting the server
+    # Only while app code runs: the stale scan is seconds of the probe's own CPU on a big app,
+    # and serve without a path is the probe importing pywsgi and starting the server.
+    step, path = S.step, S.serve_path
+    if not app_step(step, path):
+        return
+    if T.hub is not None and run_age() < T.threshold:
+        # The monitor writes its report long after it looked (it walks every object for its
+        # greenlet tree): the run it saw is over, and the step and stack of now are not that
+        # run's. The hub timer's ``hub_run`` event for that run says where it went.
+        return
     frames = None
     source = "frames"
     hub = getattr(event, "hub", None)
@@ -27,11 +32,13 @@ def record_block(event) -> None:
     if not frames:
         source = "report"
         frames = _stack_from_report(getattr(event, "info", None) or [])
+    if (S.step, S.serve_path) != (step, path):
+        return  # the app moved on while the stack was read: it is not that step's stack
     emit(
         "block",
         blocking_time=jsonable(getattr(event, "blocking_time", None)),
-        phase=S.step,
-        path=S.serve_path,
+        phase=step,
+        path=path,
         greenlet=jsonable(getattr(event, "greenlet", None)),
         stack=frames,
         stack_source=source,

@@ -27,12 +27,21 @@ def frame_dict(frame, lineno=None) -> dict:
 
 def stack(frame, limit=60) -> list:
     """Frames from ``frame`` outwards, returned outermost first (innermost last)."""
+    return as_frames(capture(frame, limit))
+
+
+def capture(frame, limit=60) -> list:
+    """(frame, line) pairs, innermost first: no source read, so no I/O that lets the GIL go."""
     out = []
     while frame is not None and len(out) < limit:
-        out.append(frame_dict(frame))
+        out.append((frame, frame.f_lineno))
         frame = frame.f_back
-    out.reverse()
     return out
+
+
+def as_frames(captured) -> list:
+    """Event frames (outermost first) from :func:`capture`'s pairs."""
+    return [frame_dict(frame, line) for frame, line in reversed(captured)]
 
 
 def is_probe_or_importlib(filename) -> bool:

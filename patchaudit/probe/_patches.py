@@ -12,6 +12,7 @@ import warnings
 from ._blocking import record_block
 from ._events import emit, jsonable
 from ._frames import caller_frame, where
+from ._hubtime import install_hub_timer
 from ._machinery import BOOKKEEPING_PREFIX, SETTINGS_KEY
 from ._state import MAIN_IDENT, PROBE_FILES, S, in_forked_child, real_get_ident
 
@@ -244,6 +245,8 @@ def _on_zope_event(event):
     try:
         if tp.__name__ == "EventLoopBlocked":
             record_block(event)
+        elif tp.__name__ == "PeriodicMonitorThreadStartedEvent":
+            install_hub_timer(event.monitor)  # in the hub's thread, as the hub starts
         elif tp.__name__ == "GeventWillPatchAllEvent" and not S.patch_depth:
             if in_forked_child():
                 return

@@ -193,6 +193,27 @@ def _install_sigterm():
         pass
 
 
+def _disarm_before_exec():
+    """The hub timer's SIGPROF interval timer survives ``execve``, where SIGPROF's default
+    action would end the new program: ``os.exec*`` all go through these two."""
+    import _signal
+
+    def wrap(real):
+        def exec_(*args):
+            try:
+                _signal.setitimer(_signal.ITIMER_PROF, 0, 0)
+            except (AttributeError, OSError, ValueError):
+                pass
+            return real(*args)
+
+        return exec_
+
+    for name in ("execv", "execve"):
+        real = getattr(os, name, None)
+        if real is not None:
+            setattr(os, name, wrap(real))
+
+
 def _excepthook(inner):
     def hook(tp, value, tb):
         try:
@@ -221,6 +242,7 @@ def start(startup_modules):
     install_recorder()
     install_process_wrappers()
     _wrap_os_exit()
+    _disarm_before_exec()
     apply_loaded_hooks()
     if hasattr(os, "register_at_fork"):
         os.register_at_fork(

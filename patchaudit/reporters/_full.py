@@ -198,6 +198,9 @@ def render_timeline(console: Console, timeline: Mapping[str, Any]) -> None:
             f"{run.get('path')}: one alone {single:.3f}s, all together {wall:.3f}s; "
             f"{statuses or 'no responses'}",
         )
+    for block in timeline.get("startup_blocking") or []:
+        text = f"{block.get('at')} in {block.get('function')} held the hub {block.get('seconds')}s"
+        line("start-up", f"{text} during {block.get('phase')} (before any request)")
     for error in timeline.get("app_errors") or []:
         text = f"{error.get('path')}: {error.get('type')}: {error.get('message')}"
         line("app error", text, "bold red")

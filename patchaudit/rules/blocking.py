@@ -8,8 +8,9 @@ MPA80x read the source; MPA851/852 are what the probe measured while serving the
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from .._findings import Category, Severity
 from ..model.source import MODULE, FileContext
@@ -17,7 +18,7 @@ from ._helpers import argument
 from ._model import Hit, Runner, Scope, rule
 
 if TYPE_CHECKING:
-    from ..model.events import BlockEvent, Frame
+    from ..model.events import Frame
 
 _GREENLET_MAKERS = frozenset({"gevent.spawn", "gevent.spawn_later", "gevent.Greenlet.spawn"})
 
@@ -262,21 +263,130 @@ def _target_location(ctx) -> tuple[str, int]:
     return ctx.facts.display(target.file), line or 1
 
 
+#: Probe steps in which the app starts up: blocking there delays start-up, it stalls no request.
+_STARTUP_STEPS = ("import", "target")
+
+
+@dataclass
+class HubBlock:
+    """One line of the app that held the hub, with its longest episode."""
+
+    seconds: float  # measured (``hub_run``) or gevent's threshold (``block``)
+    frame: Frame
+    stack: list[Frame]
+    phase: str | None
+    path: str | None
+    reports: int = 1
+
+
+def hub_blocks(facts, threshold: float, *, startup: bool) -> dict[tuple[str, int], HubBlock]:
+    """Every app line that held the hub while serving (or, ``startup``, while the app was
+    imported and built), from gevent's monitor (``block``) and the probe's hub timer
+    (``hub_run``: its heaviest sampled line per run), one entry per (path, line).
+
+    A run the timer measured and sampled is that run's one witness: the monitor's report
+    during it is dropped, since its stack is where the code was when the monitor got the GIL
+    back (after a long C call, the next line). A line seen in several runs is one entry: the
+    longest episode is kept and the episodes are counted.
+    """
+    from ..model.events import BlockEvent, HubRunEvent
+
+    episodes: list[tuple[float, Frame, list[Frame], str | None, str | None]] = []
+    timed: list[tuple[float, float]] = []  # (start, end) of the runs the timer attributed
+    for event in facts.all("hub_run"):
+        if isinstance(event, HubRunEvent):
+            found_here = _heaviest_sample(facts, event, threshold)
+            if found_here:
+                timed.append((float(event.get("started") or 0), float(event.get("t") or 0)))
+            episodes.extend(found_here)
+    for event in facts.all("block"):
+        frame = facts.app_frame(event.stack) if isinstance(event, BlockEvent) else None
+        at = float(event.get("t") or 0)
+        if frame is not None and not any(start <= at <= end for start, end in timed):
+            seconds = float(event.blocking_time or 0)
+            episodes.append((seconds, frame, list(event.stack or []), event.phase, event.path))
+    found: dict[tuple[str, int], HubBlock] = {}
+    for seconds, frame, stack, phase, path in episodes:
+        # `run`: a real command's own work (`patchaudit run` of a worker that serves no HTTP)
+        serving = (phase == "serve" and bool(path)) or phase == "run"
+        if (phase in _STARTUP_STEPS) != startup or not (startup or serving):
+            continue
+        key = facts.where(frame)
+        block = found.get(key)
+        if block is None or seconds > block.seconds:
+            reports = block.reports + 1 if block else 1
+            found[key] = HubBlock(seconds, frame, stack, phase, path, reports)
+        else:
+            block.reports += 1
+    return found
+
+
+def _heaviest_sample(facts, event, threshold: float):
+    """The run's app line with the most sampled time, if that time is half the threshold."""
+    weights: dict[tuple[str, int], float] = {}
+    picked: dict[tuple[str, int], Mapping[str, Any]] = {}
+    for sample in event.samples or []:
+        frame = facts.app_frame(sample.get("stack"))
+        if frame is None or (sample.get("phase") == "serve" and not sample.get("path")):
+            continue
+        key = facts.where(frame)
+        weights[key] = weights.get(key, 0.0) + float(sample.get("weight") or 0)
+        picked.setdefault(key, sample)
+    if not weights:
+        return []
+    key = max(weights, key=lambda k: weights[k])
+    if weights[key] < threshold / 2:
+        return []  # a sample taken at the very end of the run says little about it
+    sample = picked[key]
+    stack = list(sample.get("stack") or [])
+    frame = facts.app_frame(stack)
+    # The app's time in that step, not the run's: a run that starts at import goes on through
+    # the probe's own steps until the first request yields.
+    phase, path = sample.get("phase"), sample.get("path")
+    seconds = sum(
+        float(s.get("weight") or 0)
+        for s in event.samples or []
+        if (s.get("phase"), s.get("path")) == (phase, path)
+    )
+    if (event.phase, event.path) == (phase, path):
+        seconds += float(event.get("tail") or 0)
+    return [(seconds, frame, stack, phase, path)]
+
+
+def startup_blocks(ctx) -> list[dict[str, Any]]:
+    """Start-up work that held the hub (importing the app, calling its factory): for the
+    timeline, not a finding -- no request was waiting yet."""
+    blocks = hub_blocks(ctx.facts, ctx.max_blocking, startup=True)
+    return [
+        {
+            "at": ctx.facts.at(b.frame),
+            "function": b.frame.get("function"),
+            "seconds": round(b.seconds, 3),
+            "phase": b.phase,
+        }
+        for b in blocks.values()
+    ]
+
+
 @rule(
     code="MPA851",
     name="hub-blocked",
     category=Category.BLOCKING_CALL,
     severity=Severity.ERROR,
-    summary="The gevent hub was blocked while the app imported or served requests",
+    summary="The gevent hub was blocked while the app served requests",
     message="the hub was blocked for more than {seconds:.2f}s {during}, in `{function}`",
     why="""
-gevent's monitor thread saw the event loop make no progress for longer than the threshold:
-while one greenlet runs blocking code (an unpatched C call, a stale `sleep`, CPU-bound work), no
-other request is served (FM-09, FM-29, FM-03). The stack is the blocked greenlet's, trimmed to
-the application's own frames.
+One greenlet ran longer than the threshold without yielding: while it runs blocking code (an
+unpatched C call, a stale `sleep`, CPU-bound work, a regex that backtracks), no other request is
+served (FM-09, FM-29, FM-03). Two witnesses: gevent's monitor thread, and the probe's own timer
+of every run between two greenlet switches, which also sees C code that holds the GIL (the
+monitor cannot look then). The line is the blocked greenlet's innermost own frame where the
+run's time was sampled. Work while the app is imported or built is start-up time, shown in
+the report's timeline, not here.
 """,
     fix="Make the call cooperative (patch first, a green driver), or move it to "
-    "`gevent.get_hub().threadpool.apply(...)`; split CPU-bound work.",
+    "`gevent.get_hub().threadpool.apply(...)`; split CPU-bound work; do one-off heavy work at "
+    "start-up rather than in the first request.",
     bad="""
 def app(environ, start_response):
     hashlib.pbkdf2_hmac("sha256", pw, salt, 2_000_000)   # seconds of CPU
@@ -290,27 +400,10 @@ def app(environ, start_response):
 )
 def check_hub_blocked(ctx) -> Iterator[Hit]:
     # one finding per blocking line, for its longest episode; "reports" counts the episodes
-    # from that one on (a longer episode restarts the count, as it always has)
-    from ..model.events import BlockEvent
-
-    worst: dict[tuple[str, int], tuple[BlockEvent, Frame]] = {}
-    reports: dict[tuple[str, int], int] = {}
-    for event in ctx.facts.all("block"):
-        if not isinstance(event, BlockEvent):
-            continue
-        frame = ctx.facts.app_frame(event.stack)
-        if frame is None:
-            continue
-        key = ctx.facts.where(frame)
-        if key not in worst or (event.blocking_time or 0) > (worst[key][0].blocking_time or 0):
-            worst[key] = (event, frame)
-            reports[key] = 0
-        reports[key] += 1
-    for (path, line), (event, frame) in worst.items():
-        during = f"while serving {event.path}" if event.path else f"during {event.phase}"
+    for (path, line), block in hub_blocks(ctx.facts, ctx.max_blocking, startup=False).items():
         stack = [
             f"{ctx.facts.display(f.get('file'))}:{f.get('line')} in {f.get('function')}"
-            for f in event.stack or []
+            for f in block.stack
             if ctx.facts.is_app_file(f.get("file"))
         ]
         yield Hit(
@@ -318,11 +411,11 @@ def check_hub_blocked(ctx) -> Iterator[Hit]:
             line=line,
             column=1,
             args={
-                "seconds": float(event.blocking_time or 0),
-                "during": during,
-                "function": frame.get("function", "?"),
+                "seconds": block.seconds,
+                "during": f"while serving {block.path}" if block.path else "while the program ran",
+                "function": block.frame.get("function", "?"),
             },
-            evidence={"blocked_stack": stack, "reports": reports[(path, line)], "path": event.path},
+            evidence={"blocked_stack": stack, "reports": block.reports, "path": block.path},
         )
 
 

@@ -24,6 +24,7 @@ from ..model.events import (
 )
 from ..model.facts import Facts, RuntimeContext
 from ..model.machinery import is_machinery
+from ..rules.blocking import startup_blocks
 from ._launcher import ProbeRun
 from ._target import Target
 
@@ -265,4 +266,6 @@ def build_timeline(
         "exit": {"returncode": run.returncode, "signal": run.signal, "timed_out": run.timed_out},
         # on a timeout: every parked greenlet and native thread in the app's code
         "hang": hang_lines(facts, _first(facts, TerminatedEvent)),
+        # importing or building the app held the hub: start-up time, not a serving block
+        "startup_blocking": startup_blocks(ctx),
     }

@@ -311,22 +311,36 @@ def _clock(proc: _Process) -> float:
 
 
 def _labelled(proc: _Process, serve: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Block events named by when they happened: during a path's requests (serving that path),
-    before any (start-up), or after them (the stop, dropped: it is not the app's doing)."""
+    """The hub's blocks named by when they happened. While the program runs the probe has one
+    step, ``run``; with requests sent, a block during a path's requests is serving that path,
+    one before them is start-up (a worker loading the app), one after them is the stop (not
+    the app's doing: dropped). Without requests, ``run`` stays: the program's own work."""
     clock = _clock(proc)
     first = min((s["started"] for s in serve), default=None)
     last = max((s["ended"] for s in serve), default=None)
+
+    def when(t: Any) -> tuple[str, str | None] | None:
+        if first is None or last is None:
+            return ("run", None)
+        at = clock + float(t or 0)
+        window = next((s for s in serve if s["started"] - 0.2 <= at <= s["ended"] + 0.2), None)
+        if window is not None:
+            return ("serve", window["path"])
+        return None if at > last else ("import", None)
+
     events = []
     for event in proc.events:
-        if event.get("event") == "block" and event.get("phase") == "run":
-            at = clock + float(event.get("t") or 0)
-            window = next((s for s in serve if s["started"] - 0.2 <= at <= s["ended"] + 0.2), None)
-            if window is not None:
-                event = {**event, "phase": "serve", "path": window["path"]}
-            elif first is not None and last is not None and at > last:
+        kind = event.get("event")
+        if kind in ("block", "hub_run") and event.get("phase") == "run":
+            named = when(event.get("t"))
+            if named is None:
                 continue
-            elif first is not None:
-                event = {**event, "phase": "startup"}
+            event = {**event, "phase": named[0], "path": named[1]}
+            if kind == "hub_run":  # each sample was taken during this run: the same moment
+                samples = [
+                    {**x, "phase": named[0], "path": named[1]} for x in event.get("samples") or []
+                ]
+                event["samples"] = samples
         events.append(event)
     return events
 
