@@ -46,8 +46,10 @@ from ._target import Target, TargetError
 
 __all__ = ["RunOptions", "run_command"]
 
-#: Seconds the command gets to end after SIGTERM before everything it started is killed.
+#: Seconds the command gets to end after Ctrl-C before everything it started is killed, and
+#: after which its whole group gets SIGTERM too.
 STOP_GRACE = 5.0
+TERM_AFTER = 1.0
 #: Seconds the processes get after the requests, so what they saw is written before the stop.
 SETTLE = 0.3
 _POLL = 0.1
@@ -245,8 +247,9 @@ def _stop(child: _process.Child) -> None:
     end = time.monotonic() + STOP_GRACE
     termed = False
     while time.monotonic() < end and set(_process.group_parents(child.pid)) - {child.pid}:
-        if not termed and time.monotonic() > end - STOP_GRACE / 2:
-            child.signal_group(signal.SIGTERM)  # a worker its master did not stop
+        if not termed and time.monotonic() > end - STOP_GRACE + TERM_AFTER:
+            # celery's gevent pool sits out Ctrl-C; and a worker its master did not stop
+            child.signal_group(signal.SIGTERM)
             termed = True
         time.sleep(0.05)
 
