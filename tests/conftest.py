@@ -12,7 +12,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -116,3 +118,21 @@ def assert_nothing_left(marker: str, within: float = 5.0) -> None:
     while processes_with(marker) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert processes_with(marker) == []
+
+
+#: gevent 26.9 with its monitor thread on (the probe always turns it on) sometimes never sees a
+#: forked child exit: the parent's `os.waitpid` (blocking or WNOHANG in a loop) waits forever,
+#: about 1 run in 20 in plain Python with GEVENT_MONITOR_THREAD_ENABLE=1, without patchaudit.
+FORK_RACE = "did not finish within the timeout"
+T = TypeVar("T")
+
+
+def once_more_after_fork_race(run: Callable[[], T], errors_of: Callable[[T], list[str]]) -> T:
+    """Run an audit of an app that forks; again once if it hit gevent's fork race (above).
+
+    A real hang still fails: it times out the second time too.
+    """
+    first = run()
+    if any(FORK_RACE in e for e in errors_of(first)):
+        return run()
+    return first
