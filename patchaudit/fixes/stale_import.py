@@ -85,9 +85,10 @@ def module_attribute(source: Source, finding: Finding) -> Fix | None:
         return None
     loads, plain = _uses(source.tree, bound)
     edits = [source.edit(source.start(n), source.end(n), f"{module}.{alias.name}") for n in loads]
-    edits += _import_edits(source, statement, alias, module)
-    if any(e.start < e.end and has_comment(source, e.start, e.end) for e in edits):
+    imports = _import_edits(source, statement, alias, module)
+    if imports is None:
         return None
+    edits += imports
     return Fix(
         Applicability.UNSAFE if plain else Applicability.DISPLAY_ONLY,
         f"Use `import {module}` and `{module}.{alias.name}` where `{bound}` was used",
@@ -97,9 +98,10 @@ def module_attribute(source: Source, finding: Finding) -> Fix | None:
 
 def _import_edits(
     source: Source, statement: ast.ImportFrom, alias: ast.alias, module: str
-) -> list[Edit]:
+) -> list[Edit] | None:
     """Replace the from-import with `import module`, or take the name out of it and put
-    `import module` before it; no second `import module` when one comes earlier."""
+    `import module` before it; no second `import module` when one comes earlier (the line goes,
+    with its trailing comment, as ruff's unused-import fix does)."""
     imported = any(
         isinstance(s, ast.Import)
         and s.lineno < statement.lineno
@@ -108,9 +110,8 @@ def _import_edits(
     )
     start, end = source.start(statement), source.end(statement)
     if len(statement.names) == 1:
-        whole_line = source.line_start(start) == start and source.data[
-            end : source.line_end(end)
-        ].strip() in (b"", b";")
+        rest = source.data[end : source.line_end(end)].strip()
+        whole_line = source.line_start(start) == start and (not rest or rest.startswith(b"#"))
         if imported and whole_line:
             return [source.edit(start, source.line_end(end), "")]
         return [source.edit(start, end, f"import {module}")]
@@ -120,6 +121,8 @@ def _import_edits(
         span = (source.start(alias), source.start(names[index + 1]))
     else:
         span = (source.end(names[index - 1]), source.end(alias))
+    if has_comment(source, *span):  # a comment inside a parenthesised name list
+        return None
     edits = [source.edit(*span, "")]
     if not imported:
         edits.append(source.edit(start, start, f"import {module}{source.newline}"))
