@@ -66,8 +66,10 @@ def test_fix_turns_before_into_after(tmp_path: Path, case: str) -> None:
     assert app.read_text() == before
     assert diff.returncode == (0 if before == after else 1), diff.stderr
     assert bool(diff.stdout) == (before != after)
-    if applicability == "unsafe":  # a safe-only --fix leaves it alone
-        assert run_cli("check", "--fix", ".", cwd=project).returncode == 1
+    if applicability == "unsafe":  # a safe-only --fix leaves it alone, and says so
+        safe_only = run_cli("check", "--fix", ".", cwd=project)
+        assert safe_only.returncode == 1
+        assert "more with --unsafe-fixes" in safe_only.stderr
         assert app.read_text() == before
 
     fixed = run_cli("check", "--fix", *unsafe, "--format", "concise", ".", cwd=project)
@@ -120,6 +122,17 @@ def test_fix_only_prints_only_the_counts(tmp_path: Path) -> None:
     assert result.returncode == 0
     assert result.stdout == "patchaudit: fixed 1 finding(s), 1 remaining\n"
     assert "patch_all(socket=True, dns=True)" in (project / "other.py").read_text()
+
+
+def test_show_programs_with_fix_is_a_usage_error(tmp_path: Path) -> None:
+    project = _project(tmp_path, "MPA105-positional")
+    result = run_cli("check", "--fix", "--show-programs", ".", cwd=project)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "patchaudit: error: --show-programs cannot be combined with --fix, --diff or --fix-only"
+    ]
+    before = (CASES / "MPA105-positional" / "before.py").read_text()
+    assert (project / "app.py").read_text() == before
 
 
 def _insert(source: Source, offset: int, text: str) -> Fix:

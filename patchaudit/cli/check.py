@@ -152,25 +152,44 @@ def _run_fixes(
     """--fix, --fix-only and --diff: fix, re-check, repeat while something changed."""
     from ..fixes import attach_fixes, fix_files
 
+    if args.show_programs:
+        raise UsageError("--show-programs cannot be combined with --fix, --diff or --fix-only")
     unsafe = args.unsafe_fixes
     attach_fixes(report, cwd)
     if args.diff:  # one pass against the files as they are: nothing is written
         result = fix_files(report, cwd, unsafe=unsafe, write=False)
         sys.stdout.write(result.diff)
-        print(f"patchaudit: would fix {result.fixed} finding(s)", file=sys.stderr)
+        hint = _unsafe_hint(report, unsafe)
+        print(f"patchaudit: would fix {result.fixed} finding(s){hint}", file=sys.stderr)
         return EXIT_FINDINGS if result.diff else EXIT_OK
-    fixed = 0
+    fixed, errors = 0, []
     for _ in range(_MAX_PASSES):
         result = fix_files(report, cwd, unsafe=unsafe, write=True)
+        errors += result.errors
         if not result.fixed:
             break
         fixed += result.fixed
         report = run_check()  # the findings of the edited files, and the fixes that waited
         attach_fixes(report, cwd)
-    remaining = len(report.findings)
+    for error in dict.fromkeys(errors):  # a file that cannot be written: once, not per pass
+        print(f"patchaudit: error: {error}", file=sys.stderr)
+    counts = f"patchaudit: fixed {fixed} finding(s), {len(report.findings)} remaining"
+    counts += _unsafe_hint(report, unsafe)
     if args.fix_only:
-        print(f"patchaudit: fixed {fixed} finding(s), {remaining} remaining")
-        return EXIT_OK
+        print(counts)
+        return EXIT_USAGE if errors else EXIT_OK
     write_report(args, report, cwd)
-    print(f"patchaudit: fixed {fixed} finding(s), {remaining} remaining", file=sys.stderr)
-    return exit_code(config, report)
+    print(counts, file=sys.stderr)
+    return EXIT_USAGE if errors else exit_code(config, report)
+
+
+def _unsafe_hint(report: Report, unsafe: bool) -> str:
+    """What --unsafe-fixes would add, as ruff says it: nothing when it was given."""
+    from ..fixes import Applicability
+
+    waiting = sum(
+        1
+        for f in report.findings
+        if f.autofix is not None and f.autofix.applicability is Applicability.UNSAFE
+    )
+    return "" if unsafe or not waiting else f" ({waiting} more with --unsafe-fixes)"

@@ -7,11 +7,11 @@ fixers; :func:`fix_files` applies the applicable ones to the files, one pass.
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .._findings import Report
-from .._safeio import read_regular, write_atomic
+from .._safeio import read_regular, reason, write_atomic
 from . import patch_call, stale_import  # noqa: F401  (register their fixers)
 from ._apply import apply_fixes
 from ._model import Applicability, Edit, Fix, Source
@@ -52,6 +52,7 @@ class FixResult:
     fixed: int = 0  # findings whose fix was applied
     files: int = 0  # files changed
     diff: str = ""  # unified diff of every change (what --diff prints)
+    errors: list[str] = field(default_factory=list)  # files that could not be written
 
 
 def fix_files(report: Report, cwd: Path, *, unsafe: bool, write: bool) -> FixResult:
@@ -69,11 +70,15 @@ def fix_files(report: Report, cwd: Path, *, unsafe: bool, write: bool) -> FixRes
         new, count = apply_fixes(data, fixes)
         if not count:
             continue
+        if write:
+            try:
+                write_atomic(cwd / path, new, (cwd / path).stat().st_mode & 0o7777)
+            except OSError as exc:
+                result.errors.append(f"cannot write the fixes to {path}: {reason(exc)}")
+                continue
         result.fixed += count
         result.files += 1
         result.diff += _diff(path, data, new)
-        if write:
-            write_atomic(cwd / path, new, (cwd / path).stat().st_mode & 0o7777)
     return result
 
 
