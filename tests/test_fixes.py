@@ -161,3 +161,52 @@ def test_locations_count_characters_not_bytes() -> None:
     assert source is not None
     offset = source.start(source.tree.body[1])  # `t`: byte 10, the 10th character (1-based)
     assert (offset, source.location(offset)) == (10, (1, 10))
+
+
+PATCH = "from gevent import monkey\nmonkey.patch_all()\n"
+
+
+@pytest.mark.parametrize(
+    ("source", "rule", "applicability"),
+    [
+        # MPA201: rebound, exported by name, or the module's name means something else: no fix
+        ("from time import sleep\n" + PATCH + "sleep = None\n", "MPA201", None),
+        ("from time import sleep\n" + PATCH + "__all__ = ['sleep']\n", "MPA201", None),
+        ("from time import sleep\n" + PATCH + "def f(time):\n    sleep(time)\n", "MPA201", None),
+        (
+            "from time import sleep\n" + PATCH + "def f():\n    return f'{sleep(1)}'\n",
+            "MPA201",
+            "display-only",
+        ),
+        ("from time import sleep\n" + PATCH + "sleep(0)\n", "MPA201", "unsafe"),
+        # MPA105: `*args` cannot be named
+        (
+            "from gevent import monkey\nargs = (True,)\nmonkey.patch_all(True, *args)\n",
+            "MPA105",
+            None,
+        ),
+        # MPA301: the options come from a dict, or a comment would be lost
+        (
+            "from gevent import monkey\nmonkey.patch_all(\n  thread=False,  # keep\n  os=True)\n",
+            "MPA301",
+            None,
+        ),
+        (
+            "from gevent import monkey\nmonkey.patch_all(thread=False, os=False)\n",
+            "MPA301",
+            "unsafe",
+        ),
+        (
+            "from gevent import monkey\nOPTIONS = {'thread': False}\nmonkey.patch_all(**OPTIONS)\n",
+            "MPA301",
+            None,
+        ),
+    ],
+)
+def test_a_fix_is_offered_only_where_it_is_exact(
+    tmp_path: Path, source: str, rule: str, applicability: str | None
+) -> None:
+    project = write_project(tmp_path / "project", {"app.py": source})
+    findings = [f for f in _json(project)["findings"] if f["rule"] == rule]
+    assert findings, source
+    assert {(f.get("autofix") or {}).get("applicability") for f in findings} == {applicability}
