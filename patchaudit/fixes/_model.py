@@ -65,11 +65,10 @@ class Source:
     def parse(cls, data: bytes) -> Source | None:
         """``None`` for what the fixer must not touch: not UTF-8, or not parseable."""
         try:
-            text = data.decode("utf-8-sig")
+            data.decode("utf-8-sig")  # a file in another encoding is left alone
             tree = ast.parse(data)
         except (UnicodeDecodeError, SyntaxError, ValueError):
             return None
-        del text
         starts = [0]
         for index, byte in enumerate(data):
             if byte == 0x0A:
