@@ -53,6 +53,8 @@ class Finding:
     end_column: int | None = field(default=None, compare=False)
     test: str | None = None  # pytest node id, for findings the pytest plugin ties to one test
     process: int | None = None  # `patchaudit run`: the pid it was first seen in (Report.processes)
+    # `check`: the edits that fix it (a patchaudit.fixes.Fix); `fix` stays the prose advice
+    autofix: Any = field(default=None, compare=False, hash=False)
 
     @property
     def sort_key(self) -> tuple[str, int, int, str]:
@@ -74,6 +76,8 @@ class Finding:
             data["test"] = self.test
         if self.process is not None:
             data["process"] = self.process
+        if self.autofix is not None:  # ruff's fix object; `fix` keeps version 1's prose
+            data["autofix"] = self.autofix.to_json()
         return data
 
 

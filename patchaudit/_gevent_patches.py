@@ -85,6 +85,8 @@ class PatchLists:
     call_order: tuple[str, ...] = ()
     #: Warnings ``patch_all`` emitted in the probe (``"Category: message"``).
     warnings: tuple[str, ...] = ()
+    #: The parameters positional arguments to ``patch_all`` bind to, in signature order.
+    positional: tuple[str, ...] = ()
 
     def patched_modules(self) -> frozenset[str]:
         """Every target module in which at least one name was replaced or removed."""
@@ -136,6 +138,7 @@ class PatchLists:
             "unrecorded": {mod: dict(items) for mod, items in self.unrecorded.items()},
             "call_order": list(self.call_order),
             "warnings": list(self.warnings),
+            "positional": list(self.positional),
         }
 
     @classmethod
@@ -169,6 +172,7 @@ class PatchLists:
             },
             call_order=tuple(str(c) for c in data.get("call_order", ())),
             warnings=tuple(str(w) for w in data.get("warnings", ())),
+            positional=tuple(str(p) for p in data.get("positional", ())),
         )
 
 

@@ -9,9 +9,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from .._console import EXIT_OK, EXIT_USAGE, StatusLine, UsageError
+from .._console import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, StatusLine, UsageError
+from .._findings import Report
 from ._report import add_report_options, exit_code, overrides, write_report
 
 HELP = "static analysis of Python files (fast; for CI and pre-commit)"
@@ -48,6 +51,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SIZE",
         help='skip files bigger than this, e.g. 4194304 or "8MiB" (default: 4MiB)',
     )
+    _add_fix_options(parser)
+
+
+def _add_fix_options(parser: argparse.ArgumentParser) -> None:
+    """Fixes (docs/fixes.md): ruff's options, with ruff's meaning."""
+    group = parser.add_argument_group("fixes")
+    group.add_argument("--fix", action="store_true", help="apply the safe fixes, then re-check")
+    group.add_argument(
+        "--unsafe-fixes",
+        action="store_true",
+        help="with --fix, --diff or --fix-only: also the fixes that change import-time behaviour",
+    )
+    group.add_argument(
+        "--diff",
+        action="store_true",
+        help="print the diff --fix would apply and change nothing (exit 1 if there is one)",
+    )
+    group.add_argument(
+        "--fix-only",
+        action="store_true",
+        help="apply the fixes and print only how many were applied and how many findings remain",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,18 +87,28 @@ def run(args: argparse.Namespace) -> int:
     cwd = Path.cwd()
     paths = args.paths or [Path(".")]
     config = load_config(paths, REGISTRY.keys(), overrides(args), config_file=args.config)
-    status = StatusLine(delay=float(os.environ.get("PATCHAUDIT_PROGRESS_DELAY", "2")))
-    try:
-        report = check(
-            paths,
-            config,
-            cwd=cwd,
-            use_cache=not args.no_cache,
-            jobs=args.jobs,
-            progress=lambda text: status.update(f"patchaudit check: {text}"),
-        )
-    finally:
-        status.close()
+
+    def run_check() -> Report:
+        status = StatusLine(delay=float(os.environ.get("PATCHAUDIT_PROGRESS_DELAY", "2")))
+        try:
+            return check(
+                paths,
+                config,
+                cwd=cwd,
+                use_cache=not args.no_cache,
+                jobs=args.jobs,
+                progress=lambda text: status.update(f"patchaudit check: {text}"),
+            )
+        finally:
+            status.close()
+
+    report = run_check()
+    if args.fix or args.diff or args.fix_only:
+        return _run_fixes(args, report, run_check, cwd, config)
+    if not args.show_programs:
+        from ..fixes import attach_fixes
+
+        attach_fixes(report, cwd)
     if args.show_programs:
         _show_programs(report.programs, as_json=args.format == "json")
         return EXIT_OK
@@ -100,3 +135,61 @@ def _show_programs(programs: list[dict[str, object]], *, as_json: bool) -> None:
         frameworks = ", ".join(program["frameworks"]) or "no framework"  # type: ignore[arg-type]
         where = f" ({program['declared_at']})" if program["declared_at"] else ""
         print(f"{program['entry']}: {program['kind']}, {frameworks}: {program['launcher']}{where}")
+
+
+#: How many times --fix re-checks and fixes again: a fix that waited for an overlapping one gets
+#: its turn, and a fix that cannot converge cannot loop for ever.
+_MAX_PASSES = 10
+
+
+def _run_fixes(
+    args: argparse.Namespace,
+    report: Report,
+    run_check: Callable[[], Report],
+    cwd: Path,
+    config: Any,
+) -> int:
+    """--fix, --fix-only and --diff: fix, re-check, repeat while something changed."""
+    from ..fixes import attach_fixes, fix_files
+
+    if args.show_programs:
+        raise UsageError("--show-programs cannot be combined with --fix, --diff or --fix-only")
+    unsafe = args.unsafe_fixes
+    attach_fixes(report, cwd)
+    if args.diff:  # one pass against the files as they are: nothing is written
+        result = fix_files(report, cwd, unsafe=unsafe, write=False)
+        sys.stdout.write(result.diff)
+        hint = _unsafe_hint(report, unsafe)
+        print(f"patchaudit: would fix {result.fixed} finding(s){hint}", file=sys.stderr)
+        return EXIT_FINDINGS if result.diff else EXIT_OK
+    fixed, errors = 0, []
+    for _ in range(_MAX_PASSES):
+        result = fix_files(report, cwd, unsafe=unsafe, write=True)
+        errors += result.errors
+        if not result.fixed:
+            break
+        fixed += result.fixed
+        report = run_check()  # the findings of the edited files, and the fixes that waited
+        attach_fixes(report, cwd)
+    for error in dict.fromkeys(errors):  # a file that cannot be written: once, not per pass
+        print(f"patchaudit: error: {error}", file=sys.stderr)
+    counts = f"patchaudit: fixed {fixed} finding(s), {len(report.findings)} remaining"
+    counts += _unsafe_hint(report, unsafe)
+    if args.fix_only:
+        print(counts)
+        return EXIT_USAGE if errors else EXIT_OK
+    write_report(args, report, cwd)
+    print(counts, file=sys.stderr)
+    return EXIT_USAGE if errors else exit_code(config, report)
+
+
+def _unsafe_hint(report: Report, unsafe: bool) -> str:
+    """What --unsafe-fixes would add, as ruff says it: nothing when it was given."""
+    from ..fixes import Applicability
+
+    waiting = sum(
+        1
+        for f in report.findings
+        if f.autofix is not None and f.autofix.applicability is Applicability.UNSAFE
+    )
+    return "" if unsafe or not waiting else f" ({waiting} more with --unsafe-fixes)"

@@ -126,12 +126,16 @@ def probe(startup_modules):
     result["gevent_file"] = getattr(gevent, "__file__", None)
 
     options = {}
+    positional = []  # what positional arguments bind to, in order (a list survives JSON)
     for pname, param in inspect.signature(monkey.patch_all).parameters.items():
         if param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
             continue
+        if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
+            positional.append(pname)
         default = None if param.default is param.empty else param.default
         options[pname] = _json_default(default)
     result["options"] = options
+    result["positional"] = positional
 
     saved = monkey.saved
     # Names each wrapped patch function added to ``saved``. Inner calls claim their names first,

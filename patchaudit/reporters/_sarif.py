@@ -93,6 +93,28 @@ def region(f: Finding) -> dict[str, int]:
     return reg
 
 
+def sarif_fix(path: str, fix: Any) -> dict[str, Any]:
+    """A SARIF ``fix``: one artifact change, each edit a region deleted and text inserted."""
+    replacements = [
+        {
+            "deletedRegion": {
+                "startLine": e.location[0],
+                "startColumn": e.location[1],
+                "endLine": e.end_location[0],
+                "endColumn": e.end_location[1],
+            },
+            "insertedContent": {"text": e.content},
+        }
+        for e in fix.edits
+    ]
+    change = {
+        "artifactLocation": {"uri": artifact_uri(path), "uriBaseId": SRCROOT},
+        "replacements": replacements,
+    }
+    text = f"{fix.message} ({fix.applicability.value})"
+    return {"description": {"text": text}, "artifactChanges": [change]}
+
+
 def build_log(report: Report, rules: Mapping[str, Rule], cwd: Path) -> dict[str, Any]:
     sources = SourceCache(cwd, report.source_files)
     codes = sorted({f.rule for f in report.findings})
@@ -127,6 +149,8 @@ def build_log(report: Report, rules: Mapping[str, Rule], cwd: Path) -> dict[str,
         }
         if f.evidence:
             result["properties"] = {"evidence": f.evidence}
+        if f.autofix is not None and f.autofix.edits:
+            result["fixes"] = [sarif_fix(f.path, f.autofix)]
         results.append(result)
 
     notifications = [{"level": "error", "message": {"text": e}} for e in report.errors]

@@ -172,7 +172,7 @@ def _capture_hits(ctx: FileContext) -> Iterator[Hit]:
 
 def _binding_hit(at: dict[str, int], context: str, binding: str, module: str, name: str) -> Hit:
     args = {"binding": binding, "module": module, "name": name, "harm": _harm(module, name)}
-    return Hit(**at, context=context, args=args)
+    return Hit(**at, context=context, args=args, evidence={"module": module, "name": name})
 
 
 def _harm(module: str, name: str) -> str:
