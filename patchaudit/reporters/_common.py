@@ -101,6 +101,7 @@ class SourceCache:
         self.cwd = cwd
         self.source_files = source_files or {}
         self._cache: dict[str, list[str] | None] = {}
+        self._nodes: dict[str, dict[tuple[int, int], list[tuple[int, int]]]] = {}
 
     def lines(self, path: str) -> list[str] | None:
         if path not in self._cache:
@@ -112,6 +113,48 @@ class SourceCache:
         if lines is None or not 1 <= lineno <= len(lines):
             return None
         return lines[lineno - 1]
+
+    def span(self, path: str, line: int, column: int) -> tuple[int, int] | None:
+        """(end line, end column) of the expression or statement that starts at ``line``:
+        ``column`` (1-based) in ``path``, for underlining findings that carry no end; the
+        widest node that ends on that line, else the widest one. ``None`` when the file does
+        not parse or nothing starts there."""
+        if path not in self._nodes:
+            self._nodes[path] = self._starts(path)
+        ends = self._nodes[path].get((line, column - 1))
+        if not ends:
+            return None
+        same_line = [end for end in ends if end[0] == line]
+        return max(same_line or ends)
+
+    def _starts(self, path: str) -> dict[tuple[int, int], list[tuple[int, int]]]:
+        import ast
+        import warnings
+
+        lines = self.lines(path)
+        starts: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        if lines is None:
+            return starts
+        try:
+            with warnings.catch_warnings():  # invalid escapes in the user's code are not ours
+                warnings.simplefilter("ignore")
+                tree = ast.parse("\n".join(lines))
+        except (SyntaxError, ValueError, MemoryError, RecursionError):
+            return starts
+        for node in ast.walk(tree):
+            end_line, end_col = (
+                getattr(node, "end_lineno", None),
+                getattr(node, "end_col_offset", None),
+            )
+            if (
+                isinstance(node, (ast.expr, ast.stmt))
+                and end_line is not None
+                and end_col is not None
+            ):
+                starts.setdefault((node.lineno, node.col_offset), []).append(
+                    (end_line, end_col + 1)
+                )
+        return starts
 
     def _read(self, path: str) -> list[str] | None:
         try:
@@ -147,8 +190,14 @@ class TextBuffer(io.StringIO):
         return self._encoding
 
 
-def buffered_console(*, color: bool, width: int, encoding: str = "utf-8") -> tuple[Any, TextBuffer]:
+def buffered_console(
+    *, color: bool, width: int, encoding: str = "utf-8", wrap: bool = True
+) -> tuple[Any, TextBuffer]:
     """A rich Console that renders into a string, coloured exactly when the caller says so.
+
+    ``wrap=False`` (output that is not a terminal) prints every line whole, however long:
+    CI logs and pagers wrap for themselves and a hard wrap breaks commands and paths.
+    Tables are still laid out at ``width``.
 
     force_terminal/no_color are explicit so FORCE_COLOR, NO_COLOR or TTY_COMPATIBLE in the
     environment cannot override the caller's decision; markup/emoji are off because the text
@@ -169,5 +218,16 @@ def buffered_console(*, color: bool, width: int, encoding: str = "utf-8") -> tup
         force_jupyter=False,
         force_interactive=False,
         legacy_windows=False,
+        soft_wrap=not wrap,
     )
     return console, buffer
+
+
+def table_fits(console: Any, table: Any) -> bool:
+    """Whether rich can lay ``table`` out in the console's width without breaking a word
+    (every column at least as wide as its longest word)."""
+    from rich.measure import Measurement
+
+    # Measured without a limit: rich clamps a measurement to the width it is given.
+    unlimited = console.options.update_width(1_000_000)
+    return Measurement.get(console, unlimited, table).minimum <= console.width
