@@ -224,10 +224,26 @@ def buffered_console(
 
 
 def table_fits(console: Any, table: Any) -> bool:
-    """Whether rich can lay ``table`` out in the console's width without breaking a word
-    (every column at least as wide as its longest word)."""
+    """Lay ``table`` out so no word is split: every column at least as wide as its longest
+    word, the rest of the width shared in proportion to what each column could use (rich
+    alone shrinks the widest columns first and splits their words). False when even the
+    longest words do not fit the console's width; the caller then drops or merges columns."""
     from rich.measure import Measurement
 
-    # Measured without a limit: rich clamps a measurement to the width it is given.
-    unlimited = console.options.update_width(1_000_000)
-    return Measurement.get(console, unlimited, table).minimum <= console.width
+    unlimited = console.options.update_width(1_000_000)  # rich clamps to the width it is given
+    lows, highs = [], []
+    for column in table.columns:
+        sizes = [Measurement.get(console, unlimited, c) for c in (column.header, *column._cells)]
+        lows.append(column.width or max(m.minimum for m in sizes))
+        highs.append(column.width or max(m.maximum for m in sizes))
+    padding = sum(table._get_padding_width(i) for i in range(len(table.columns)))
+    room = console.width - table._extra_width - padding
+    if sum(highs) <= room:
+        return True  # rich's natural layout: nothing wraps that need not
+    if sum(lows) > room:
+        return False
+    spare, wants = room - sum(lows), sum(highs) - sum(lows)
+    widths = [low + (high - low) * spare // wants for low, high in zip(lows, highs, strict=True)]
+    for column, width in zip(table.columns, widths, strict=True):
+        column.width = width
+    return True

@@ -91,7 +91,8 @@ class FullReporter:
         if report.findings:
             # The rule names go first when the terminal is too narrow for whole words.
             table = self._table(report, names=True)
-            console.print(table if table_fits(console, table) else self._table(report, names=False))
+            table = table if table_fits(console, table) else self._table(report, names=False)
+            console.print(table, soft_wrap=False)  # laid out at the width, even in a pipe
         console.print(Text(summary_line(report), style="bold"))
         write_text(self.stream, buffer.getvalue())
 
