@@ -223,27 +223,78 @@ def buffered_console(
     return console, buffer
 
 
+def _pieces(word: str, joints: str) -> list[str]:
+    """``word`` cut after each of ``joints``: where a long identifier may break."""
+    return [p for p in re.split(f"(?<=[{re.escape(joints)}])", word) if p]
+
+
+def _break_long(cell: Any, width: int, joints: str) -> Any:
+    """``cell`` with every word longer than ``width`` broken into lines after its joints."""
+    from rich.text import Text
+
+    if not isinstance(cell, (str, Text)):
+        return cell
+    text = Text(cell) if isinstance(cell, str) else cell
+    cuts: list[int] = []
+    for word in re.finditer(r"\S+", text.plain):
+        if len(word.group()) <= width:
+            continue
+        used, offset = 0, word.start()
+        for piece in _pieces(word.group(), joints):
+            if used and used + len(piece) > width:
+                cuts.append(offset)
+                used = 0
+            used += len(piece)
+            offset += len(piece)
+    if not cuts:
+        return cell
+    return Text("\n").join(text.divide(cuts))
+
+
 def table_fits(console: Any, table: Any) -> bool:
     """Lay ``table`` out so no word is split: every column at least as wide as its longest
     word, the rest of the width shared in proportion to what each column could use (rich
-    alone shrinks the widest columns first and splits their words). False when even the
-    longest words do not fit the console's width; the caller then drops or merges columns."""
+    alone shrinks the widest columns first and splits their words). A long identifier may
+    break after a dot, slash, parenthesis, ``=`` or comma (``gevent.socket.`` /
+    ``create_connection``), and only when even that is too wide, after an underscore.
+    False when nothing fits; the caller then drops or merges columns, or leaves it to rich.
+    """
     from rich.measure import Measurement
+    from rich.text import Text
 
     unlimited = console.options.update_width(1_000_000)  # rich clamps to the width it is given
-    lows, highs = [], []
-    for column in table.columns:
-        sizes = [Measurement.get(console, unlimited, c) for c in (column.header, *column._cells)]
-        lows.append(column.width or max(m.minimum for m in sizes))
-        highs.append(column.width or max(m.maximum for m in sizes))
+    sizes = [
+        [Measurement.get(console, unlimited, c) for c in (column.header, *column._cells)]
+        for column in table.columns
+    ]
+    highs = [
+        col.width or max(m.maximum for m in size)
+        for col, size in zip(table.columns, sizes, strict=True)
+    ]
     padding = sum(table._get_padding_width(i) for i in range(len(table.columns)))
     room = console.width - table._extra_width - padding
     if sum(highs) <= room:
         return True  # rich's natural layout: nothing wraps that need not
-    if sum(lows) > room:
+    for joints in ("", "./(=,", "./(=,_"):
+        lows = []
+        for column, size in zip(table.columns, sizes, strict=True):
+            parts = [
+                len(piece)
+                for c in (column.header, *column._cells)
+                if isinstance(c, (str, Text))
+                for word in str(c).split()
+                for piece in (_pieces(word, joints) if joints else [word])
+            ]
+            low = min(max(m.minimum for m in size), max(parts, default=0) or 1_000_000)
+            lows.append(column.width or low)
+        if sum(lows) <= room:
+            break
+    else:
         return False
     spare, wants = room - sum(lows), sum(highs) - sum(lows)
     widths = [low + (high - low) * spare // wants for low, high in zip(lows, highs, strict=True)]
     for column, width in zip(table.columns, widths, strict=True):
         column.width = width
+        if joints:
+            column._cells[:] = [_break_long(c, width, joints) for c in column._cells]
     return True
