@@ -58,15 +58,16 @@ def render_table(
     console.print(f"{info['cores']} cores, {info['python']}; planned: {plan}")
     console.print()
     table = _layout(console, results, needed_column=True)
-    if not table_fits(console, table):  # too narrow for whole words: "needed" under the value
+    if not table_fits(console, table, joints=("",)):  # too narrow: "needed" under the value
         table = _layout(console, results, needed_column=False)
+        table_fits(console, table)
     console.print(table, soft_wrap=False)  # tables are laid out at the width, even in a pipe
     console.print()
     for r in results:
         line = Text(f"{r.status:<4} ", style=_STYLES.get(r.status, ""))
         line.append(r.id, style="bold")
         console.print(line)
-        console.print(Text(r.why), soft_wrap=False)
+        console.print(Text(r.why))
         for command in (r.fix or "").splitlines():  # never wrapped: they are copied and pasted
             line = Text("  $ " if not command.startswith("#") else "  ") + Text(command)
             console.print(line, soft_wrap=True)
@@ -89,7 +90,8 @@ def _layout(console: Any, results: Sequence[CheckResult], *, needed_column: bool
 
     table = Table(box=box.SQUARE, header_style="bold")
     table.add_column("status", no_wrap=True)
-    table.add_column("setting")
+    # the setting names never wrap; the titles under them do
+    table.add_column("setting", min_width=max(len(r.id) for r in results))
     table.add_column("value" if needed_column else "value (needed)")
     if needed_column:
         table.add_column("needed")

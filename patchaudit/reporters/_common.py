@@ -251,13 +251,15 @@ def _break_long(cell: Any, width: int, joints: str) -> Any:
     return Text("\n").join(text.divide(cuts))
 
 
-def table_fits(console: Any, table: Any) -> bool:
+def table_fits(console: Any, table: Any, joints: tuple[str, ...] = ("", "./(=,", "./(=,_")) -> bool:
     """Lay ``table`` out so no word is split: every column at least as wide as its longest
     word, the rest of the width shared in proportion to what each column could use (rich
     alone shrinks the widest columns first and splits their words). A long identifier may
     break after a dot, slash, parenthesis, ``=`` or comma (``gevent.socket.`` /
     ``create_connection``), and only when even that is too wide, after an underscore.
     False when nothing fits; the caller then drops or merges columns, or leaves it to rich.
+    ``joints=("",)`` allows whole words only. A ``no_wrap`` column keeps its full width, and
+    none gets less than its ``min_width``.
     """
     from rich.measure import Measurement
     from rich.text import Text
@@ -275,7 +277,7 @@ def table_fits(console: Any, table: Any) -> bool:
     room = console.width - table._extra_width - padding
     if sum(highs) <= room:
         return True  # rich's natural layout: nothing wraps that need not
-    for joints in ("", "./(=,", "./(=,_"):
+    for joint in joints:
         lows = []
         for column, size in zip(table.columns, sizes, strict=True):
             parts = [
@@ -283,10 +285,12 @@ def table_fits(console: Any, table: Any) -> bool:
                 for c in (column.header, *column._cells)
                 if isinstance(c, (str, Text))
                 for word in str(c).split()
-                for piece in (_pieces(word, joints) if joints else [word])
+                for piece in (_pieces(word, joint) if joint else [word])
             ]
             low = min(max(m.minimum for m in size), max(parts, default=0) or 1_000_000)
-            lows.append(column.width or low)
+            if column.no_wrap:
+                low = max(m.maximum for m in size)
+            lows.append(column.width or max(low, column.min_width or 0))
         if sum(lows) <= room:
             break
     else:
@@ -295,6 +299,6 @@ def table_fits(console: Any, table: Any) -> bool:
     widths = [low + (high - low) * spare // wants for low, high in zip(lows, highs, strict=True)]
     for column, width in zip(table.columns, widths, strict=True):
         column.width = width
-        if joints:
-            column._cells[:] = [_break_long(c, width, joints) for c in column._cells]
+        if joint:
+            column._cells[:] = [_break_long(c, width, joint) for c in column._cells]
     return True
