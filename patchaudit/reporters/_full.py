@@ -39,6 +39,18 @@ def _display(text: str) -> str:
     return printable(text).expandtabs(_TAB)
 
 
+def hanging(console: Console, prefix: str, value: str, style: str = "bold") -> None:
+    """``prefix`` then ``value``; on a terminal, wrapped lines continue under the value (a
+    hanging indent), not at column 0. Off a terminal the console does not wrap at all."""
+    if console.soft_wrap:
+        console.print(Text.assemble((prefix, style), value))
+        return
+    indent = " " * cell_len(prefix)
+    for i, part in enumerate(Text(value).wrap(console, max(20, console.width - len(indent)))):
+        part.rstrip()
+        console.print(Text.assemble((prefix, style) if i == 0 else indent, part))
+
+
 def format_evidence(evidence: Mapping[str, Any]) -> list[str]:
     """``import_chain`` reads as ``a -> b -> c``; other keys as ``key: value``."""
     lines = []
@@ -118,15 +130,7 @@ class FullReporter:
         notes += [("evidence", line) for line in format_evidence(f.evidence)]
         for label, value in notes:
             prefix = f"   = {label}: " if label else " " * (len("   = fix: "))
-            if not self.wrap:
-                console.print(Text.assemble((prefix, "bold"), value))
-                continue
-            # A hanging indent: wrapped lines continue under the text, not at column 0.
-            indent = " " * len(prefix)
-            width = max(20, console.width - len(prefix))
-            for i, part in enumerate(Text(value).wrap(console, width)):
-                part.rstrip()
-                console.print(Text.assemble((prefix, "bold") if i == 0 else indent, part))
+            hanging(console, prefix, value)
         console.print()
 
     def _snippet(self, f: Finding) -> list[Text]:
@@ -195,7 +199,7 @@ def render_timeline(console: Console, timeline: Mapping[str, Any]) -> None:
     (under `run`, for each process of the command)."""
 
     def line(label: str, text: str, style: str = "bold") -> None:
-        console.print(Text.assemble((f"  {label}: ", style), printable(text)))
+        hanging(console, f"  {label}: ", printable(text), style)
 
     console.print(Text("Patch timeline", style="bold underline"))
     line("mode", f"{timeline.get('mode')} ({timeline.get('mode_reason')})")
