@@ -160,3 +160,16 @@ def test_rule_page_is_rendered_on_a_terminal_only() -> None:
     assert max(len(line) for line in shown.splitlines()) <= 80
     piped = run_cli("rules", "MPA201", cwd=REPO)
     assert piped.stdout == (REPO / "docs" / "rules" / "MPA201.md").read_text()
+
+
+def test_rule_listing_wraps_summaries_under_themselves_on_a_terminal() -> None:
+    from patchaudit.rules import all_rules
+
+    shown = on_a_terminal(["rules"], 80, REPO).splitlines()
+    assert max(len(line) for line in shown) <= 80
+    starts = [line.split()[0] for line in shown if line and not line.startswith(" ")]
+    assert starts == [r.code for r in all_rules()]
+    indent = shown[0].index(all_rules()[0].summary.split()[0])
+    assert all(line.startswith(" " * indent) for line in shown if line.startswith(" "))
+    piped = run_cli("rules", cwd=REPO).stdout.splitlines()
+    assert len(piped) == len(all_rules())  # one line per rule, however long

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import TextIO
+from typing import Any, TextIO
 
 from .._console import (
     EXIT_OK,
@@ -36,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
         if args.format == "json":
             json.dump([rule_as_dict(r) for r in all_rules()], out, indent=2)
             out.write("\n")
+        elif args.format == "text" and isatty(out):
+            write_listing(out, all_rules())
         else:
             out.write(rules_table(all_rules(), markdown=args.format == "markdown"))
         return EXIT_OK
@@ -70,3 +72,17 @@ def write_page(out: TextIO, page: str, *, no_color: bool) -> None:
     console.print(Markdown(page, hyperlinks=False, code_theme="ansi_dark"))
     # rich pads every line to the width; trailing blanks only get in the way of copy and paste
     write_text(out, "\n".join(line.rstrip() for line in buffer.getvalue().split("\n")))
+
+
+def write_listing(out: TextIO, rules: list[Any]) -> None:
+    """The rules, one a line as in a pipe, each summary wrapped under itself on a terminal."""
+    from ..reporters._common import buffered_console, hanging, write_text
+
+    encoding = getattr(out, "encoding", None) or "utf-8"
+    console, buffer = buffered_console(
+        color=False, width=terminal_width(out, 100), encoding=encoding
+    )
+    width = max(len(r.name) for r in rules)
+    for r in rules:
+        hanging(console, f"{r.code}  {r.name:<{width}}  {r.severity.value:<7}  ", r.summary, "")
+    write_text(out, buffer.getvalue())

@@ -251,6 +251,21 @@ def _break_long(cell: Any, width: int, joints: str) -> Any:
     return Text("\n").join(text.divide(cuts))
 
 
+def hanging(console: Any, prefix: str, value: str, style: str = "bold") -> None:
+    """``prefix`` then ``value``; on a terminal, wrapped lines continue under the value (a
+    hanging indent), not at column 0. Off a terminal the console does not wrap at all."""
+    from rich.cells import cell_len
+    from rich.text import Text
+
+    if console.soft_wrap:
+        console.print(Text.assemble((prefix, style), value))
+        return
+    indent = " " * cell_len(prefix)
+    for i, part in enumerate(Text(value).wrap(console, max(20, console.width - len(indent)))):
+        part.rstrip()
+        console.print(Text.assemble((prefix, style) if i == 0 else indent, part))
+
+
 def table_fits(console: Any, table: Any, joints: tuple[str, ...] = ("", "./(=,", "./(=,_")) -> bool:
     """Lay ``table`` out so no word is split: every column at least as wide as its longest
     word, the rest of the width shared in proportion to what each column could use (rich

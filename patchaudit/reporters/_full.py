@@ -21,6 +21,7 @@ from ..rules._model import Rule
 from ._common import (
     SourceCache,
     buffered_console,
+    hanging,
     isatty,
     printable,
     summary_line,
@@ -37,18 +38,6 @@ _WIDTH = 100  # used whenever the stream is not a terminal, so output is reprodu
 def _display(text: str) -> str:
     # Tabs are expanded here rather than by rich so the caret column can be computed exactly.
     return printable(text).expandtabs(_TAB)
-
-
-def hanging(console: Console, prefix: str, value: str, style: str = "bold") -> None:
-    """``prefix`` then ``value``; on a terminal, wrapped lines continue under the value (a
-    hanging indent), not at column 0. Off a terminal the console does not wrap at all."""
-    if console.soft_wrap:
-        console.print(Text.assemble((prefix, style), value))
-        return
-    indent = " " * cell_len(prefix)
-    for i, part in enumerate(Text(value).wrap(console, max(20, console.width - len(indent)))):
-        part.rstrip()
-        console.print(Text.assemble((prefix, style) if i == 0 else indent, part))
 
 
 def format_evidence(evidence: Mapping[str, Any]) -> list[str]:
