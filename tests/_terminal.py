@@ -15,12 +15,17 @@ from pathlib import Path
 
 
 def run_on_a_terminal(
-    argv: Sequence[str], *, cwd: Path | None = None, env: dict[str, str] | None = None
+    argv: Sequence[str],
+    *,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    columns: int = 120,
 ) -> tuple[int, str]:
-    """(exit code, everything written) for ``argv`` run with a 120x40 pty; NO_COLOR and
-    FORCE_COLOR from the test's own environment are dropped, ``TERM`` is xterm-256color."""
+    """(exit code, everything written) for ``argv`` run with a ``columns``x40 pty (120 unless
+    told); NO_COLOR and FORCE_COLOR from the test's own environment are dropped, ``TERM`` is
+    xterm-256color."""
     leader, follower = pty.openpty()
-    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
     chunks: list[bytes] = []
 
     def drain() -> None:

@@ -494,7 +494,8 @@ def test_table_lists_every_check(tmp_path: Path) -> None:
         assert entry.id in text
     assert "$ sudo sysctl -w net.core.somaxconn=1000" in text
     assert "doctor changed nothing" in text
-    assert all(len(line) <= 100 for line in text.splitlines())
+    # the commands are never wrapped (they are pasted into a shell); everything else fits
+    assert all(len(line) <= 100 for line in text.splitlines() if not line.startswith("  "))
     assert not any(line != line.rstrip() for line in text.splitlines())
 
 

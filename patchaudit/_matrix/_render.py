@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..reporters._common import buffered_console
+from ..reporters._common import buffered_console, table_fits
 from ._build import _HEADER, _WIDTH, FORMATS, REGENERATE
 
 # --- rendering -------------------------------------------------------------------------------
@@ -212,13 +212,20 @@ def _table(matrix: Mapping[str, Any], *, color: bool, width: int, encoding: str)
     console, buffer = buffered_console(color=color, width=width, encoding=encoding)
 
     def table(title: str, *columns: tuple[str, int | None]) -> Table:
-        """Columns are (header, ratio); a ratio of None means "never wrap"."""
+        """Columns are (header, ratio); a ratio of None means "never wrap". The ratios only
+        apply when ``table_fits`` finds no layout that keeps every word whole."""
         t = Table(title=title, title_justify="left", title_style="bold", box=box.SQUARE)
         for header, ratio in columns:
             t.add_column(
                 header, header_style="bold", ratio=ratio, no_wrap=ratio is None, overflow="fold"
             )
         return t
+
+    def show(t: Table) -> None:
+        if table_fits(console, t):
+            for column in t.columns:
+                column.ratio = None  # the widths are set, or rich's natural ones fit
+        console.print(t)
 
     python = f"{matrix['implementation']} {matrix['python_version']}"
     console.print(
@@ -253,7 +260,7 @@ def _table(matrix: Mapping[str, Any], *, color: bool, width: int, encoding: str)
                 Text(_replacement_text(r["replacement"]), style="green"),
             )
         replaced.rows[-1].end_section = True
-    console.print(replaced)
+    show(replaced)
     if idle:
         console.print(Text("Keywords that patch nothing themselves: " + ", ".join(idle)))
     console.print()
@@ -262,7 +269,7 @@ def _table(matrix: Mapping[str, Any], *, color: bool, width: int, encoding: str)
         removed = table("Removed by aggressive patching", ("option", None), ("name", None))
         for r in matrix["removed"]:
             removed.add_row(str(r["option"]), Text(f"{r['module']}.{r['name']}", style="red"))
-        console.print(removed)
+        show(removed)
         console.print()
     if matrix["unrecorded"]:
         unrecorded = table(
@@ -270,7 +277,7 @@ def _table(matrix: Mapping[str, Any], *, color: bool, width: int, encoding: str)
         )
         for r in matrix["unrecorded"]:
             unrecorded.add_row(f"{r['module']}.{r['name']}", _replacement_text(r["replacement"]))
-        console.print(unrecorded)
+        show(unrecorded)
         console.print()
 
     missing = table(
@@ -288,5 +295,5 @@ def _table(matrix: Mapping[str, Any], *, color: bool, width: int, encoding: str)
             Text("\n".join(e["rules"]) or "-", style="yellow"),
             end_section=True,
         )
-    console.print(missing)
+    show(missing)
     return buffer.getvalue()

@@ -7,7 +7,7 @@ import math
 import sys
 from typing import TextIO
 
-from .._console import add_no_color_option, terminal_width, use_color
+from .._console import add_no_color_option, isatty, terminal_width, use_color
 from ._model import DEFAULT_BACKLOG, DEFAULT_CONCURRENCY, exit_code, run_checks
 from ._render import render_json, render_table
 
@@ -84,6 +84,7 @@ def run_doctor(args: argparse.Namespace, stream: TextIO | None = None) -> int:
             rate=rate,
             color=use_color(out, getattr(args, "no_color", False)),
             width=terminal_width(out, 100),  # 100 off a terminal: reproducible output
+            wrap=isatty(out),
         )
     out.write(text)
     out.flush()

@@ -101,6 +101,7 @@ class SourceCache:
         self.cwd = cwd
         self.source_files = source_files or {}
         self._cache: dict[str, list[str] | None] = {}
+        self._nodes: dict[str, dict[tuple[int, int], list[tuple[int, int]]]] = {}
 
     def lines(self, path: str) -> list[str] | None:
         if path not in self._cache:
@@ -112,6 +113,48 @@ class SourceCache:
         if lines is None or not 1 <= lineno <= len(lines):
             return None
         return lines[lineno - 1]
+
+    def span(self, path: str, line: int, column: int) -> tuple[int, int] | None:
+        """(end line, end column) of the expression or statement that starts at ``line``:
+        ``column`` (1-based) in ``path``, for underlining findings that carry no end; the
+        widest node that ends on that line, else the widest one. ``None`` when the file does
+        not parse or nothing starts there."""
+        if path not in self._nodes:
+            self._nodes[path] = self._starts(path)
+        ends = self._nodes[path].get((line, column - 1))
+        if not ends:
+            return None
+        same_line = [end for end in ends if end[0] == line]
+        return max(same_line or ends)
+
+    def _starts(self, path: str) -> dict[tuple[int, int], list[tuple[int, int]]]:
+        import ast
+        import warnings
+
+        lines = self.lines(path)
+        starts: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        if lines is None:
+            return starts
+        try:
+            with warnings.catch_warnings():  # invalid escapes in the user's code are not ours
+                warnings.simplefilter("ignore")
+                tree = ast.parse("\n".join(lines))
+        except (SyntaxError, ValueError, MemoryError, RecursionError):
+            return starts
+        for node in ast.walk(tree):
+            end_line, end_col = (
+                getattr(node, "end_lineno", None),
+                getattr(node, "end_col_offset", None),
+            )
+            if (
+                isinstance(node, (ast.expr, ast.stmt))
+                and end_line is not None
+                and end_col is not None
+            ):
+                starts.setdefault((node.lineno, node.col_offset), []).append(
+                    (end_line, end_col + 1)
+                )
+        return starts
 
     def _read(self, path: str) -> list[str] | None:
         try:
@@ -147,8 +190,14 @@ class TextBuffer(io.StringIO):
         return self._encoding
 
 
-def buffered_console(*, color: bool, width: int, encoding: str = "utf-8") -> tuple[Any, TextBuffer]:
+def buffered_console(
+    *, color: bool, width: int, encoding: str = "utf-8", wrap: bool = True
+) -> tuple[Any, TextBuffer]:
     """A rich Console that renders into a string, coloured exactly when the caller says so.
+
+    ``wrap=False`` (output that is not a terminal) prints every line whole, however long:
+    CI logs and pagers wrap for themselves and a hard wrap breaks commands and paths.
+    Tables are still laid out at ``width``.
 
     force_terminal/no_color are explicit so FORCE_COLOR, NO_COLOR or TTY_COMPATIBLE in the
     environment cannot override the caller's decision; markup/emoji are off because the text
@@ -169,5 +218,102 @@ def buffered_console(*, color: bool, width: int, encoding: str = "utf-8") -> tup
         force_jupyter=False,
         force_interactive=False,
         legacy_windows=False,
+        soft_wrap=not wrap,
     )
     return console, buffer
+
+
+def _pieces(word: str, joints: str) -> list[str]:
+    """``word`` cut after each of ``joints``: where a long identifier may break."""
+    return [p for p in re.split(f"(?<=[{re.escape(joints)}])", word) if p]
+
+
+def _break_long(cell: Any, width: int, joints: str) -> Any:
+    """``cell`` with every word longer than ``width`` broken into lines after its joints."""
+    from rich.text import Text
+
+    if not isinstance(cell, (str, Text)):
+        return cell
+    text = Text(cell) if isinstance(cell, str) else cell
+    cuts: list[int] = []
+    for word in re.finditer(r"\S+", text.plain):
+        if len(word.group()) <= width:
+            continue
+        used, offset = 0, word.start()
+        for piece in _pieces(word.group(), joints):
+            if used and used + len(piece) > width:
+                cuts.append(offset)
+                used = 0
+            used += len(piece)
+            offset += len(piece)
+    if not cuts:
+        return cell
+    return Text("\n").join(text.divide(cuts))
+
+
+def hanging(console: Any, prefix: str, value: str, style: str = "bold") -> None:
+    """``prefix`` then ``value``; on a terminal, wrapped lines continue under the value (a
+    hanging indent), not at column 0. Off a terminal the console does not wrap at all."""
+    from rich.cells import cell_len
+    from rich.text import Text
+
+    if console.soft_wrap:
+        console.print(Text.assemble((prefix, style), value))
+        return
+    indent = " " * cell_len(prefix)
+    for i, part in enumerate(Text(value).wrap(console, max(20, console.width - len(indent)))):
+        part.rstrip()
+        console.print(Text.assemble((prefix, style) if i == 0 else indent, part))
+
+
+def table_fits(console: Any, table: Any, joints: tuple[str, ...] = ("", "./(=,", "./(=,_")) -> bool:
+    """Lay ``table`` out so no word is split: every column at least as wide as its longest
+    word, the rest of the width shared in proportion to what each column could use (rich
+    alone shrinks the widest columns first and splits their words). A long identifier may
+    break after a dot, slash, parenthesis, ``=`` or comma (``gevent.socket.`` /
+    ``create_connection``), and only when even that is too wide, after an underscore.
+    False when nothing fits; the caller then drops or merges columns, or leaves it to rich.
+    ``joints=("",)`` allows whole words only. A ``no_wrap`` column keeps its full width, and
+    none gets less than its ``min_width``.
+    """
+    from rich.measure import Measurement
+    from rich.text import Text
+
+    unlimited = console.options.update_width(1_000_000)  # rich clamps to the width it is given
+    sizes = [
+        [Measurement.get(console, unlimited, c) for c in (column.header, *column._cells)]
+        for column in table.columns
+    ]
+    highs = [
+        col.width or max(m.maximum for m in size)
+        for col, size in zip(table.columns, sizes, strict=True)
+    ]
+    padding = sum(table._get_padding_width(i) for i in range(len(table.columns)))
+    room = console.width - table._extra_width - padding
+    if sum(highs) <= room:
+        return True  # rich's natural layout: nothing wraps that need not
+    for joint in joints:
+        lows = []
+        for column, size in zip(table.columns, sizes, strict=True):
+            parts = [
+                len(piece)
+                for c in (column.header, *column._cells)
+                if isinstance(c, (str, Text))
+                for word in str(c).split()
+                for piece in (_pieces(word, joint) if joint else [word])
+            ]
+            low = min(max(m.minimum for m in size), max(parts, default=0) or 1_000_000)
+            if column.no_wrap:
+                low = max(m.maximum for m in size)
+            lows.append(column.width or max(low, column.min_width or 0))
+        if sum(lows) <= room:
+            break
+    else:
+        return False
+    spare, wants = room - sum(lows), sum(highs) - sum(lows)
+    widths = [low + (high - low) * spare // wants for low, high in zip(lows, highs, strict=True)]
+    for column, width in zip(table.columns, widths, strict=True):
+        column.width = width
+        if joint:
+            column._cells[:] = [_break_long(c, width, joint) for c in column._cells]
+    return True

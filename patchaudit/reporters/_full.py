@@ -6,9 +6,6 @@ stream's encoding problems are handled in one place and rich never probes the re
 
 from __future__ import annotations
 
-import io
-import os
-import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
@@ -18,9 +15,19 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from .._console import terminal_width
 from .._findings import Finding, Report, Severity
 from ..rules._model import Rule
-from ._common import SourceCache, buffered_console, isatty, printable, summary_line, write_text
+from ._common import (
+    SourceCache,
+    buffered_console,
+    hanging,
+    isatty,
+    printable,
+    summary_line,
+    table_fits,
+    write_text,
+)
 
 _STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "bold yellow", Severity.INFO: "bold cyan"}
 _TAB = 4
@@ -31,14 +38,6 @@ _WIDTH = 100  # used whenever the stream is not a terminal, so output is reprodu
 def _display(text: str) -> str:
     # Tabs are expanded here rather than by rich so the caret column can be computed exactly.
     return printable(text).expandtabs(_TAB)
-
-
-def _terminal_width(stream: TextIO) -> int:
-    try:
-        columns = os.get_terminal_size(stream.fileno()).columns
-    except (AttributeError, ValueError, OSError, io.UnsupportedOperation):
-        columns = shutil.get_terminal_size((_WIDTH, 24)).columns
-    return columns if columns > 0 else _WIDTH  # a pty without a size reports 0
 
 
 def format_evidence(evidence: Mapping[str, Any]) -> list[str]:
@@ -68,9 +67,12 @@ class FullReporter:
     def report(self, report: Report) -> None:
         self.sources = SourceCache(self.cwd, report.source_files)
         self.roles = {p.get("pid"): p.get("role") for p in report.processes}
-        width = _terminal_width(self.stream) if isatty(self.stream) else _WIDTH
+        self.wrap = isatty(self.stream)
+        width = terminal_width(self.stream, _WIDTH)
         encoding = getattr(self.stream, "encoding", None) or "utf-8"
-        console, buffer = buffered_console(color=self.color, width=width, encoding=encoding)
+        console, buffer = buffered_console(
+            color=self.color, width=width, encoding=encoding, wrap=self.wrap
+        )
         if report.timeline is not None:
             render_timeline(console, report.timeline)
         by_file: dict[str, list[Finding]] = {}
@@ -88,7 +90,10 @@ class FullReporter:
         for note in report.notes:
             console.print(Text.assemble(("note: ", "bold"), printable(note)), style="dim")
         if report.findings:
-            console.print(self._table(report))
+            # The rule names go first when the terminal is too narrow for whole words.
+            table = self._table(report, names=True)
+            table = table if table_fits(console, table) else self._table(report, names=False)
+            console.print(table, soft_wrap=False)  # laid out at the width, even in a pipe
         console.print(Text(summary_line(report), style="bold"))
         write_text(self.stream, buffer.getvalue())
 
@@ -104,8 +109,8 @@ class FullReporter:
         if f.process is not None:  # `run`: the process of the command it was seen in
             where += f" (in {self.roles.get(f.process, 'process')} {f.process})"
         console.print(Text(where, style="dim"))
-        for line in self._snippet(f):
-            console.print(line, no_wrap=True, overflow="ellipsis")
+        for line in self._snippet(f):  # source is cropped on a terminal, never wrapped
+            console.print(line, no_wrap=True, overflow="ellipsis" if self.wrap else "ignore")
         notes: list[tuple[str, str]] = []
         for i, fix_line in enumerate((f.fix or (rule.fix if rule else "")).splitlines()):
             notes.append(("fix" if i == 0 else "", printable(fix_line)))
@@ -114,7 +119,7 @@ class FullReporter:
         notes += [("evidence", line) for line in format_evidence(f.evidence)]
         for label, value in notes:
             prefix = f"   = {label}: " if label else " " * (len("   = fix: "))
-            console.print(Text.assemble((prefix, "bold"), value))
+            hanging(console, prefix, value)
         console.print()
 
     def _snippet(self, f: Finding) -> list[Text]:
@@ -135,9 +140,12 @@ class FullReporter:
 
     def _caret(self, f: Finding, source: str, gutter: int) -> Text:
         start = min(max(f.column, 1), len(source) + 1)
-        if f.end_column is not None and f.end_line in (None, f.line) and f.end_column > start:
-            end = min(f.end_column, len(source) + 1)
-        elif f.end_line is not None and f.end_line > f.line:
+        end_line, end_column = f.end_line, f.end_column
+        if end_column is None and end_line is None:
+            end_line, end_column = self.sources.span(f.path, f.line, f.column) or (None, None)
+        if end_column is not None and end_line in (None, f.line) and end_column > start:
+            end = min(end_column, len(source) + 1)
+        elif end_line is not None and end_line > f.line:
             end = len(source.rstrip()) + 1  # multi-line range: underline to the end of this line
         else:
             end = start + 1
@@ -147,7 +155,7 @@ class FullReporter:
             (f" {' ' * gutter} | ", "blue"), " " * pad, ("^" * width, _STYLE[f.severity])
         )
 
-    def _table(self, report: Report) -> Table:
+    def _table(self, report: Report, *, names: bool) -> Table:
         severities = list(Severity)
         per_rule: dict[str, dict[Severity, int]] = {}
         for f in report.findings:
@@ -155,8 +163,9 @@ class FullReporter:
             counts[f.severity] += 1
         totals = report.summary()
         table = Table(title=None, show_footer=True, show_edge=False, pad_edge=False)
-        table.add_column("Rule", footer="Total")
-        table.add_column("Name")
+        table.add_column("Rule", footer="Total", no_wrap=True)
+        if names:
+            table.add_column("Name")
         for sev in severities:
             header = Text(sev.value, style=_STYLE[sev])
             table.add_column(header, footer=str(totals[sev.value]), justify="right")
@@ -164,9 +173,10 @@ class FullReporter:
         for code in sorted(per_rule):
             counts = per_rule[code]
             rule = self.rules.get(code)
+            name = [rule.name if rule else ""] if names else []
             table.add_row(
                 printable(code),
-                rule.name if rule else "",
+                *name,
                 *(str(counts[sev]) for sev in severities),
                 str(sum(counts.values())),
             )
@@ -178,7 +188,7 @@ def render_timeline(console: Console, timeline: Mapping[str, Any]) -> None:
     (under `run`, for each process of the command)."""
 
     def line(label: str, text: str, style: str = "bold") -> None:
-        console.print(Text.assemble((f"  {label}: ", style), printable(text)))
+        hanging(console, f"  {label}: ", printable(text), style)
 
     console.print(Text("Patch timeline", style="bold underline"))
     line("mode", f"{timeline.get('mode')} ({timeline.get('mode_reason')})")
