@@ -236,7 +236,7 @@ COLOURING = [
         marks=pytest.mark.skipif(not HAS_HDRH, reason="the harness extra is not installed"),
     ),
     pytest.param(
-        ["demo", "--apps", str(REPO / "fixtures/demo"), "--shapes", "stale-sleep", "-n", "4"],
+        ["demo", "--apps", str(REPO / "patchaudit/harness/demo_apps"), "--shapes", "stale-sleep", "-n", "4"],
         "stale-sleep",
         True,
         id="demo",
