@@ -4,6 +4,7 @@ command, colour on a terminal, the spellings of ``--format``, the usage line."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -108,6 +109,21 @@ def test_a_module_named_like_a_command_in_chdir_is_not_a_typo(tmp_path: Path) ->
     assert "did you mean" not in result.stderr
     bare = run_cli("rulez", "--chdir", "app", "--no-static", "--timeout", "20", cwd=tmp_path)
     assert "did you mean" not in bare.stderr, bare.stderr
+
+
+def test_an_importable_module_named_like_a_command_is_not_a_typo(tmp_path: Path) -> None:
+    # installed (here: on PYTHONPATH), not in the folder the audit starts from
+    library = tmp_path / "lib"
+    library.mkdir()
+    (library / "rulez.py").write_text(APP)
+    (tmp_path / "work").mkdir()
+    env = {"PYTHONPATH": str(library)}
+    args = ("rulez", "--no-static", "--timeout", "20", "--requests", "1", "--format", "json")
+    result = run_cli(*args, cwd=tmp_path / "work", env=env)
+    assert "did you mean" not in result.stderr, result.stderr
+    # audited: the probe imported it and saw its patch call
+    patches = json.loads(result.stdout)["timeline"]["patches"]
+    assert f"{library / 'rulez.py'}:3" in [patch["location"] for patch in patches]
 
 
 # --- one way to report a usage error ----------------------------------------------------------
