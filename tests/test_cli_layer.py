@@ -4,6 +4,7 @@ command, colour on a terminal, the spellings of ``--format``, the usage line."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from ._terminal import run_on_a_terminal
-from .conftest import REPO, run_cli
+from .conftest import run_cli
 
 LATE_PATCH = "from time import sleep\nfrom gevent import monkey\nmonkey.patch_all()\n"
 APP = LATE_PATCH + (
@@ -108,6 +109,21 @@ def test_a_module_named_like_a_command_in_chdir_is_not_a_typo(tmp_path: Path) ->
     assert "did you mean" not in result.stderr
     bare = run_cli("rulez", "--chdir", "app", "--no-static", "--timeout", "20", cwd=tmp_path)
     assert "did you mean" not in bare.stderr, bare.stderr
+
+
+def test_an_importable_module_named_like_a_command_is_not_a_typo(tmp_path: Path) -> None:
+    # installed (here: on PYTHONPATH), not in the folder the audit starts from
+    library = tmp_path / "lib"
+    library.mkdir()
+    (library / "rulez.py").write_text(APP)
+    (tmp_path / "work").mkdir()
+    env = {"PYTHONPATH": str(library)}
+    args = ("rulez", "--no-static", "--timeout", "20", "--requests", "1", "--format", "json")
+    result = run_cli(*args, cwd=tmp_path / "work", env=env)
+    assert "did you mean" not in result.stderr, result.stderr
+    # audited: the probe imported it and saw its patch call
+    patches = json.loads(result.stdout)["timeline"]["patches"]
+    assert f"{library / 'rulez.py'}:3" in [patch["location"] for patch in patches]
 
 
 # --- one way to report a usage error ----------------------------------------------------------
@@ -222,7 +238,8 @@ def _colours(text: str) -> set[str]:
 
 
 # (arguments, text the output must show, whether the plain output has no escape at all: bench's
-# rich progress bar and table keep bold and cursor movement, which are not colour)
+# rich progress bar and table keep bold and cursor movement, which are not colour, and demo's
+# status line erases itself)
 COLOURING = [
     pytest.param(["check", "--no-cache"], "MPA201", True, id="check"),
     pytest.param(["app:application", "--no-cache"], "MPA201", True, id="audit"),
@@ -236,9 +253,9 @@ COLOURING = [
         marks=pytest.mark.skipif(not HAS_HDRH, reason="the harness extra is not installed"),
     ),
     pytest.param(
-        ["demo", "--apps", str(REPO / "fixtures/demo"), "--shapes", "stale-sleep", "-n", "4"],
+        ["demo", "--shapes", "stale-sleep", "-n", "4"],
         "stale-sleep",
-        True,
+        False,
         id="demo",
     ),
 ]

@@ -7,6 +7,8 @@ Regenerate after an intended change with
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
 from .conftest import FIXTURES, REPO, run_cli
 
@@ -32,3 +34,31 @@ def test_check_fixtures_matches_snapshot() -> None:
     assert result.stdout == SNAPSHOT.read_text(), (
         "findings over fixtures/ changed; review and rerun with PATCHAUDIT_UPDATE_SNAPSHOTS=1"
     )
+
+
+DEMO_SNAPSHOT = REPO / "tests" / "snapshots" / "check_demo_apps.txt"
+
+
+def test_check_demo_apps_matches_snapshot(tmp_path: Path) -> None:
+    """The demo apps ship inside the package, which the project's own check excludes: they are
+    checked as a project of their own, the broken ones with their findings, the fixed clean."""
+    apps = Path(shutil.copytree(REPO / "patchaudit" / "harness" / "demo_apps", tmp_path / "demo"))
+    (apps / "pyproject.toml").write_text("[tool.patchaudit]\n")
+    result = run_cli(
+        "check",
+        ".",
+        "--no-cache",
+        "--format",
+        "concise",
+        "--fail-on",
+        "never",
+        cwd=apps,
+        env={"NO_COLOR": "1"},
+    )
+    assert result.returncode == 0, result.stderr
+    if os.environ.get("PATCHAUDIT_UPDATE_SNAPSHOTS"):
+        DEMO_SNAPSHOT.write_text(result.stdout)
+    assert result.stdout == DEMO_SNAPSHOT.read_text(), (
+        "findings over the demo apps changed; review and rerun with PATCHAUDIT_UPDATE_SNAPSHOTS=1"
+    )
+    assert "/fixed/" not in result.stdout

@@ -6,6 +6,8 @@ import argparse
 import difflib
 import importlib
 import os
+import sys
+from importlib.machinery import PathFinder
 from types import ModuleType
 
 from .._console import PROG, UsageError
@@ -80,8 +82,11 @@ def _chdir(args: list[str]) -> str:
 
 
 def _looks_like_target(arg: str, chdir: str) -> bool:
-    """``pkg.mod:app``, ``path/to/file.py`` or anything that exists where the audit would look
-    for it: an app, not a typo."""
+    """``pkg.mod:app``, ``path/to/file.py``, anything that exists where the audit would look
+    for it, or a module this interpreter can import: an app, not a typo."""
     if any(mark in arg for mark in (".", ":", "/", os.sep)):
         return True
-    return any(os.path.exists(os.path.join(chdir, name)) for name in (arg, f"{arg}.py"))
+    if any(os.path.exists(os.path.join(chdir, name)) for name in (arg, f"{arg}.py")):
+        return True
+    # Only finds it (the finders read directories), never imports it.
+    return arg.isidentifier() and PathFinder.find_spec(arg, [chdir, *sys.path]) is not None

@@ -4,10 +4,11 @@ the way its server would, and audit it."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from .._console import EXIT_USAGE, UsageError
+from .._console import EXIT_USAGE, StatusLine, UsageError
 from ._report import add_report_options, exit_code, overrides, write_report
 
 HELP = (
@@ -115,7 +116,17 @@ def run(args: argparse.Namespace) -> int:
     )
     cwd = Path.cwd()
     config = load_config([chdir], REGISTRY.keys(), overrides(args), config_file=args.config)
-    result = audit(options, config, cwd=cwd, use_cache=not args.no_cache)
+    status = StatusLine(delay=float(os.environ.get("PATCHAUDIT_PROGRESS_DELAY", "2")))
+    try:
+        result = audit(
+            options,
+            config,
+            cwd=cwd,
+            use_cache=not args.no_cache,
+            progress=lambda text: status.update(f"patchaudit: {text}"),
+        )
+    finally:
+        status.close()
     write_report(args, result.report, cwd)
     if result.interrupted is not None:  # the report says so and what it is missing
         return result.interrupted.exit_code

@@ -1,6 +1,7 @@
 """`patchaudit demo`: what each mistake costs, the broken app next to its fixed twin.
 
-Each shape in ``fixtures/demo/<shape>/{bad,fixed}`` is served the way the runtime audit serves
+Each shape in ``demo_apps/<shape>/{bad,fixed}`` (package data next to this module, so it
+works from an installed wheel too) is served the way the runtime audit serves
 an app (the same probe: gevent's pywsgi on 127.0.0.1, real client threads, gevent's monitor
 thread), under the same bounded load, and the table shows requests per second, p99 latency,
 errors and hub blocks for both, plus the runtime findings that explain the difference.
@@ -15,22 +16,27 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .._console import (
     EXIT_OK,
+    StatusLine,
     UsageError,
     add_no_color_option,
-    isatty,
     terminal_width,
     use_color,
 )
 from .._process import Interrupted, interruptible, kill_all
 from ._children import scratch_folder
+
+if TYPE_CHECKING:
+    from ..runtime._launcher import ProbeRun
 
 SHAPES = {
     "stale-sleep": "`from time import sleep` bound before patching (MPA251)",
@@ -59,7 +65,11 @@ class DemoRun:
 
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--apps", type=Path, help="folder of demo apps (default: fixtures/demo)")
+    parser.add_argument(
+        "--apps",
+        type=Path,
+        help="folder of demo apps (default: the ones installed with patchaudit)",
+    )
     parser.add_argument("--shapes", help=f"comma-separated subset of: {', '.join(SHAPES)}")
     parser.add_argument("-n", "--requests", type=int, default=60, help="requests per app (60)")
     parser.add_argument("-c", "--concurrency", type=int, default=10, help="parallel requests (10)")
@@ -81,17 +91,25 @@ def run_demo(args: argparse.Namespace) -> int:
     runs: list[DemoRun] = []
     started = time.monotonic()
     interrupted: Interrupted | None = None
+    # no delay: every demo takes longer than the usual two seconds, from its first app
+    status = StatusLine(delay=0)
+    total = 2 * len(shapes)
     with interruptible():
         try:
             with scratch_folder("demo"):
                 for shape in shapes:
                     for variant in ("bad", "fixed"):
-                        _progress(args, f"{shape} ({variant})")
+                        status.update(
+                            f"patchaudit demo: serving {shape} ({variant}), "
+                            f"app {len(runs) + 1} of {total}"
+                        )
                         runs.append(serve_once(apps / shape / variant, shape, variant, args))
         except Interrupted as exc:
             interrupted = exc
+            status.close()
             print(f"patchaudit: {exc}; showing what finished", file=sys.stderr)
         finally:
+            status.close()
             kill_all()  # the probe of the app being served, if an exception cut its cleanup
         elapsed = time.monotonic() - started
         if args.format == "json":
@@ -108,33 +126,30 @@ def run_demo(args: argparse.Namespace) -> int:
     return EXIT_OK if interrupted is None else interrupted.exit_code
 
 
+DEMO_APPS = Path(__file__).resolve().parent / "demo_apps"
+
+
 def _apps_folder(given: Path | None) -> Path:
-    candidates = (
-        [given]
-        if given
-        else [Path("fixtures/demo"), Path(__file__).resolve().parents[2] / "fixtures/demo"]
-    )
-    for candidate in candidates:
-        if candidate is not None and (candidate / "stale-sleep").is_dir():
-            return candidate.resolve()
+    folder = given or DEMO_APPS
+    if (folder / "stale-sleep").is_dir():
+        return folder.resolve()
+    if given is None:  # an install that left out the package data
+        raise UsageError(f"demo apps not found in {folder}; reinstall patchaudit")
     raise UsageError(
-        "demo apps not found; run from a patchaudit checkout or pass --apps path/to/fixtures/demo"
+        f"demo apps not found in {folder}; pass --apps a folder with <shape>/bad and "
+        "<shape>/fixed, or leave --apps out to use the ones installed with patchaudit"
     )
-
-
-def _progress(args: argparse.Namespace, label: str) -> None:
-    if args.format == "table" and isatty(sys.stderr):
-        print(f"  serving {label} ...", file=sys.stderr)
 
 
 def serve_once(app_dir: Path, shape: str, variant: str, args: argparse.Namespace) -> DemoRun:
     """Serve one app with the runtime probe and summarise what the load saw."""
-    from ..model.facts import RuntimeContext
-    from ..runtime._audit import runtime_findings
     from ..runtime._launcher import run_probe
 
     run_result = DemoRun(shape, variant, args.requests)
     with tempfile.TemporaryDirectory(prefix=f"{shape}-{variant}-") as tmp:
+        # served from a copy: files under site-packages never count as the app's own code
+        # (the installed demo would explain nothing), and the install may be read-only
+        app_dir = Path(shutil.copytree(app_dir, Path(tmp) / "app"))
         spec = {
             "target": {
                 "kind": "module",
@@ -158,6 +173,18 @@ def serve_once(app_dir: Path, shape: str, variant: str, args: argparse.Namespace
             },
         }
         probe = run_probe(spec, python=sys.executable, timeout=args.timeout, workdir=Path(tmp))
+        # while the copy exists: a frame counts as the app's only if its file is there
+        _summarise(run_result, probe, app_dir, args)
+    return run_result
+
+
+def _summarise(
+    run_result: DemoRun, probe: ProbeRun, app_dir: Path, args: argparse.Namespace
+) -> None:
+    """What the served run showed: throughput, latency, hub blocks and runtime findings."""
+    from ..model.facts import RuntimeContext
+    from ..runtime._audit import runtime_findings
+
     # no baseline run, and no modules counted as patched: the demo's findings are the ones the
     # served run shows by itself (stale bindings, hub blocks), not the loaded-before-patch list
     ctx = RuntimeContext.observe(
@@ -190,7 +217,6 @@ def serve_once(app_dir: Path, shape: str, variant: str, args: argparse.Namespace
             )
     run_result.hub_blocks = sum(1 for b in facts.all("block") if b.get("phase") == "serve")
     run_result.findings = sorted({f.rule for f in runtime_findings(ctx)})
-    return run_result
 
 
 def _table(runs: list[DemoRun], elapsed: float, *, color: bool) -> None:

@@ -13,7 +13,8 @@ import dataclasses
 import os
 import sys
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,18 +67,25 @@ class AuditResult:
 
 
 def audit(
-    options: AuditOptions, config: Config, *, cwd: Path, use_cache: bool = True
+    options: AuditOptions,
+    config: Config,
+    *,
+    cwd: Path,
+    use_cache: bool = True,
+    progress: Callable[[str], None] | None = None,
 ) -> AuditResult:
     """Run the audit. Inside :func:`patchaudit._process.interruptible`, SIGINT/SIGTERM stop it
     early: the probes are killed and the result is built from what was gathered so far (the
     static findings if they were done, the events the probes wrote), with ``interrupted`` set.
+    ``progress`` gets a short line as the audit moves on (for a status line on a terminal).
     """
     chdir = options.chdir.resolve()
     pythonpath = [p.resolve() for p in options.pythonpath]
     target = parse_target(options.target, chdir, pythonpath)
     got = _Gathered(python=options.python or sys.executable)
     try:
-        _gather(options, config, cwd, use_cache, target, chdir, pythonpath, got)
+        say = progress or (lambda text: None)
+        _gather(options, config, cwd, use_cache, target, chdir, pythonpath, got, say)
     except BaseException as exc:
         # Also what the interrupt turned into on its way out of the static check's pool.
         got.interrupted = _process.interruption(exc)
@@ -120,11 +128,18 @@ def _gather(
     chdir: Path,
     pythonpath: list[Path],
     got: _Gathered,
+    say: Callable[[str], None],
 ) -> None:
     if options.static:
         # The audited target is how this program starts, whatever else the tree launches.
         entry = dataclasses.replace(config, entry_points=(*config.entry_points, target.module))
-        got.static_report, got.project = analyze([chdir], entry, cwd=cwd, use_cache=use_cache)
+        got.static_report, got.project = analyze(
+            [chdir],
+            entry,
+            cwd=cwd,
+            use_cache=use_cache,
+            progress=lambda text: say(f"static check: {text}"),
+        )
     env = _probe_env()
     gunicorn = _gunicorn_config(options, chdir, pythonpath, got.python, env)
     got.mode, got.reason = resolve_mode(
@@ -158,9 +173,12 @@ def _gather(
             # Needed for the report either way; it runs while the probes do.
             futures.append(pool.submit(load_patch_lists, python=got.python))
             main_future, base_future, lists_future = futures
-            got.run = main_future.result()
+            stage = _Stage(Path(spec["events_path"]), target.spec, options)
+            got.run = _waited(main_future, lambda: say(stage.text()))
             try:
-                got.baseline_run = base_future.result()
+                got.baseline_run = _waited(
+                    base_future, lambda: say("waiting for the patch-first baseline run")
+                )
             except ProbeError:
                 got.baseline_run = None
             got.lists = lists_future.result()
@@ -172,6 +190,43 @@ def _gather(
             raise
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _waited(future: Future, tell: Callable[[], None]) -> Any:
+    """``future.result()``, telling how it goes every quarter of a second meanwhile."""
+    while not future.done():
+        tell()
+        wait([future], timeout=0.25)
+    return future.result()
+
+
+class _Stage:
+    """Where the main probe is, for the status line: importing until its events file has the
+    ``target`` event (the app is imported), then serving. Read incrementally as it grows."""
+
+    def __init__(self, events: Path, target: str, options: AuditOptions) -> None:
+        self._events, self._offset, self._imported = events, 0, False
+        self._target, self._options = target, options
+        self._started = time.monotonic()
+
+    def text(self) -> str:
+        self._imported = self._imported or self._has_target_event()
+        elapsed = f"{time.monotonic() - self._started:.0f}s of at most {self._options.timeout:g}s"
+        if not self._imported:
+            return f"importing `{self._target}` in the probe ({elapsed})"
+        requests = self._options.requests * len(self._options.paths)
+        return f"serving `{self._target}`: {requests} requests ({elapsed})"
+
+    def _has_target_event(self) -> bool:
+        try:
+            with open(self._events, "rb") as stream:
+                stream.seek(self._offset)
+                chunk = stream.read()
+        except OSError:  # not created yet
+            return False
+        complete = chunk[: chunk.rfind(b"\n") + 1]  # a line being written is read next time
+        self._offset += len(complete)
+        return b'{"event": "target"' in complete
 
 
 def _collect(got: _Gathered, futures: list[Future]) -> None:
