@@ -378,6 +378,10 @@ FINDING_SCHEMA = {
         "message",
         "fix",
         "evidence",
+        "name",
+        "url",
+        "end_line",
+        "end_column",
     ],
     "additionalProperties": False,
     "properties": {
@@ -391,6 +395,10 @@ FINDING_SCHEMA = {
         "fix": {"type": "string"},
         "evidence": {"type": "object"},
         "test": {"type": "string"},
+        "name": {"type": "string"},
+        "url": {"type": "string", "pattern": r"^https://.*/docs/rules/MPA\d{3}\.md$"},
+        "end_line": {},  # an integer, or null when the rule knows only where it starts
+        "end_column": {},
     },
 }
 DOCUMENT_SCHEMA = {
