@@ -257,3 +257,20 @@ def test_stdin_usage_errors(project: Path, args: tuple[str, ...], message: str) 
     )
     assert (result.returncode, result.stdout) == (2, "")
     assert result.stderr == f"patchaudit: error: {message}\n"
+
+
+def test_the_audit_takes_statistics_and_exit_zero(tmp_path: Path) -> None:
+    # one real audit (a child process serving requests): the counts are the app's expectations
+    project = isolated_copy(FIXTURES / "apps" / "MPA251" / "bad", tmp_path)
+    options = tomllib.loads((project / "audit.toml").read_text())
+    counts = Counter(e.code for e in expectations_in(project))
+    expected = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    assert counts["MPA251"] >= 1
+    args = ["audit", options["target"], "--no-cache", "--statistics", "--exit-zero"]
+    args += ["--requests", str(options["requests"]), "--concurrency", str(options["concurrency"])]
+    result = run_cli(*args, cwd=project, timeout=180)
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines()]
+    assert rows == [[str(n), code, REGISTRY[code].name] for code, n in expected]
+    sarif = run_cli("audit", options["target"], "--statistics", "--format", "sarif", cwd=project)
+    assert (sarif.returncode, sarif.stdout) == (2, "")  # refused before anything is imported

@@ -68,6 +68,9 @@ def _split(value: str | None) -> list[str] | None:
 
 def overrides(args: argparse.Namespace) -> dict[str, object]:
     """The command-line settings, in the configuration's own keys (None: not given)."""
+    # Every command asks for these first: a bad combination stops it before any work.
+    if args.statistics and args.format in ("sarif", "github"):
+        raise UsageError(f"--statistics prints a table or JSON, not --format {args.format}")
     return {
         "select": _split(args.select),
         "extend-select": _split(args.extend_select),
@@ -93,8 +96,6 @@ def write_report(args: argparse.Namespace, report: Report, cwd: Path) -> None:
     from ..reporters._statistics import write_statistics
     from ..rules import REGISTRY
 
-    if args.statistics and args.format in ("sarif", "github"):
-        raise UsageError(f"--statistics prints a table or JSON, not --format {args.format}")
     stream: TextIO = sys.stdout if args.output is None else open_output(args.output)
     is_tty = args.output is None and isatty(sys.stdout)
     color = is_tty and color_allowed(args.no_color)
