@@ -68,6 +68,10 @@ class Finding:
             "path": self.path,
             "line": self.line,
             "column": self.column,
+            # where the offending expression ends (inclusive line, exclusive 1-based column);
+            # null when the rule only knows where it starts
+            "end_line": self.end_line,
+            "end_column": self.end_column,
             "message": self.message,
             "fix": self.fix,
             "evidence": self.evidence,

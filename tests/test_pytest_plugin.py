@@ -378,6 +378,10 @@ FINDING_SCHEMA = {
         "message",
         "fix",
         "evidence",
+        "name",
+        "url",
+        "end_line",
+        "end_column",
     ],
     "additionalProperties": False,
     "properties": {
@@ -391,6 +395,10 @@ FINDING_SCHEMA = {
         "fix": {"type": "string"},
         "evidence": {"type": "object"},
         "test": {"type": "string"},
+        "name": {"type": "string"},
+        "url": {"type": "string", "pattern": r"^https://.*/docs/rules/MPA\d{3}\.md$"},
+        "end_line": {},  # an integer, or null when the rule knows only where it starts
+        "end_column": {},
     },
 }
 DOCUMENT_SCHEMA = {
@@ -469,9 +477,12 @@ def test_json_file_has_the_patchaudit_schema(pytester: pytest.Pytester) -> None:
             message=data["message"],
             fix=data["fix"],
             evidence=data["evidence"],
+            end_line=data["end_line"],
+            end_column=data["end_column"],
             test=data.get("test"),
         )
-        assert finding.to_json() == data
+        # the report adds the rule's name and docs page, which the rule table gives
+        assert finding.to_json() == {k: v for k, v in data.items() if k not in ("name", "url")}
     timeline = report["timeline"]
     assert timeline["runner"] == "pytest" and timeline["tests"] == 3
     assert math.isclose(timeline["threshold_s"], 0.2)

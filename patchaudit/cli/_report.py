@@ -8,7 +8,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from .._console import EXIT_FINDINGS, EXIT_OK, add_no_color_option, isatty, open_output
+from .._console import (
+    EXIT_FINDINGS,
+    EXIT_OK,
+    UsageError,
+    add_no_color_option,
+    isatty,
+    open_output,
+)
 
 if TYPE_CHECKING:
     from .._config import Config
@@ -37,6 +44,16 @@ def add_report_options(parser: argparse.ArgumentParser) -> None:
         help="lowest severity that makes the exit code 1 (default: warning)",
     )
     parser.add_argument(
+        "--exit-zero",
+        action="store_true",
+        help="exit 0 even when there are findings (the same as --fail-on never)",
+    )
+    parser.add_argument(
+        "--statistics",
+        action="store_true",
+        help="print how many findings each rule has (count, code, name) instead of the findings",
+    )
+    parser.add_argument(
         "--config", type=Path, help="read settings from this file instead of pyproject.toml"
     )
     parser.add_argument(
@@ -51,13 +68,16 @@ def _split(value: str | None) -> list[str] | None:
 
 def overrides(args: argparse.Namespace) -> dict[str, object]:
     """The command-line settings, in the configuration's own keys (None: not given)."""
+    # Every command asks for these first: a bad combination stops it before any work.
+    if args.statistics and args.format in ("sarif", "github"):
+        raise UsageError(f"--statistics prints a table or JSON, not --format {args.format}")
     return {
         "select": _split(args.select),
         "extend-select": _split(args.extend_select),
         "ignore": _split(args.ignore),
         "exclude": _split(args.exclude),
         "extend-exclude": _split(args.extend_exclude),
-        "fail-on": args.fail_on,
+        "fail-on": "never" if args.exit_zero else args.fail_on,
         "entry-points": getattr(args, "entry_points", None),
         "framework": getattr(args, "framework", None),
         "max-file-size": getattr(args, "max_file_size", None),
@@ -73,6 +93,7 @@ def exit_code(config: Config, report: Report) -> int:
 def write_report(args: argparse.Namespace, report: Report, cwd: Path) -> None:
     from .._console import color_allowed
     from ..reporters import make_reporter
+    from ..reporters._statistics import write_statistics
     from ..rules import REGISTRY
 
     stream: TextIO = sys.stdout if args.output is None else open_output(args.output)
@@ -84,7 +105,10 @@ def write_report(args: argparse.Namespace, report: Report, cwd: Path) -> None:
     if report.interrupted:
         print(f"patchaudit: {report.interrupted}", file=sys.stderr)
     try:
-        make_reporter(fmt, stream, color=color, rules=REGISTRY, cwd=cwd).report(report)
+        if args.statistics:
+            write_statistics(report, stream, REGISTRY, as_json=fmt == "json")
+        else:
+            make_reporter(fmt, stream, color=color, rules=REGISTRY, cwd=cwd).report(report)
     finally:
         if stream is not sys.stdout:
             stream.close()

@@ -26,9 +26,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "paths",
         nargs="*",
         type=Path,
-        help="files or folders to report on (default: .); the model spans the whole project",
+        help="files or folders to report on (default: .), or - for stdin; the model spans the "
+        "whole project",
     )
     add_report_options(parser)
+    parser.add_argument(
+        "--stdin-filename",
+        type=Path,
+        metavar="PATH",
+        help="the path the source read from stdin is checked as (messages, configuration, "
+        "per-file-ignores, module name); nothing is cached or written",
+    )
     parser.add_argument(
         "--entry-point",
         action="append",
@@ -44,6 +52,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--show-programs",
         action="store_true",
         help="list the programs found (entry, launcher, frameworks) instead of the findings",
+    )
+    parser.add_argument(
+        "--add-noqa",
+        action="store_true",
+        help="add `# noqa: CODE` to each reported line (merged with the noqa it has) and exit",
+    )
+    parser.add_argument(
+        "--show-settings",
+        action="store_true",
+        help="print the resolved configuration (as a [tool.patchaudit] table) and exit",
     )
     parser.add_argument("--jobs", "-j", type=int, help="worker processes (default: all cores)")
     parser.add_argument(
@@ -76,6 +94,47 @@ def _add_fix_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    name = _stdin_name(args)
+    if name is None:
+        return _run(args, args.paths or [Path(".")], None)
+    from .._scratch import scratch_dir
+
+    data = sys.stdin.buffer.read() if sys.stdin is not None else b""
+    with scratch_dir("stdin") as folder:  # kept until the report has read its lines
+        holder = folder / "stdin.py"
+        holder.write_bytes(data)
+        return _run(args, [name], holder)
+
+
+def _stdin_name(args: argparse.Namespace) -> Path | None:
+    """The name stdin's source is checked under, when it is read (`-`, or no PATH and
+    --stdin-filename); None to check files."""
+    given = [str(p) for p in args.paths]
+    if "-" in given and len(given) > 1:
+        raise UsageError("`-` (read stdin) cannot be combined with other paths")
+    if given and given != ["-"]:
+        if args.stdin_filename is not None:
+            raise UsageError(
+                "--stdin-filename names the source read from stdin: "
+                "use `patchaudit check - --stdin-filename PATH`"
+            )
+        return None
+    if not given and args.stdin_filename is None:
+        return None
+    for option, given_it in (
+        ("--add-noqa", args.add_noqa),
+        ("--fix", args.fix or args.fix_only),
+        ("--diff", args.diff),
+    ):
+        if given_it:
+            raise UsageError(f"{option} edits files; it cannot edit what stdin gives")
+    name = args.stdin_filename if args.stdin_filename is not None else Path("-")
+    if name.is_dir():
+        raise UsageError(f"--stdin-filename must name a file, not the folder {name}")
+    return name
+
+
+def _run(args: argparse.Namespace, paths: list[Path], stdin: Path | None) -> int:
     from .._config import load_config
     from ..rules import REGISTRY
     from ..static import check
@@ -85,8 +144,12 @@ def run(args: argparse.Namespace) -> int:
     if args.debug:  # also the cache's "ignoring a damaged file" lines, workers included
         os.environ.setdefault("PATCHAUDIT_DEBUG", "1")
     cwd = Path.cwd()
-    paths = args.paths or [Path(".")]
     config = load_config(paths, REGISTRY.keys(), overrides(args), config_file=args.config)
+    if args.show_settings:
+        from ._settings import show_settings
+
+        show_settings(config, cwd, as_json=args.format == "json")
+        return EXIT_OK
 
     def run_check() -> Report:
         status = StatusLine(delay=float(os.environ.get("PATCHAUDIT_PROGRESS_DELAY", "2")))
@@ -95,9 +158,10 @@ def run(args: argparse.Namespace) -> int:
                 paths,
                 config,
                 cwd=cwd,
-                use_cache=not args.no_cache,
+                use_cache=not args.no_cache and stdin is None,
                 jobs=args.jobs,
                 progress=lambda text: status.update(f"patchaudit check: {text}"),
+                stdin=stdin,
             )
         finally:
             status.close()
@@ -112,6 +176,8 @@ def run(args: argparse.Namespace) -> int:
     if args.show_programs:
         _show_programs(report.programs, as_json=args.format == "json")
         return EXIT_OK
+    if args.add_noqa:
+        return _add_noqa(report, cwd)
     write_report(args, report, cwd)
     if report.files_seen == 0:
         print("patchaudit: no Python files found", file=sys.stderr)
@@ -120,6 +186,20 @@ def run(args: argparse.Namespace) -> int:
         print("patchaudit: error: none of the files could be read", file=sys.stderr)
         return EXIT_USAGE
     return exit_code(config, report)
+
+
+def _add_noqa(report: Report, cwd: Path) -> int:
+    from ..static._add_noqa import add_noqa
+
+    for problem in report.errors:
+        print(f"patchaudit: {problem}", file=sys.stderr)
+    edits = add_noqa(report.findings, cwd, report.source_files)
+    for skipped in edits.skipped:
+        print(f"patchaudit: warning: not silenced: {skipped}", file=sys.stderr)
+    lines = "1 line" if edits.lines == 1 else f"{edits.lines} lines"
+    files = "1 file" if edits.files == 1 else f"{edits.files} files"
+    print(f"added {edits.codes} `# noqa` code(s) on {lines} in {files}")
+    return EXIT_OK
 
 
 def _show_programs(programs: list[dict[str, object]], *, as_json: bool) -> None:

@@ -11,6 +11,7 @@ import ast
 import io
 import re
 import tokenize
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 # Codes of any linter (E402, UP006, MPA201): a suppression naming only another linter's codes is
@@ -61,6 +62,24 @@ def parse_suppressions(source: str, tree: ast.Module) -> Suppressions:
         if match and not _inside_string(strings, number, match.start()):
             result.lines[number] = _codes(match.group("codes"))
     return result
+
+
+def with_codes(comment: str | None, codes: Iterable[str]) -> str | None:
+    """``comment`` (a line's comment, from ``#`` on; None: it has none) naming ``codes`` in a
+    ``# noqa``, merged into the noqa it has; None when it already silences them all."""
+    if comment is None:
+        return f"# noqa: {', '.join(sorted(set(codes)))}"
+    match = _NOQA.search(comment)
+    if match is None:  # another comment: the noqa goes after it
+        return f"{comment}  # noqa: {', '.join(sorted(set(codes)))}"
+    present = _codes(match.group("codes"))
+    if present is None:  # a bare noqa silences every code already
+        return None
+    missing = sorted(set(codes) - present)
+    if not missing:
+        return None
+    end = match.end("codes")
+    return f"{comment[:end]}, {', '.join(missing)}{comment[end:]}"
 
 
 def _codes(group: str | None) -> frozenset[str] | None:

@@ -138,6 +138,8 @@ def from_wire(text: str) -> tuple[list[Finding], list[str], int, str]:
             message=f["message"],
             fix=f["fix"],
             evidence=f.get("evidence") or {},
+            end_line=f.get("end_line"),
+            end_column=f.get("end_column"),
             test=f.get("test"),
         )
         for f in data.get("findings", [])

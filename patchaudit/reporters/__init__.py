@@ -47,7 +47,7 @@ def make_reporter(
     if fmt == "json":
         from ._json import JsonReporter
 
-        return JsonReporter(stream)
+        return JsonReporter(stream, rules=rules)
     if fmt == "sarif":
         from ._sarif import SarifReporter
 

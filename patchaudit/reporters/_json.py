@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any, TextIO
 
 from .._findings import Report
 from .._version import __version__
+from ..rules._model import Rule
 from ._common import json_safe, write_text
 
 SCHEMA_VERSION = 1
 
 
-def build_document(report: Report) -> dict[str, Any]:
+def build_document(report: Report, rules: Mapping[str, Rule] | None = None) -> dict[str, Any]:
     document = {
         "version": SCHEMA_VERSION,
         "tool": {"name": "patchaudit", "version": __version__},
         "target": report.target,
-        "findings": [f.to_json() for f in report.findings],
+        "findings": [_with_rule(f.to_json(), rules) for f in report.findings],
         "errors": list(report.errors),
         "summary": report.summary(),
     }
@@ -32,6 +34,16 @@ def build_document(report: Report) -> dict[str, Any]:
     return document
 
 
+def _with_rule(finding: dict[str, Any], rules: Mapping[str, Rule] | None) -> dict[str, Any]:
+    """The rule's name and docs page beside its code (null for a code the table lacks)."""
+    if rules is None:
+        from ..rules import REGISTRY as rules
+    rule = rules.get(finding["rule"])
+    finding["name"] = rule.name if rule is not None else None
+    finding["url"] = rule.docs_url if rule is not None else None
+    return finding
+
+
 def dumps(document: Any) -> str:
     """Serialise so that it never fails and any strict parser accepts the result.
 
@@ -43,8 +55,9 @@ def dumps(document: Any) -> str:
 
 
 class JsonReporter:
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, rules: Mapping[str, Rule] | None = None) -> None:
         self.stream = stream
+        self.rules = rules
 
     def report(self, report: Report) -> None:
-        write_text(self.stream, dumps(build_document(report)))
+        write_text(self.stream, dumps(build_document(report, self.rules)))

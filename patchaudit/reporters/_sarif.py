@@ -55,7 +55,7 @@ def rule_descriptor(rule: Rule) -> dict[str, Any]:
         "shortDescription": {"text": rule.summary},
         "fullDescription": {"text": rule.why},
         "help": {"text": help_text, "markdown": help_markdown},
-        "helpUri": f"{INFORMATION_URI}/blob/main/{rule.docs_path}",
+        "helpUri": rule.docs_url,
         "defaultConfiguration": {"level": _LEVEL[rule.severity]},
         # SARIF requires tags to be unique.
         "properties": {"tags": list(dict.fromkeys([rule.category.value, *rule.failure_modes]))},

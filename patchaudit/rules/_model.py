@@ -25,6 +25,9 @@ from typing import Any
 
 from .._findings import Category, Finding, Severity
 
+#: Where every ``docs/rules/<CODE>.md`` page is published (SARIF ``helpUri``, JSON ``url``).
+DOCS_BASE_URL = "https://github.com/patchaudit/patchaudit/blob/main"
+
 
 class Runner(str, enum.Enum):
     """What executes a rule's check, and on what it looks at."""
@@ -121,6 +124,11 @@ class Rule:
     @property
     def docs_path(self) -> str:
         return f"docs/rules/{self.code}.md"
+
+    @property
+    def docs_url(self) -> str:
+        """The rule's page on the repository's default branch: stable while the code exists."""
+        return f"{DOCS_BASE_URL}/{self.docs_path}"
 
     def render(self, hit: Hit) -> str:
         return self.message.format(**hit.args)

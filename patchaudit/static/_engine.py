@@ -24,7 +24,7 @@ import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,6 +37,7 @@ from ..rules._model import REGISTRY
 from . import _cache, _stage
 from ._discover import SourceFile, discover
 from ._launchers import Launcher, declared_frameworks, distributed_modules, find_launchers
+from ._stdin import discover_stdin
 from ._summary import FileSummary
 from ._workers import WORKER_DIED, parse_all
 
@@ -73,12 +74,14 @@ def check(
     use_cache: bool = True,
     jobs: int | None = None,
     progress: Callable[[str], None] | None = None,
+    stdin: Path | None = None,
 ) -> Report:
     """Run the static analysis and report the findings in ``paths``.
 
     The model comes from the whole root (see :func:`analyze`'s ``model_from_root``), so a
     finding an unnamed file causes in a named one is reported; findings in files outside
-    ``paths`` are not.
+    ``paths`` are not. With ``stdin`` (a file holding what was read from standard input), the
+    one path is the name that source is checked under, in place of any file there.
     """
     return analyze(
         paths,
@@ -89,6 +92,7 @@ def check(
         model_from_root=True,
         progress=progress,
         reuse_stage=True,
+        stdin=stdin,
     )[0]
 
 
@@ -102,6 +106,7 @@ def analyze(
     model_from_root: bool = False,
     progress: Callable[[str], None] | None = None,
     reuse_stage: bool = False,
+    stdin: Path | None = None,
 ) -> tuple[Report, Project | None]:
     """Like :func:`check`, also returning the project model (the runtime audit reuses it).
 
@@ -117,8 +122,9 @@ def analyze(
     started_ns = time.time_ns()
     target = " ".join(str(p) for p in paths)
     report = Report(target=target)
-    named, problems = discover(
-        paths,
+    find = discover if stdin is None else partial(discover_stdin, holder=stdin)
+    named, problems = find(
+        paths if stdin is None else paths[0],
         exclude=config.exclude,
         root=config.root,
         cwd=cwd,
