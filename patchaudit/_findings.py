@@ -56,6 +56,12 @@ class Finding:
     # `check`: the edits that fix it (a patchaudit.fixes.Fix); `fix` stays the prose advice
     autofix: Any = field(default=None, compare=False, hash=False)
 
+    def fix_applies(self, unsafe: bool = False) -> bool:
+        """Whether ``--fix`` (``unsafe``: with ``--unsafe-fixes``) applies this finding's
+        autofix: ruff's ``[*]``."""
+        applicability = getattr(getattr(self.autofix, "applicability", None), "value", None)
+        return applicability == "safe" or (unsafe and applicability == "unsafe")
+
     @property
     def sort_key(self) -> tuple[str, int, int, str]:
         return (self.path, self.line, self.column, self.rule)

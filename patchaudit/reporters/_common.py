@@ -70,6 +70,20 @@ def summary_line(report: Report) -> str:
     return line
 
 
+def fixable_line(report: Report) -> str | None:
+    """ruff's line under the summary: what ``--fix`` would fix, and what waits for
+    ``--unsafe-fixes``; None when no finding has a fix that can be applied."""
+    safe = sum(1 for f in report.findings if f.fix_applies())
+    hidden = sum(1 for f in report.findings if f.fix_applies(unsafe=True)) - safe
+    if not safe and not hidden:
+        return None
+    line = f"[*] {safe} fixable with the `--fix` option" if safe else "No fixes available"
+    if hidden:
+        fixes = "fix" if hidden == 1 else "fixes"
+        line += f" ({hidden} hidden {fixes} can be enabled with the `--unsafe-fixes` option)"
+    return line + "."
+
+
 def _counts_line(report: Report) -> str:
     counts = report.summary()
     total = len(report.findings)

@@ -1,11 +1,12 @@
-"""``concise``: one ``path:line:col: CODE message`` line per finding, as flake8 and ruff print."""
+"""``concise``: one ``path:line:col: CODE message`` line per finding, as flake8 and ruff print
+(``CODE [*] message`` when ``--fix`` would fix it)."""
 
 from __future__ import annotations
 
 from typing import TextIO
 
 from .._findings import Report, Severity
-from ._common import printable, summary_line, write_text
+from ._common import fixable_line, printable, summary_line, write_text
 
 # Plain ANSI SGR codes: this format must stay cheap and byte-predictable, so no rich here.
 _ANSI = {
@@ -29,8 +30,14 @@ class ConciseReporter:
         for f in report.findings:
             # printable() keeps every finding on exactly one line, whatever the message holds.
             code = self._paint(printable(f.rule), f.severity)
-            out.append(f"{printable(f.path)}:{f.line}:{f.column}: {code} {printable(f.message)}")
+            fixable = "[*] " if f.fix_applies() else ""
+            out.append(
+                f"{printable(f.path)}:{f.line}:{f.column}: {code} {fixable}{printable(f.message)}"
+            )
         for error in report.errors:
             out.append(f"{self._paint('error:', Severity.ERROR)} {printable(error)}")
         out.append(summary_line(report))
+        fixes = fixable_line(report)
+        if fixes is not None:
+            out.append(fixes)
         write_text(self.stream, "\n".join(out) + "\n")

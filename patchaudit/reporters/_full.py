@@ -21,6 +21,7 @@ from ..rules._model import Rule
 from ._common import (
     SourceCache,
     buffered_console,
+    fixable_line,
     hanging,
     isatty,
     printable,
@@ -95,12 +96,17 @@ class FullReporter:
             table = table if table_fits(console, table) else self._table(report, names=False)
             console.print(table, soft_wrap=False)  # laid out at the width, even in a pipe
         console.print(Text(summary_line(report), style="bold"))
+        fixes = fixable_line(report)
+        if fixes is not None:
+            console.print(Text(fixes))
         write_text(self.stream, buffer.getvalue())
 
     def _finding(self, console: Console, f: Finding) -> None:
         rule = self.rules.get(f.rule)
         style = _STYLE[f.severity]
         head = Text.assemble((f"{f.severity.value}[{printable(f.rule)}]", style))
+        if f.fix_applies():
+            head.append(" [*]", style="bold")
         if rule is not None:
             head.append(f" {rule.name}", style="bold")
         head.append(f": {printable(f.message)}")
