@@ -12,6 +12,8 @@ import io
 import os
 import shutil
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
@@ -144,3 +146,20 @@ class StatusLine:
             self._stream.write("\r\x1b[K")
             self._stream.flush()
             self._shown = False
+
+
+@contextmanager
+def progress_line(label: str) -> Iterator[Callable[[str], None]]:
+    """A :class:`StatusLine` for a command: ``update("parsed 3/9")`` shows ``LABEL: parsed
+    3/9`` after ``PATCHAUDIT_PROGRESS_DELAY`` seconds (default 2), erased on the way out."""
+    raw = os.environ.get("PATCHAUDIT_PROGRESS_DELAY", "2")
+    try:
+        delay = float(raw)
+    except ValueError:
+        message = f"PATCHAUDIT_PROGRESS_DELAY must be a number of seconds, not {raw!r}"
+        raise UsageError(message) from None
+    status = StatusLine(delay=delay)
+    try:
+        yield lambda text: status.update(f"{label}: {text}")
+    finally:
+        status.close()

@@ -4,12 +4,16 @@ the way its server would, and audit it."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .._console import EXIT_USAGE, StatusLine, UsageError
+from .._console import EXIT_USAGE, UsageError, progress_line
 from ._report import add_report_options, exit_code, overrides, write_report
+
+if TYPE_CHECKING:
+    from .._config import Config
+    from ..runtime import AuditResult
 
 HELP = (
     "import the app in a child process the way its server would, and audit it "
@@ -116,17 +120,14 @@ def run(args: argparse.Namespace) -> int:
     )
     cwd = Path.cwd()
     config = load_config([chdir], REGISTRY.keys(), overrides(args), config_file=args.config)
-    status = StatusLine(delay=float(os.environ.get("PATCHAUDIT_PROGRESS_DELAY", "2")))
-    try:
-        result = audit(
-            options,
-            config,
-            cwd=cwd,
-            use_cache=not args.no_cache,
-            progress=lambda text: status.update(f"patchaudit: {text}"),
-        )
-    finally:
-        status.close()
+    with progress_line("patchaudit") as progress:
+        result = audit(options, config, cwd=cwd, use_cache=not args.no_cache, progress=progress)
+    return finish_runtime(args, result, config, cwd)
+
+
+def finish_runtime(args: argparse.Namespace, result: AuditResult, config: Config, cwd: Path) -> int:
+    """The report and exit code of a runtime audit (``audit`` and ``run``): 130/143 when it
+    was interrupted, 2 when the app could not be audited, else what the findings say."""
     write_report(args, result.report, cwd)
     if result.interrupted is not None:  # the report says so and what it is missing
         return result.interrupted.exit_code

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .._console import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, StatusLine, UsageError
+from .._console import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, UsageError, progress_line
 from .._findings import Report
 from ._report import add_report_options, exit_code, overrides, write_report
 
@@ -152,19 +152,16 @@ def _run(args: argparse.Namespace, paths: list[Path], stdin: Path | None) -> int
         return EXIT_OK
 
     def run_check() -> Report:
-        status = StatusLine(delay=float(os.environ.get("PATCHAUDIT_PROGRESS_DELAY", "2")))
-        try:
+        with progress_line("patchaudit check") as progress:
             return check(
                 paths,
                 config,
                 cwd=cwd,
                 use_cache=not args.no_cache and stdin is None,
                 jobs=args.jobs,
-                progress=lambda text: status.update(f"patchaudit check: {text}"),
+                progress=progress,
                 stdin=stdin,
             )
-        finally:
-            status.close()
 
     report = run_check()
     if args.fix or args.diff or args.fix_only:

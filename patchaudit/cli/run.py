@@ -4,13 +4,16 @@ process it starts."""
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from pathlib import Path
 
-from .._console import EXIT_USAGE, StatusLine, UsageError
-from ._report import add_report_options, exit_code, overrides, write_report
-from .audit import add_chdir_argument, add_serving_arguments, check_serving_arguments
+from .._console import UsageError, progress_line
+from ._report import add_report_options, overrides
+from .audit import (
+    add_chdir_argument,
+    add_serving_arguments,
+    check_serving_arguments,
+    finish_runtime,
+)
 
 HELP = (
     "run the real command (gunicorn, celery, locust, uwsgi, a script) and audit every Python "
@@ -81,22 +84,8 @@ def run(args: argparse.Namespace) -> int:
     )
     cwd = Path.cwd()
     config = load_config([args.chdir], REGISTRY.keys(), overrides(args), config_file=args.config)
-    status = StatusLine(delay=float(os.environ.get("PATCHAUDIT_PROGRESS_DELAY", "2")))
-    try:
+    with progress_line("patchaudit run") as progress:
         result = run_command(
-            options,
-            config,
-            cwd=cwd,
-            use_cache=not args.no_cache,
-            progress=lambda text: status.update(f"patchaudit run: {text}"),
+            options, config, cwd=cwd, use_cache=not args.no_cache, progress=progress
         )
-    finally:
-        status.close()
-    write_report(args, result.report, cwd)
-    if result.interrupted is not None:
-        return result.interrupted.exit_code
-    if result.target_failed:
-        for problem in result.report.errors:
-            print(f"patchaudit: error: {problem}", file=sys.stderr)
-        return EXIT_USAGE
-    return exit_code(config, result.report)
+    return finish_runtime(args, result, config, cwd)
