@@ -27,7 +27,7 @@ import sys
 from ._events import emit
 from ._frames import app_frame, frame_dict
 from ._patches import maybe_emit_settings
-from ._recorder import apply_loaded_hooks
+from ._recorder import apply_loaded_hooks, record_file_import
 from ._state import S
 
 CONFIG_MODULE = "__config__"  # the name gunicorn gives the config module
@@ -221,19 +221,7 @@ def load_config():
     path = (S.spec.get("gunicorn") or {}).get("config")
     if not path:
         return
-    # Loaded by path, not imported: recorded like the target file, so that imports made by the
-    # config's code are placed at its lines.
-    S.importers.setdefault(CONFIG_MODULE, "<target>")
-    S.import_files.setdefault(path, CONFIG_MODULE)
-    emit(
-        "import",
-        module=CONFIG_MODULE,
-        importer="<target>",
-        line=None,
-        file=path,
-        phase="post-patch" if S.patched else "pre-patch",
-        found=True,
-    )
+    record_file_import(CONFIG_MODULE, path, "<target>")
     _Emulated.module = _step("config", "master", exec_config, (path,), (path, None))
 
 

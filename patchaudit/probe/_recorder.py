@@ -151,3 +151,14 @@ def install_recorder() -> None:
 
 def uninstall_recorder() -> None:
     sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, ImportRecorder)]
+
+
+def record_file_import(name, path, importer, found=True, phase=None):
+    """A module run by path rather than imported (the target file, gunicorn's config, the
+    script the interpreter ran): recorded like an import, so that the imports its code makes
+    are placed at its lines and a syntax error in it is named."""
+    S.importers.setdefault(name, importer)
+    S.import_files.setdefault(path, name)
+    if phase is None:
+        phase = "post-patch" if S.patched else "pre-patch"
+    emit("import", module=name, importer=importer, line=None, file=path, phase=phase, found=found)

@@ -26,7 +26,7 @@ from ._errors import emit_error
 from ._events import emit
 from ._libraries import libraries, owners
 from ._process_wrappers import install_process_wrappers, on_sigterm
-from ._recorder import apply_loaded_hooks, install_recorder
+from ._recorder import apply_loaded_hooks, install_recorder, record_file_import
 from ._stale import stale_scan
 from ._state import S
 
@@ -97,15 +97,7 @@ def _after_patch():
     if isinstance(main_file, str) and main_file not in _state.PROBE_FILES:
         # The script the interpreter ran is never imported, so the recorder did not see it;
         # its file is how import chains that start at ``__main__`` reach the app's own lines.
-        emit(
-            "import",
-            module="__main__",
-            importer="<run>",
-            line=None,
-            file=main_file,
-            phase="pre-patch",
-            found=True,
-        )
+        record_file_import("__main__", main_file, "<run>", phase="pre-patch")
     try:
         S.step = "owners"
         owners()

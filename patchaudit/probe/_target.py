@@ -7,7 +7,7 @@ import sys
 
 from ._events import emit
 from ._patches import maybe_emit_settings
-from ._recorder import apply_loaded_hooks
+from ._recorder import apply_loaded_hooks, record_file_import
 from ._state import S, leave_if_forked_child
 
 
@@ -19,17 +19,7 @@ def import_target():
         if kind == "file":
             path = target.get("file")
             name = target.get("module") or os.path.splitext(os.path.basename(path))[0]
-            S.importers.setdefault(name, "<target>")
-            S.import_files.setdefault(path, name)
-            emit(
-                "import",
-                module=name,
-                importer="<target>",
-                line=None,
-                file=path,
-                phase="post-patch" if S.patched else "pre-patch",
-                found=os.path.exists(path),
-            )
+            record_file_import(name, path, "<target>", found=os.path.exists(path))
             spec = importlib.util.spec_from_file_location(name, path)
             if spec is None or spec.loader is None:
                 raise ImportError(f"cannot load {path} as a Python module", name=name)
