@@ -15,7 +15,9 @@ from .conftest import FIXTURES, REPO, run_cli
 SNAPSHOT = REPO / "tests" / "snapshots" / "check_fixtures.txt"
 
 
-def test_check_fixtures_matches_snapshot() -> None:
+def _matches_snapshot(folder: Path, snapshot: Path, what: str) -> str:
+    """The concise report of `check .` in ``folder``, compared with (or, when updating,
+    written to) ``snapshot``."""
     result = run_cli(
         "check",
         ".",
@@ -24,16 +26,21 @@ def test_check_fixtures_matches_snapshot() -> None:
         "concise",
         "--fail-on",
         "never",
-        cwd=FIXTURES,
+        cwd=folder,
         env={"NO_COLOR": "1"},
     )
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     if os.environ.get("PATCHAUDIT_UPDATE_SNAPSHOTS"):
-        SNAPSHOT.write_text(result.stdout)
-    assert result.stdout == SNAPSHOT.read_text(), (
-        "findings over fixtures/ changed; review and rerun with PATCHAUDIT_UPDATE_SNAPSHOTS=1"
+        snapshot.write_text(result.stdout)
+    assert result.stdout == snapshot.read_text(), (
+        f"findings over {what} changed; review and rerun with PATCHAUDIT_UPDATE_SNAPSHOTS=1"
     )
+    return result.stdout
+
+
+def test_check_fixtures_matches_snapshot() -> None:
+    _matches_snapshot(FIXTURES, SNAPSHOT, "fixtures/")
 
 
 DEMO_SNAPSHOT = REPO / "tests" / "snapshots" / "check_demo_apps.txt"
@@ -44,21 +51,5 @@ def test_check_demo_apps_matches_snapshot(tmp_path: Path) -> None:
     checked as a project of their own, the broken ones with their findings, the fixed clean."""
     apps = Path(shutil.copytree(REPO / "patchaudit" / "harness" / "demo_apps", tmp_path / "demo"))
     (apps / "pyproject.toml").write_text("[tool.patchaudit]\n")
-    result = run_cli(
-        "check",
-        ".",
-        "--no-cache",
-        "--format",
-        "concise",
-        "--fail-on",
-        "never",
-        cwd=apps,
-        env={"NO_COLOR": "1"},
-    )
-    assert result.returncode == 0, result.stderr
-    if os.environ.get("PATCHAUDIT_UPDATE_SNAPSHOTS"):
-        DEMO_SNAPSHOT.write_text(result.stdout)
-    assert result.stdout == DEMO_SNAPSHOT.read_text(), (
-        "findings over the demo apps changed; review and rerun with PATCHAUDIT_UPDATE_SNAPSHOTS=1"
-    )
-    assert "/fixed/" not in result.stdout
+    report = _matches_snapshot(apps, DEMO_SNAPSHOT, "the demo apps")
+    assert "/fixed/" not in report
