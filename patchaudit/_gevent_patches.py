@@ -299,7 +299,7 @@ def _last_line(text: str) -> str:
 def _run_probe(python: str, timeout: float) -> dict[str, Any]:
     """Run the probe in ``python`` and return its JSON, or raise :class:`PatchListError`.
 
-    The probe runs supervised (:func:`patchaudit._process.spawn`): its group, and anything
+    The probe runs supervised (:func:`patchaudit._process.capture`): its group, and anything
     gevent started in it, is killed at the end, on timeout, on an interrupt, and if this
     process dies.
     """
@@ -309,28 +309,18 @@ def _run_probe(python: str, timeout: float) -> dict[str, Any]:
 
     cmd = probe.command(python, PROBE_JOB)
     try:
-        child = _process.spawn(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, deadline=timeout
-        )
+        returncode, out, err = _process.capture(cmd, timeout=timeout)
     except FileNotFoundError:
         raise PatchListError(f"Python interpreter not found: {python}") from None
     except PermissionError:
         raise PatchListError(f"Python interpreter is not executable: {python}") from None
     except OSError as exc:
         raise PatchListError(f"cannot run Python interpreter {python}: {exc.strerror}") from None
-    try:
-        out, err = child.process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         raise PatchListError(
             f"gevent patch probe timed out after {timeout:g}s in {python}; "
             "check that importing gevent there does not hang, or raise the timeout"
         ) from None
-    finally:
-        child.kill()
-        for stream in (child.process.stdout, child.process.stderr):
-            if stream is not None:
-                stream.close()
-    proc = child.process
     stdout = out.decode("utf-8", "replace")
     stderr = err.decode("utf-8", "replace")
 
@@ -342,7 +332,7 @@ def _run_probe(python: str, timeout: float) -> dict[str, Any]:
         except ValueError:
             continue
     if not isinstance(data, dict):
-        detail = _last_line(stderr) or _last_line(stdout) or f"exit status {proc.returncode}"
+        detail = _last_line(stderr) or _last_line(stdout) or f"exit status {returncode}"
         raise PatchListError(f"gevent patch probe failed in {python}: {detail}")
     if "error" in data:
         if data.get("error_kind") == "gevent-missing":
@@ -351,9 +341,9 @@ def _run_probe(python: str, timeout: float) -> dict[str, Any]:
                 "or point patchaudit at the application's interpreter"
             )
         raise PatchListError(f"gevent patch probe failed in {python}: {data['error']}")
-    if proc.returncode != 0:
+    if returncode != 0:
         raise PatchListError(
-            f"gevent patch probe exited with status {proc.returncode} in {python}: "
+            f"gevent patch probe exited with status {returncode} in {python}: "
             f"{_last_line(stderr) or 'no error output'}"
         )
     return data

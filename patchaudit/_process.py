@@ -33,12 +33,14 @@ from contextlib import contextmanager
 from typing import IO, Any
 
 from . import _scratch, _supervise
+from ._proctable import group_parents, live_group_members, proc_table, processes_with_marker
 
 __all__ = [
     "SUPERVISE_SCRIPT",
     "Child",
     "Interrupted",
     "become_subreaper",
+    "capture",
     "interruptible",
     "interruption",
     "kill_all",
@@ -238,6 +240,36 @@ def spawn(
     return child
 
 
+def capture(
+    argv: Sequence[str],
+    *,
+    timeout: float,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    stderr: bool = True,
+) -> tuple[int | None, bytes, bytes]:
+    """Run a short job (:func:`spawn`'s kind of ``argv``) to its end: (exit status, stdout,
+    stderr). Its whole tree is killed at the end, on timeout and on an interrupt. Raises
+    ``OSError`` when it cannot start and ``subprocess.TimeoutExpired`` after ``timeout``
+    seconds; each caller words those for its user. ``stderr=False`` discards it."""
+    child = spawn(
+        argv,
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE if stderr else subprocess.DEVNULL,
+        deadline=timeout,
+    )
+    try:
+        out, err = child.process.communicate(timeout=timeout)
+    finally:
+        child.kill()
+        for stream in (child.process.stdout, child.process.stderr):
+            if stream is not None:
+                stream.close()
+    return child.returncode, out, err or b""
+
+
 def interruption(exc: BaseException | None = None) -> Interrupted | None:
     """The interrupt behind ``exc``: ``exc`` itself, or, while an interrupt is being handled
     (inside :func:`interruptible`, after its first signal), that interrupt -- whatever it
@@ -275,63 +307,6 @@ def become_subreaper() -> None:
         pass
 
 
-def live_group_members(pgid: int) -> list[int] | None:
-    """Pids in process group ``pgid`` that are not zombies; None where /proc is unavailable."""
-    table = _proc_table()
-    if table is None:
-        return None
-    return [pid for pid, (_ppid, group, zombie) in table.items() if group == pgid and not zombie]
-
-
-def group_parents(pgid: int) -> dict[int, int]:
-    """{pid: parent pid} of the live members of process group ``pgid`` (empty without /proc)."""
-    table = _proc_table() or {}
-    return {pid: ppid for pid, (ppid, pg, dead) in table.items() if pg == pgid and not dead}
-
-
-def processes_with_marker(marker: str) -> list[int]:
-    """Live pids whose environment carries ``marker`` (ours, or one a test set)."""
-    needle = f"{_supervise.MARKER_VAR}={marker}".encode()
-    me = os.getpid()
-    return [
-        pid
-        for pid, (_ppid, _group, zombie) in (_proc_table() or {}).items()
-        if not zombie and pid != me and _supervise._has_marker(pid, needle)
-    ]
-
-
-def _proc_table() -> dict[int, tuple[int, int, bool]] | None:
-    """{pid: (ppid, pgid, is_zombie)} of every process; None where /proc is unavailable."""
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return None
-    table = {}
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        # "pid (comm) state ppid pgrp ...": comm may contain spaces and parentheses.
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) >= 3:
-            dead = fields[0] == b"Z" and not _threads_left(entry)
-            table[int(entry)] = (int(fields[1]), int(fields[2]), dead)
-    return table
-
-
-def _threads_left(pid: str) -> bool:
-    """A leader shows "Z" as soon as its own thread exits; the others may still hold its
-    sockets open for a moment, so the process is dead only when no thread is left."""
-    try:
-        return len(os.listdir(f"/proc/{pid}/task")) > 1
-    except OSError:
-        return False
-
-
 def _kill_pid(pid: int) -> None:
     try:
         os.kill(pid, signal.SIGKILL)
@@ -344,7 +319,7 @@ def _reap_adopted(pids: set[int]) -> None:
     if not pids:
         return
     me = os.getpid()
-    table = _proc_table() or {}
+    table = proc_table() or {}
     for pid in pids:
         entry = table.get(pid)
         if entry is not None and entry[0] == me:
@@ -362,7 +337,7 @@ def _forked_workers() -> list[int]:
     me, group = os.getpid(), os.getpgrp()
     return [
         pid
-        for pid, (ppid, pgid, zombie) in (_proc_table() or {}).items()
+        for pid, (ppid, pgid, zombie) in (proc_table() or {}).items()
         if ppid == me and pgid == group and not zombie
     ]
 

@@ -229,6 +229,21 @@ def test_stdin_is_checked_as_the_file_it_names(project: Path) -> None:
         timeout=120,
     )
     assert plain.returncode == 1 and plain.stdout.startswith("-:1:1: MPA201 "), plain.stderr
+    # a name in a folder that does not exist yet (a new buffer): checked the same way
+    new = subprocess.run(
+        [sys.executable, "-m", "patchaudit", "check", "-", "--stdin-filename", "new/tool.py"]
+        + ["--format", "json"],
+        cwd=project,
+        input=(project / "b.py").read_text(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert not (project / "new").exists()
+    found = {(f["rule"], f["path"], f["line"]) for f in _json(new)["findings"]}
+    assert found == {
+        (e.code, "new/tool.py", e.line) for e in expectations_in(project) if e.path == "b.py"
+    }
 
 
 @pytest.mark.parametrize(

@@ -96,27 +96,16 @@ def load_gunicorn_config(
         entries = [str(p) for p in pythonpath] + [e for e in [env.get("PYTHONPATH")] if e]
         env["PYTHONPATH"] = os.pathsep.join(entries)
     try:
-        child = _process.spawn(
-            cmd,
-            env=env,
-            cwd=chdir,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            deadline=timeout,
+        returncode, out, _ = _process.capture(
+            cmd, env=env, cwd=chdir, stderr=False, timeout=timeout
         )
     except OSError as exc:
         raise TargetError(f"cannot run Python interpreter {python}: {exc.strerror}") from None
-    try:
-        out, _ = child.process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         raise TargetError(
             f"the gunicorn config did not finish within the timeout ({timeout:g}s): "
             "does it wait for something when it is executed?"
         ) from None
-    finally:
-        child.kill()
-        if child.process.stdout is not None:
-            child.process.stdout.close()
     lines = out.decode("utf-8", "replace").strip().splitlines()
     try:
         data = json.loads(lines[-1]) if lines else None
@@ -125,7 +114,7 @@ def load_gunicorn_config(
     if not isinstance(data, dict):
         raise TargetError(
             f"cannot read the gunicorn config: its job exited with status "
-            f"{child.process.returncode} and no answer"
+            f"{returncode} and no answer"
         )
     if "error" in data:
         executed = data.get("config")

@@ -143,36 +143,20 @@ def _check_gevent(python: str, env: Mapping[str, str], cwd: str) -> None:
         "sys.exit(3 if importlib.util.find_spec('gevent') is None else 0)"
     )
     try:
-        # spawn, not subprocess.run: an interrupt's kill_all() must reach this child too.
-        child = _process.spawn(
-            [python, "-c", code],
-            env=env,
-            cwd=cwd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            deadline=60,
+        # capture, not subprocess.run: an interrupt's kill_all() must reach this child too.
+        returncode, _out, stderr = _process.capture(
+            [python, "-c", code], env=env, cwd=cwd, timeout=60
         )
     except OSError as exc:
         raise ProbeError(f"cannot run Python interpreter {python}: {exc.strerror}") from None
-    try:
-        _out, stderr = child.process.communicate(timeout=60)
     except subprocess.TimeoutExpired:
         raise ProbeError(f"{python} did not start within 60s; check the interpreter") from None
-    finally:
-        child.kill()
-        _close_pipes(child.process)
-    if child.returncode == 3:
+    if returncode == 3:
         raise ProbeError(f"gevent is not installed in {python}; install it there")
-    if child.returncode != 0:
-        detail = _last_line(stderr or b"") or f"exit status {child.returncode}"
+    if returncode != 0:
+        detail = _last_line(stderr) or f"exit status {returncode}"
         raise ProbeError(f"Python interpreter {python} does not work: {detail}")
     _gevent_checked[key] = True
-
-
-def _close_pipes(process: subprocess.Popen) -> None:
-    for stream in (process.stdout, process.stderr):
-        if stream is not None:
-            stream.close()
 
 
 def _last_line(data: bytes) -> str:
