@@ -260,7 +260,7 @@ def _insert_after(source: Source, statement: ast.stmt, lines: list[str]) -> Edit
 def register_psycogreen(source: Source, finding: Finding) -> Fix | None:
     """``patch_psycopg()`` right after the file's module-level patch call."""
     statement = _module_patch_statement(source, finding.path)
-    if statement is None or statement.col_offset:
+    if statement is None:
         return None
     if _bindings(source.tree, "patch_psycopg", strings=False):
         return None  # the name means something else here

@@ -23,6 +23,7 @@ __all__ = ["gevent_signal_handler"]
 _Function = ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda
 # what a handler that is a name may be set from: a previous handler, maybe SIG_DFL or None
 _SAVED_HANDLER = frozenset({"signal", "getsignal"})
+_DEFAULTS = frozenset({"SIG_IGN", "SIG_DFL"})
 
 
 def _statement_of(tree: ast.Module, call: ast.Call) -> ast.Expr | None:
@@ -72,20 +73,18 @@ def _method(tree: ast.Module, call: ast.Call, name: str) -> ast.FunctionDef | No
     return None
 
 
-def _handler_applicability(tree: ast.Module, call: ast.Call, handler: ast.expr):
+def _handler_applicability(
+    tree: ast.Module, call: ast.Call, handler: ast.expr
+) -> Applicability | None:
     """UNSAFE when the handler is proven to take ``(signum, frame)``, DISPLAY_ONLY when it
     cannot be seen, None when it is no function at all or cannot take them."""
-    if isinstance(handler, ast.Constant):
-        return None  # a number (SIG_DFL's value) or None
-    if isinstance(handler, ast.Attribute) and handler.attr in ("SIG_IGN", "SIG_DFL"):
+    if _not_a_function(handler):
         return None
     if isinstance(handler, ast.Lambda):
         return Applicability.UNSAFE if _takes_two(handler, False) else None
     function: _Function | None = None
     method = False
     if isinstance(handler, ast.Name):
-        if handler.id in ("SIG_IGN", "SIG_DFL"):
-            return None
         bindings = _bindings(tree, handler.id, strings=False)
         for binding in bindings:
             if isinstance(binding, ast.Name) and _is_saved_handler(tree, binding):
@@ -103,17 +102,25 @@ def _handler_applicability(tree: ast.Module, call: ast.Call, handler: ast.expr):
     return Applicability.UNSAFE if _takes_two(function, method) else None
 
 
+def _not_a_function(value: ast.expr) -> bool:
+    """A value no handler function comes from: a constant, ``SIG_IGN``/``SIG_DFL``, or what
+    ``signal.signal``/``signal.getsignal`` return (a previous handler, maybe either)."""
+    if isinstance(value, ast.Constant):
+        return True
+    called = isinstance(value, ast.Call)
+    named = value.func if isinstance(value, ast.Call) else value
+    name = named.attr if isinstance(named, ast.Attribute) else getattr(named, "id", "")
+    return name in (_SAVED_HANDLER if called else _DEFAULTS)
+
+
 def _is_saved_handler(tree: ast.Module, target: ast.Name) -> bool:
-    """``old = signal.signal(...)`` / ``signal.getsignal(...)``: ``target`` holds a handler
-    that may be ``SIG_DFL`` or None."""
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Assign) and any(t is target for t in node.targets):
-            value = node.value
-            if isinstance(value, ast.Call):
-                func = value.func
-                name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
-                return name in _SAVED_HANDLER
-    return False
+    """``old = signal.getsignal(...)``, ``H = signal.SIG_DFL``: ``target`` holds no function."""
+    return any(
+        isinstance(node, ast.Assign)
+        and any(t is target for t in node.targets)
+        and _not_a_function(node.value)
+        for node in ast.walk(tree)
+    )
 
 
 def _gevent_import(source: Source, call: ast.Call) -> list[Edit] | None:
