@@ -231,7 +231,10 @@ def _module_patch_statement(source: Source, path: str) -> ast.stmt | None:
     from ..model.source import MODULE
     from ..static._context import build_context
 
-    ctx = build_context(path, None, False, "", source.tree)
+    try:
+        ctx = build_context(path, None, False, "", source.tree)
+    except RecursionError:  # a tree too deep for the walk at this stack: no fix, no crash
+        return None
     points = {
         (p.line, p.column)
         for p in ctx.patch_points
