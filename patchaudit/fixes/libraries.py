@@ -151,7 +151,9 @@ def green_namespace() -> frozenset[str] | None:
 _FROM_ZMQ = re.compile(rb"from(?:[ \t\f]|\\\r?\n)+(zmq)(?=[ \t\f\\])")
 
 
-def _attribute_uses_covered(tree: ast.Module, name: str, alias: ast.alias, names) -> bool:
+def _attribute_uses_covered(
+    tree: ast.Module, name: str, alias: ast.alias, names: frozenset[str]
+) -> bool:
     """Whether ``name`` means pyzmq everywhere and is only ever read as ``name.X`` with ``X``
     in ``names``: then `zmq.green` bound to it gives every use what it had."""
     for binding in _bindings(tree, name, strings=False):
