@@ -7,39 +7,31 @@ The before -> after pairs themselves are cases of ``tests/test_fixes.py``.
 
 from __future__ import annotations
 
-import subprocess
+import os
 import sys
 from pathlib import Path
 
 import pytest
+import zmq
 
 from patchaudit import _process
 from patchaudit._exec import exec_command
 
-from .conftest import FIXTURES, run_cli, write_project
+from .conftest import FIXTURES, REPO, run_cli, write_project
 from .test_fixes import _json
 
 CASES = FIXTURES / "fixes"
 PATCH = "from gevent import monkey\nmonkey.patch_all()\n"
 
 
-def _python(code: str, cwd: Path, timeout: float = 60) -> tuple[int, str, str]:
-    """Run ``code`` in a child that dies with the test run (``_process.spawn``)."""
-    child = _process.spawn(
-        exec_command([sys.executable, "-c", code]),
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        deadline=timeout,
+def _python(
+    args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 60
+) -> tuple[int | None, str, str]:
+    """Run ``python ARGS`` in a child that dies with the test run."""
+    code, out, err = _process.capture(
+        exec_command([sys.executable, *args]), cwd=cwd, env=env, timeout=timeout
     )
-    try:
-        out, err = child.process.communicate(timeout=timeout)
-    finally:
-        child.kill()
-        for stream in (child.process.stdout, child.process.stderr):
-            if stream is not None:
-                stream.close()
-    return child.process.returncode, out.decode(), err.decode()
+    return code, out.decode(), err.decode()
 
 
 def _fixes(project: Path, rule: str) -> list[dict | None]:
@@ -63,7 +55,7 @@ def test_the_psycogreen_fix_installs_the_wait_callback(
     tmp_path: Path, version: str, callback: str
 ) -> None:
     (tmp_path / "app.py").write_text((CASES / "MPA701-after-patch" / f"{version}.py").read_text())
-    code, out, err = _python(WAIT_CALLBACK, tmp_path)
+    code, out, err = _python(["-c", WAIT_CALLBACK], tmp_path)
     assert (code, out) == (0, callback + "\n"), err
 
 
@@ -95,20 +87,50 @@ print(worker.reloads, [(int(s), f) for s, f in calls])
 
 def test_the_fixed_handlers_get_the_signal_number_and_no_frame(tmp_path: Path) -> None:
     (tmp_path / "app.py").write_text((CASES / "MPA501-handlers" / "after.py").read_text())
-    code, out, err = _python(SIGNALS, tmp_path)
+    code, out, err = _python(["-c", SIGNALS], tmp_path)
     assert (code, out) == (0, "1 [(15, None)]\n"), err
 
 
-def test_the_zmq_fix_is_display_only_without_pyzmq(tmp_path: Path) -> None:
-    """``sys.modules['zmq'] = None`` is how Python marks a module as not importable: what
-    ``find_spec`` sees when pyzmq is not installed."""
-    project = _project_with(tmp_path, "MPA704-import")
-    run = "import sys; sys.modules['zmq'] = None; from patchaudit.cli import main; "
-    run += "sys.exit(main(['check', '--no-cache', '--format', 'json', '.']))"
-    code, out, err = _python(run, project)
+def _check(project: Path, *python: str, env: dict[str, str] | None = None) -> str:
+    code, out, err = _python(
+        [*python, "-m", "patchaudit", "check", "--no-cache", "--format", "json", "."],
+        project,
+        env,
+    )
     assert code == 1, err
+    return out
+
+
+def _without_pyzmq(tmp_path: Path) -> dict[str, str]:
+    """The environment of an interpreter without pyzmq: the installed packages but zmq, as
+    links, on the path of a Python started without its site-packages (``-S``)."""
+    farm = tmp_path / "site"
+    farm.mkdir()
+    site_packages = Path(zmq.__file__).parent.parent
+    for entry in site_packages.iterdir():
+        if not entry.name.startswith(("zmq", "pyzmq")):
+            (farm / entry.name).symlink_to(entry)
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(farm)])}
+
+
+def test_the_zmq_fix_is_display_only_without_pyzmq(tmp_path: Path) -> None:
+    project = _project_with(tmp_path, "MPA704-import")
+    out = _check(project, "-S", env=_without_pyzmq(tmp_path))
     assert '"applicability": "display-only"' in out
     assert '"applicability": "safe"' not in out
+
+
+def test_a_zmq_in_the_checked_tree_is_never_imported(tmp_path: Path) -> None:
+    """``python -m patchaudit`` run in the tree puts it first on ``sys.path``; with no pyzmq
+    installed, a ``zmq`` package of the tree is all there is. It is neither read nor run."""
+    project = _project_with(tmp_path, "MPA704-import")
+    marker = tmp_path / "ran"
+    (project / "zmq" / "green").mkdir(parents=True)
+    (project / "zmq" / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    (project / "zmq" / "green" / "__init__.py").write_text("from zmq import *\n")
+    out = _check(project, "-S", env=_without_pyzmq(tmp_path))
+    assert not marker.exists()
+    assert '"applicability": "display-only"' in out
 
 
 def _project_with(tmp_path: Path, case: str) -> Path:

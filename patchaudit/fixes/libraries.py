@@ -10,7 +10,7 @@ pyzmq not installed) makes the fix display-only.
 from __future__ import annotations
 
 import ast
-import importlib.util
+import importlib.machinery
 import json
 import os
 import re
@@ -50,11 +50,19 @@ _memo: dict[tuple[str, int], frozenset[str] | None] = {}
 _memo_lock = threading.Lock()
 
 
+def _installed_paths() -> list[str]:
+    """Where this interpreter finds installed packages: its ``sys.path`` without the current
+    directory, which ``python -m patchaudit`` puts there and which is the checked tree when
+    run from it (a ``zmq`` there must never be imported)."""
+    here = os.path.realpath(os.getcwd())
+    return [p for p in sys.path if p and os.path.isdir(p) and os.path.realpath(p) != here]
+
+
 def _green_source() -> Path | None:
-    """``zmq/green/__init__.py`` of the pyzmq this interpreter would import, found without
-    importing anything (``find_spec`` of a top-level name runs no code of the package)."""
+    """``zmq/green/__init__.py`` of the installed pyzmq, found without importing anything
+    (``find_spec`` of a top-level name runs no code of the package)."""
     try:
-        spec = importlib.util.find_spec("zmq")
+        spec = importlib.machinery.PathFinder.find_spec("zmq", _installed_paths())
     except (ImportError, ValueError):
         return None
     locations = list(spec.submodule_search_locations or []) if spec is not None else []
@@ -92,20 +100,10 @@ def _star_names(folder: str, modules: list[str]) -> dict[str, list[str]] | None:
 
     argv = exec_command([sys.executable, "-I", "-c", _STAR_NAMES, folder, *modules])
     try:
-        child = _process.spawn(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, deadline=_TIMEOUT
-        )
-    except OSError:
+        returncode, out, _ = _process.capture(argv, stderr=False, timeout=_TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired):
         return None
-    try:
-        out, _ = child.process.communicate(timeout=_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        return None
-    finally:
-        child.kill()
-        if child.process.stdout is not None:
-            child.process.stdout.close()
-    if child.process.returncode != 0:
+    if returncode != 0:
         return None
     try:
         data = json.loads(out)
