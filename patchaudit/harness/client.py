@@ -5,7 +5,7 @@ hub. By default each request opens a new connection, like ``ab`` without ``-k``;
 bounds each whole request (connect, send, full response). A response counts only if its status
 is 2xx/3xx and its whole body arrived (Content-Length, chunked, or until close).
 
-With ``rate`` the client is an open model (wrt2's): it sends ``rate`` requests per second on a
+With ``rate`` the client is an open model (wrk2's): it sends ``rate`` requests per second on a
 fixed schedule whatever the server does, spread over its processes, with ``c`` the cap on
 connections in flight, and measures each latency from the request's intended send time; without
 it, a closed model (a connection waits for its answer before sending the next request).
