@@ -59,7 +59,8 @@ def _keep_alive(value: object, app: str | None) -> tuple[bool, bool, str | None]
     if isinstance(value, bool):  # a caller that built the namespace itself
         return value, False, app
     if value not in KEEP_ALIVE_MODES:
-        if app is not None or value is None or str(value).startswith("-"):
+        # An app spec names a module path, a file or a callable: pkg.mod, file.py, mod:app.
+        if app is not None or not any(mark in str(value) for mark in ".:/"):
             raise BenchUsageError(f"--keep-alive takes on, off or both, not {value!r}")
         return True, False, str(value)
     return value == "on", value == "both", app

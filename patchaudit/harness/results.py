@@ -9,7 +9,7 @@ from importlib import metadata
 from pathlib import Path
 
 from .limits import raise_nofile, sysctls
-from .stats import CLIENT_BOUND, SATURATED_BELOW, RunResult
+from .stats import CLIENT_BOUND, LATE_SHARE, SATURATED_BELOW, RunResult
 
 SCHEMA_VERSION = 1
 PLOT_SUFFIXES = (".png", ".svg")
@@ -95,10 +95,7 @@ def render_table(runs: list[RunResult], console) -> None:
     is_open = any(run.model == "open" for run in runs)
     title = "; ".join(describe_connections(k) for k in sorted(keep_alive)) or "no runs"
     if is_open:
-        title += (
-            "; open model: requests sent on a fixed schedule, latency from each one's intended "
-            "send time (svc: from the actual send)"
-        )
+        title += "; open model: a fixed schedule, latency from each intended send time"
     bound = [run for run in runs if run.client_cpu is not None and run.client_cpu.bound]
     caption = (
         f"client CPU: share of the cores the load processes could use. Above "
@@ -109,18 +106,19 @@ def render_table(runs: list[RunResult], console) -> None:
     )
     if is_open:
         caption = (caption + " " if caption else "") + (
-            f"Saturated: under {SATURATED_BELOW:.0%} of the target rate completed, or requests "
-            "left more than one interval late."
+            "Open model: concurrency caps the connections in flight; svc p99 is from the "
+            f"actual send. Saturated: under {SATURATED_BELOW:.0%} of the target rate "
+            f"completed, or over {LATE_SHARE:.0%} of the requests left more than one interval late."
         )
     table = Table(
         title=f"patchaudit bench: {title}; client sockets use TCP_NODELAY", caption=caption
     )
     columns = [("server", "left"), ("engine", "left")]
     columns += [("keep-alive", "left")] if both else []
-    columns += [("max in flight" if is_open else "concurrency", "right")]
+    columns += [("concurrency", "right")]
     columns += [("target/s", "right")] if is_open else []
     columns += [("req/s", "right"), ("p50 ms", "right"), ("p99 ms", "right")]
-    columns += [("svc p50 ms", "right"), ("svc p99 ms", "right")] if is_open else []
+    columns += [("svc p99 ms", "right")] if is_open else []
     columns += [("client CPU", "right"), ("failed / total", "right"), ("errors", "left")]
     for name, justify in columns:
         table.add_column(name, justify=justify, overflow="fold")
@@ -132,7 +130,7 @@ def render_table(runs: list[RunResult], console) -> None:
         cells += [f"{run.concurrency:,}"]
         cells += [f"{run.target_rate:,g}" if run.target_rate else "-"] if is_open else []
         cells += [f"{run.rps:,.0f}", _ms(run.latency_ms.get("p50")), _ms(run.latency_ms.get("p99"))]
-        cells += [_ms(service.get("p50")), _ms(service.get("p99"))] if is_open else []
+        cells += [_ms(service.get("p99"))] if is_open else []
         cells += [
             cpu_cell(run),
             f"[{failed_style}]{run.failed:,}[/] / {run.requests:,}"
