@@ -41,6 +41,7 @@ from .stats import (
     FAILED,
     GO,
     LATE,
+    LATE_FLOOR_NS,
     OK,
     PEAK_RSS_KB,
     START_NS,
@@ -215,6 +216,7 @@ def worker_main(config: dict) -> int:
     # Open model: the schedule. ``origin`` is set at release; this process's share of the rate
     # is offset by ``offset_ns`` so that the processes' requests interleave evenly.
     interval_ns = 1e9 / config["rate"] if config.get("rate") else 0.0
+    late_ns = max(interval_ns, LATE_FLOOR_NS)
     schedule = {"origin": 0, "next": 0}
 
     def connection(slot: int) -> None:
@@ -256,7 +258,7 @@ def worker_main(config: dict) -> int:
                 if ahead > 0:
                     gevent.sleep(ahead / 1e9)
             started[slot] = current[slot] = t0 = now()
-            if interval_ns and t0 - intended > interval_ns:
+            if interval_ns and t0 - intended > late_ns:
                 words[base + LATE] += 1  # no connection was free, or the loop was too busy
             connecting = sock is None
             try:
