@@ -9,7 +9,7 @@ from importlib import metadata
 from pathlib import Path
 
 from .limits import raise_nofile, sysctls
-from .stats import CLIENT_BOUND, LATE_SHARE, SATURATED_BELOW, RunResult
+from .stats import CLIENT_BOUND, LATE_FLOOR_NS, LATE_SHARE, SATURATED_BELOW, RunResult
 
 SCHEMA_VERSION = 1
 PLOT_SUFFIXES = (".png", ".svg")
@@ -108,7 +108,8 @@ def render_table(runs: list[RunResult], console) -> None:
         caption = (caption + " " if caption else "") + (
             "Open model: concurrency caps the connections in flight; svc p99 is from the "
             f"actual send. Saturated: under {SATURATED_BELOW:.0%} of the target rate "
-            f"completed, or over {LATE_SHARE:.0%} of the requests left more than one interval late."
+            f"completed, or over {LATE_SHARE:.0%} of the requests were sent late (behind "
+            f"schedule by more than one interval and {LATE_FLOOR_NS // 1_000_000} ms)."
         )
     table = Table(
         title=f"patchaudit bench: {title}; client sockets use TCP_NODELAY", caption=caption
