@@ -12,6 +12,7 @@ import io
 import json
 import os
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ from patchaudit.harness.engines import run_ab, run_wrk  # noqa: E402
 from patchaudit.harness.results import render_table  # noqa: E402
 from patchaudit.harness.stats import client_cpu, is_saturated  # noqa: E402
 
-from .test_harness import bench, write_app  # noqa: E402
+from .test_harness import HOST, _read_request, bench, raw_server, write_app  # noqa: E402
 
 CORES = len(os.sched_getaffinity(0))
 STALL_S = 0.5
@@ -139,6 +140,26 @@ def test_a_rate_above_capacity_completes_and_is_marked_saturated(tmp_path: Path)
     table = out.getvalue()
     assert "open model" in table and "target/s" in table and "svc p99 ms" in table
     assert f"saturated: {result.rps:,.0f} of 400 req/s" in table
+
+
+def test_keep_alive_connections_closed_while_idle_are_reopened_not_failed() -> None:
+    accepted: list[int] = []
+
+    def closes_after_idle(conn: socket.socket, number: int) -> None:
+        accepted.append(number)
+        conn.settimeout(0.2)  # an idle timeout, as gunicorn's keepalive (2 s) has
+        while True:
+            try:
+                _read_request(conn)
+            except TimeoutError:
+                return  # closed while the client waits for its next send
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    with raw_server(closes_after_idle) as port:
+        # 2 connections at 5/s: each waits 0.4 s between its sends, longer than 0.2 s.
+        result = run_load(HOST, port, "/", n=8, c=2, keep_alive=True, processes=1, rate=5)
+    assert (result.completed, result.failed) == (8, 0), result.errors
+    assert len(accepted) == 8  # every send found its connection closed and opened a new one
 
 
 def test_max_time_bounds_a_rate_run() -> None:

@@ -257,6 +257,13 @@ def worker_main(config: dict) -> int:
                 ahead = intended - now()
                 if ahead > 0:
                     gevent.sleep(ahead / 1e9)
+                if sock is not None and _closed_while_idle(sock):
+                    # A keep-alive connection that waited for its next send may have been
+                    # closed by the server's idle timeout (gunicorn's is 2 s): reconnect, as a
+                    # browser would, rather than count a reset the closed model never sees.
+                    reader.close()
+                    sock.close()
+                    sock = reader = None
             started[slot] = current[slot] = t0 = now()
             if interval_ns and t0 - intended > late_ns:
                 words[base + LATE] += 1  # no connection was free, or the loop was too busy
@@ -363,6 +370,19 @@ def worker_main(config: dict) -> int:
     words[base + STATE] = STATE_DONE
     counters.close()
     return 0
+
+
+def _closed_while_idle(sock) -> bool:
+    """Has the server closed (or reset, or written to) an idle connection?"""
+    from socket import MSG_PEEK
+
+    try:
+        sock.recv(1, MSG_PEEK)  # b"": closed; data before a request: not a response of ours
+        return True
+    except BlockingIOError:
+        return False  # nothing to read: still open
+    except OSError:
+        return True
 
 
 def _wait(sock, events: int, io, wait) -> None:
