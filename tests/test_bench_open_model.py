@@ -71,6 +71,9 @@ def test_saturation_and_client_bound_thresholds() -> None:
     assert is_saturated(100, 100, late_sends=2, sent=100)
     assert not client_cpu([0.9], 1.0).bound and client_cpu([0.91], 1.0).bound
     assert client_cpu([0.2, 0.95], 1.0).bound  # one busy process holds back its share
+    # Two processes pinned to one CPU: neither is above 90 % of a core, both together are.
+    assert client_cpu([0.5, 0.5], 1.0, cpus={0}).bound
+    assert client_cpu([0.5, 0.5], 1.0, cpus={0}).to_json()["cores"] == 1
     if CORES >= 2:  # wrk's threads: the share is of all the cores the process could use
         assert not client_cpu([1.7], 1.0, [2]).bound and client_cpu([1.9], 1.0, [2]).bound
     assert client_cpu([0.5, 0.25], 2.0).to_json() == {

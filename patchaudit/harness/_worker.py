@@ -257,13 +257,13 @@ def worker_main(config: dict) -> int:
                 ahead = intended - now()
                 if ahead > 0:
                     gevent.sleep(ahead / 1e9)
-                if sock is not None and _closed_while_idle(sock):
-                    # A keep-alive connection that waited for its next send may have been
-                    # closed by the server's idle timeout (gunicorn's is 2 s): reconnect, as a
-                    # browser would, rather than count a reset the closed model never sees.
-                    reader.close()
-                    sock.close()
-                    sock = reader = None
+                    if sock is not None and _closed_while_idle(sock):
+                        # A keep-alive connection that waited for its next send may have been
+                        # closed by the server's idle timeout (gunicorn's is 2 s): reconnect,
+                        # as a browser would, rather than count a reset no user would see.
+                        reader.close()
+                        sock.close()
+                        sock = reader = None
             started[slot] = current[slot] = t0 = now()
             if interval_ns and t0 - intended > late_ns:
                 words[base + LATE] += 1  # no connection was free, or the loop was too busy

@@ -151,10 +151,10 @@ def run_load(
         except (KeyboardInterrupt, Interrupted) as exc:
             interrupted = exc
         try:
-            _stop_and_collect(counters, workers, result, interrupted is not None, rate)
+            _stop_and_collect(counters, workers, result, interrupted is not None, rate, cpus)
         except (KeyboardInterrupt, Interrupted) as exc:  # while collecting: again, quickly
             interrupted = exc
-            _stop_and_collect(counters, workers, result, True, rate)
+            _stop_and_collect(counters, workers, result, True, rate, cpus)
     except ClientError as exc:
         result.error = str(exc)
     finally:
@@ -177,12 +177,13 @@ def _stop_and_collect(
     result: RunResult,
     hurry: bool,
     rate: float | None,
+    cpus: set[int] | None,
 ) -> None:
     """Let the workers finish (told to stop at once if ``hurry``) and fill ``result``."""
     if hurry:
         counters.set_control(STOP, 1)  # workers abandon in-flight requests and report
     problems = _finish(workers, INTERRUPT_GRACE if hurry else 10.0)
-    _collect(counters, workers, result, rate)
+    _collect(counters, workers, result, rate, cpus)
     if problems:
         result.error = problems
 
@@ -276,7 +277,11 @@ def _finish(workers: list[Worker], grace: float) -> str | None:
 
 
 def _collect(
-    counters: SharedCounters, workers: list[Worker], result: RunResult, rate: float | None
+    counters: SharedCounters,
+    workers: list[Worker],
+    result: RunResult,
+    rate: float | None,
+    cpus: set[int] | None,
 ) -> None:
     histogram, service = new_histogram(), new_histogram()
     for _child, out, _err in workers:
@@ -300,7 +305,8 @@ def _collect(
     slots = range(len(workers))
     walls = [counters.slot(i, WALL_US) / 1e6 for i in slots]
     if any(walls):  # each process reports its own CPU and wall time as it ends
-        result.client_cpu = client_cpu([counters.slot(i, CPU_US) / 1e6 for i in slots], max(walls))
+        seconds = [counters.slot(i, CPU_US) / 1e6 for i in slots]
+        result.client_cpu = client_cpu(seconds, max(walls), cpus=cpus)
     if rate is not None:
         result.service_ms = latency_summary(service)
         result.finish_open(rate, counters.total(LATE))

@@ -58,8 +58,9 @@ class ProgramCpu:
     (0.1 s) before it exits; both the CPU and the wall time count from the exec wrapper's start.
     """
 
-    def __init__(self, cores: int = 1) -> None:
+    def __init__(self, cores: int = 1, cpus: set[int] | None = None) -> None:
         self.cores = cores
+        self.cpus = cpus
         self.child: Child | None = None
         self.pid: int | None = None
         self.started = self.last_at = time.monotonic()
@@ -84,7 +85,7 @@ class ProgramCpu:
     def result(self) -> ClientCpu | None:
         if self.pid is None:
             return None
-        return client_cpu([self.seconds], self.last_at - self.started, [self.cores])
+        return client_cpu([self.seconds], self.last_at - self.started, [self.cores], self.cpus)
 
 
 # ----------------------------------------------------------------------------------- ab
@@ -160,7 +161,7 @@ def run_ab(
     command = ab_command(f"http://{host}:{port}{path}", n, c, keep_alive, timeout, max_time)
     result = RunResult(server, mode, "ab", c, n, keep_alive, port=port)
     started = time.monotonic()
-    usage = ProgramCpu()  # ab is one single-threaded process
+    usage = ProgramCpu(cpus=cpus)  # ab is one single-threaded process
     stdout, stderr, interrupted = _run(command, cpus, max_time, lambda _line: False, usage)
     parse_ab(stdout, result)
     result.client_cpu = usage.result()
@@ -281,7 +282,7 @@ def run_wrk(
             finished[0] += line.startswith("PATCHAUDIT_THREAD_DONE")
             return finished[0] >= threads  # every thread has sent its share: stop wrk
 
-        usage = ProgramCpu(cores=min(threads, len(cpus)) if cpus else threads)
+        usage = ProgramCpu(cores=threads, cpus=cpus)
         stdout, stderr, interrupted = _run(command, cpus, max_time, thread_done, usage)
     result = parse_wrk(
         stdout,

@@ -139,6 +139,9 @@ class ClientCpu:
     seconds: list[float]
     wall_s: float
     cores: list[int]
+    #: The cores all of them could use together (fewer than ``sum(cores)`` when they are
+    #: more processes than CPUs, or pinned to fewer).
+    limit: int
 
     @property
     def usage(self) -> list[float]:
@@ -151,25 +154,34 @@ class ClientCpu:
 
     @property
     def bound(self) -> bool:
-        """A process used more than CLIENT_BOUND of its cores: it, not the server, set the pace."""
-        return any(u > CLIENT_BOUND * k for u, k in zip(self.usage, self.cores, strict=True))
+        """A process, or all of them together, used more than CLIENT_BOUND of the cores they
+        could use: the client, not the server, set the pace."""
+        usage = self.usage
+        return any(u > CLIENT_BOUND * k for u, k in zip(usage, self.cores, strict=True)) or (
+            sum(usage) > CLIENT_BOUND * self.limit
+        )
 
     def to_json(self) -> dict:
         return {
             "processes": [round(u, 3) for u in self.usage],
-            "cores": sum(self.cores),
+            "cores": self.limit,
             "total": round(self.total, 3),
             "wall_s": round(self.wall_s, 3),
         }
 
 
-def client_cpu(seconds: list[float], wall_s: float, cores: list[int] | None = None) -> ClientCpu:
+def client_cpu(
+    seconds: list[float],
+    wall_s: float,
+    cores: list[int] | None = None,
+    cpus: set[int] | None = None,
+) -> ClientCpu:
     """The CPU use of a load generator: ``seconds`` of user + system CPU per process over
     ``wall_s``; ``cores`` each process could use (default one each, a single thread), capped at
-    the CPUs this machine lets us run on."""
-    available = len(os.sched_getaffinity(0))
+    the CPUs it runs on (``cpus`` when pinned, else those this process may use)."""
+    available = len(cpus) if cpus else len(os.sched_getaffinity(0))
     cores = [min(k, available) for k in (cores or [1] * len(seconds))]
-    return ClientCpu(list(seconds), wall_s, cores)
+    return ClientCpu(list(seconds), wall_s, cores, min(sum(cores), available))
 
 
 def proc_cpu_seconds(pid: int) -> float | None:

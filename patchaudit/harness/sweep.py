@@ -109,7 +109,10 @@ def run_sweep(options: SweepOptions, reporter: SweepReporter | None = None) -> S
                 for engine in options.engines:
                     for keep_alive in options.keep_alive_modes:
                         point = replace(
-                            options, keep_alive=keep_alive, rates=None if rate is None else [rate]
+                            options,
+                            keep_alive=keep_alive,
+                            keep_alive_both=False,
+                            rates=None if rate is None else [rate],
                         )
                         result = _one_run(
                             point, kind, concurrency, engine, server_cpus, client_cpus, reporter
