@@ -13,6 +13,7 @@ from .._console import UsageError
 from .engines import EngineMissing, find_engine
 from .limits import ephemeral_ports, fd_problem, raise_nofile
 from .servers import SERVER_MODES, SERVER_PACKAGES
+from .stats import format_rate
 from .sweep import SweepOptions
 
 ENGINES = ("builtin", "ab", "wrk")
@@ -186,7 +187,7 @@ def preflight(options: SweepOptions, plot_path: Path | None) -> list[str]:
         seconds = options.requests / rate
         if seconds > options.max_time:
             warnings.append(
-                f"-n {options.requests:,} at --rate {rate:g} takes {seconds:,.0f}s, "
+                f"-n {options.requests:,} at --rate {format_rate(rate)} takes {seconds:,.0f}s, "
                 f"so --max-time {options.max_time:g} ends the run first"
             )
     return warnings

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 
 from .servers import SERVER_MODES
-from .stats import LiveStats, RunResult
+from .stats import LiveStats, RunResult, format_rate
 from .sweep import SweepOptions, SweepReporter
 
 PROG = "patchaudit bench"
@@ -55,7 +55,7 @@ class ProgressReporter(SweepReporter):
         keep_alive = self.options.keep_alive if keep_alive is None else keep_alive
         line = (
             f"{PROG}: {server} ({mode}) on 127.0.0.1:{port}, c={concurrency:,}, "
-            + (f"rate {rate:,g}/s, " if rate is not None else "")
+            + (f"rate {format_rate(rate)}/s, " if rate is not None else "")
             + f"n={self.options.requests:,}, engine {engine}, "
             f"keep-alive {'on' if keep_alive else 'off'}"
         )

@@ -9,7 +9,14 @@ from importlib import metadata
 from pathlib import Path
 
 from .limits import raise_nofile, sysctls
-from .stats import CLIENT_BOUND, LATE_FLOOR_NS, LATE_SHARE, SATURATED_BELOW, RunResult
+from .stats import (
+    CLIENT_BOUND,
+    LATE_FLOOR_NS,
+    LATE_SHARE,
+    SATURATED_BELOW,
+    RunResult,
+    format_rate,
+)
 
 SCHEMA_VERSION = 1
 PLOT_SUFFIXES = (".png", ".svg")
@@ -62,7 +69,7 @@ def error_kinds(run: RunResult) -> str:
     notes = [run.error.splitlines()[0]] if run.error else []
     if run.saturated:
         notes.append(
-            f"saturated: {run.achieved_rate or 0:,.0f} of {run.target_rate:,g} req/s"
+            f"saturated: {run.achieved_rate or 0:,.0f} of {format_rate(run.target_rate or 0)} req/s"
             + (f", {run.late_sends:,} sent late" if run.late_sends else "")
         )
     if run.client_cpu is not None and run.client_cpu.bound:
@@ -75,7 +82,7 @@ def cpu_cell(run: RunResult) -> str:
     if run.client_cpu is None:
         return "-"
     cpu = run.client_cpu
-    share = cpu.total / sum(cpu.cores) if sum(cpu.cores) else 0.0
+    share = cpu.total / cpu.limit if cpu.limit else 0.0
     return f"[red]{share:.0%}[/]" if cpu.bound else f"{share:.0%}"
 
 
@@ -129,7 +136,7 @@ def render_table(runs: list[RunResult], console) -> None:
         cells = [f"{run.server} ({run.mode})", run.engine]
         cells += [("on" if run.keep_alive else "off")] if both else []
         cells += [f"{run.concurrency:,}"]
-        cells += [f"{run.target_rate:,g}" if run.target_rate else "-"] if is_open else []
+        cells += [format_rate(run.target_rate) if run.target_rate else "-"] if is_open else []
         cells += [f"{run.rps:,.0f}", _ms(run.latency_ms.get("p50")), _ms(run.latency_ms.get("p99"))]
         cells += [_ms(service.get("p99"))] if is_open else []
         cells += [

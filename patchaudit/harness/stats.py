@@ -197,6 +197,11 @@ def proc_cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
+def format_rate(rate: float) -> str:
+    """Requests per second as the tables and messages show them: 20,000 (not 2e+04), 0.5."""
+    return f"{rate:,.0f}" if rate >= 100 or rate == int(rate) else f"{rate:.3g}"
+
+
 def is_saturated(target_rate: float, achieved_rate: float, late_sends: int, sent: int) -> bool:
     """An open-model point the server (or the client) could not keep up with."""
     return achieved_rate < SATURATED_BELOW * target_rate or late_sends > LATE_SHARE * max(sent, 1)
