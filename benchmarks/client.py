@@ -6,12 +6,17 @@
    config): the machine's ceiling, to show the client's headroom. Target: at least half of ab.
 3. The client's peak memory at c=10,000 (all client processes together, VmHWM from /proc):
    target below 300 MB.
+4. The open model (`--rate`) on the same gevent server: a closed-model run measures its
+   throughput, then open-model runs at 50 % and 90 % of it report the target against the
+   achieved rate and p50/p99 open (from the intended send) against closed. No target: it shows
+   what the closed model leaves out. `--open-model-only` runs just this part.
 
 Engines are interleaved round by round and the median of the rounds is compared, so a noisy
 neighbour hurts all of them alike. ab and wrk are optional (their rows are skipped when
 missing); nginx is needed for parts 2 and 3 (`apt-get install nginx`).
 
     python benchmarks/client.py [--rounds 3] [--requests 30000] [--json results.json]
+    python benchmarks/client.py --open-model-only [--requests 5000]
 """
 
 from __future__ import annotations
@@ -152,17 +157,57 @@ def verdict(name: str, value: float, target: float, higher_is_better: bool = Tru
     return ok
 
 
+def _latency(result: RunResult) -> str:
+    lat = result.latency_ms
+    return f"p50 {lat['p50']} ms, p99 {lat['p99']} ms" if lat["p50"] is not None else "no latency"
+
+
+def open_model(requests: int, c: int = 100) -> dict[str, object]:
+    """Part 4: closed-model throughput, then the open model at 50 % and 90 % of it."""
+    figures: dict[str, object] = {}
+    with start_server("gevent", concurrency=c) as (host, port):
+        closed = run_load(host, port, "/", requests, c, False, 30.0, max_time=120)
+        capacity = closed.rps
+        print(
+            f"  closed  c={c:<4} {capacity:>8,.0f} req/s  {_latency(closed)}; "
+            f"client CPU {closed.client_cpu.total if closed.client_cpu else 0:.2f} cores"
+        )
+        figures["closed"] = closed.to_json()
+        for share in (0.5, 0.9):
+            rate = round(capacity * share)
+            if rate < 1:
+                continue
+            run = run_load(host, port, "/", requests, c, False, 30.0, max_time=120, rate=rate)
+            service = run.service_ms or {}
+            print(
+                f"  open {share:.0%}  target {rate:>7,} achieved {run.achieved_rate or 0:>8,.0f} "
+                f"req/s  {_latency(run)} (service p50 {service.get('p50')} ms, p99 "
+                f"{service.get('p99')} ms); late {run.late_sends:,}; "
+                f"{'SATURATED' if run.saturated else 'on schedule'}"
+            )
+            figures[f"open_{round(share * 100)}"] = run.to_json()
+    return figures
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--requests", type=int, default=30_000)
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--open-model-only", action="store_true", help="run only part 4")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # progress shows up even when redirected
     raise_nofile()
     figures: dict[str, object] = {"cpus": len(os.sched_getaffinity(0)), "load": os.getloadavg()}
     checks: list[bool] = []
     print(f"load average before: {os.getloadavg()[0]:.2f} on {figures['cpus']} cores")
+    if args.open_model_only:
+        print("\n4. the open model on gevent pywsgi, a new connection per request")
+        figures["open_model"] = open_model(args.requests)
+        print(f"\nload average after: {os.getloadavg()[0]:.2f}")
+        if args.json:
+            args.json.write_text(json.dumps(figures, indent=2) + "\n")
+        return 0
 
     print("\n1. gevent pywsgi (patched), a new connection per request")
     for c in (100, 1000):
@@ -195,6 +240,9 @@ def main() -> int:
             f"peak RSS of all client processes together: {peak_mb:.0f} MB"
         )
         checks.append(verdict("client peak memory at c=10,000, MB", peak_mb, 300, False))
+
+    print("\n4. the open model on gevent pywsgi, a new connection per request")
+    figures["open_model"] = open_model(args.requests)
 
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
     print(f"{sum(checks)} of {len(checks)} targets met")

@@ -45,7 +45,8 @@ from .conftest import port_is_closed  # noqa: E402
 HOST = "127.0.0.1"
 RUN_KEYS = {
     "server", "mode", "engine", "concurrency", "requests", "keep_alive", "completed", "failed",
-    "errors", "rps", "latency_ms", "duration_s", "error",
+    "errors", "rps", "latency_ms", "duration_s", "error", "model", "target_rate", "achieved_rate",
+    "saturated", "late_sends", "service_ms", "client_cpu", "client_bound",
 }  # fmt: skip
 
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import math
 from pathlib import Path
 
 from .._console import UsageError
 from .engines import EngineMissing, find_engine
 from .limits import ephemeral_ports, fd_problem, raise_nofile
 from .servers import SERVER_MODES, SERVER_PACKAGES
+from .stats import format_rate
 from .sweep import SweepOptions
 
 ENGINES = ("builtin", "ab", "wrk")
@@ -19,6 +21,9 @@ DEFAULT_SERVERS = "gevent,threaded"
 DEFAULT_CONCURRENCY = "10,100,1000,5000,10000"  # the post's range
 DEFAULT_REQUESTS = 100_000
 QUICK = {"concurrency": "10,100,1000", "requests": 2_000, "max_time": 10.0}
+# With --rate, -c is the cap on connections in flight rather than a sweep.
+DEFAULT_RATE_CAP = 100
+KEEP_ALIVE_MODES = ("on", "off", "both")
 
 
 class BenchUsageError(UsageError):
@@ -33,6 +38,33 @@ def _int_list(text: str, option: str) -> list[int]:
     if not values or min(values) < 1:
         raise BenchUsageError(f"{option} values must be at least 1")
     return values
+
+
+def _rates(text: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise BenchUsageError(
+            f"--rate takes comma-separated requests per second, not {text!r}"
+        ) from None
+    if not values or not all(value > 0 and math.isfinite(value) for value in values):
+        raise BenchUsageError(f"--rate values must be positive requests per second, not {text!r}")
+    return list(dict.fromkeys(values))
+
+
+def _keep_alive(value: object, app: str | None) -> tuple[bool, bool, str | None]:
+    """(keep-alive, both modes, app) from ``-k/--keep-alive [on|off|both]``.
+
+    A bare ``-k`` before the app (``-k app.py``) hands the app to -k: take it back as the app.
+    """
+    if isinstance(value, bool):  # a caller that built the namespace itself
+        return value, False, app
+    if value not in KEEP_ALIVE_MODES:
+        # An app spec names a module path, a file or a callable: pkg.mod, file.py, mod:app.
+        if app is not None or not any(mark in str(value) for mark in ".:/"):
+            raise BenchUsageError(f"--keep-alive takes on, off or both, not {value!r}")
+        return True, False, str(value)
+    return value == "on", value == "both", app
 
 
 def _names(text: str, known, what: str, option: str) -> list[str]:
@@ -51,15 +83,32 @@ def options_from_args(args: argparse.Namespace) -> SweepOptions:
     defaults = QUICK if quick else {
         "concurrency": DEFAULT_CONCURRENCY, "requests": DEFAULT_REQUESTS, "max_time": 300.0
     }  # fmt: skip
+    rate_text = getattr(args, "rate", None)
+    rates = None if rate_text is None else _rates(rate_text)
+    if rates is not None and args.concurrency is None:
+        defaults = {**defaults, "concurrency": str(DEFAULT_RATE_CAP)}
     concurrency = defaults["concurrency"] if args.concurrency is None else args.concurrency
     requests = defaults["requests"] if args.requests is None else args.requests
     max_time = defaults["max_time"] if args.max_time is None else args.max_time
     concurrencies = _int_list(concurrency, "--concurrency")
+    keep_alive, keep_alive_both, app = _keep_alive(args.keep_alive, args.app)
     servers = _names(args.servers, SERVER_MODES, "server", "--servers")
     engines = _names(args.engine, ENGINES, "engine", "--engine")
+    if rates is not None:
+        closed = [engine for engine in engines if engine != "builtin"]
+        if closed:
+            raise BenchUsageError(
+                f"--rate needs --engine builtin: {', '.join(closed)} can only send when an answer "
+                "arrives (a closed model), so they cannot keep a fixed schedule"
+            )
+        if len(concurrencies) > 1:
+            raise BenchUsageError(
+                "with --rate, -c takes one value: the most connections in flight (the rates "
+                "are the sweep)"
+            )
     if requests < 1:
         raise BenchUsageError("-n/--requests must be at least 1")
-    if requests < max(concurrencies):
+    if rates is None and requests < max(concurrencies):
         raise BenchUsageError(
             f"-n {requests} is less than the concurrency {max(concurrencies)}: "
             "every connection needs at least one request"
@@ -80,9 +129,11 @@ def options_from_args(args: argparse.Namespace) -> SweepOptions:
         servers=servers,
         concurrencies=concurrencies,
         requests=requests,
-        app=args.app,
+        app=app,
         engines=engines,
-        keep_alive=args.keep_alive,
+        keep_alive=keep_alive,
+        keep_alive_both=keep_alive_both,
+        rates=rates,
         timeout=args.timeout,
         max_time=max_time,
         processes=args.processes,
@@ -127,9 +178,16 @@ def preflight(options: SweepOptions, plot_path: Path | None) -> list[str]:
         raise BenchUsageError(problem)
     warnings = []
     ports = ephemeral_ports()
-    if ports and not options.keep_alive and max(options.concurrencies) > ports:
+    if ports and False in options.keep_alive_modes and max(options.concurrencies) > ports:
         warnings.append(
             f"only {ports} local ports: a concurrency above that cannot connect "
             "(widen net.ipv4.ip_local_port_range)"
         )
+    for rate in options.rates or ():
+        seconds = options.requests / rate
+        if seconds > options.max_time:
+            warnings.append(
+                f"-n {options.requests:,} at --rate {format_rate(rate)} takes {seconds:,.0f}s, "
+                f"so --max-time {options.max_time:g} ends the run first"
+            )
     return warnings

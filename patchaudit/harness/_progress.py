@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 
 from .servers import SERVER_MODES
-from .stats import LiveStats, RunResult
+from .stats import LiveStats, RunResult, format_rate
 from .sweep import SweepOptions, SweepReporter
 
 PROG = "patchaudit bench"
@@ -41,12 +41,23 @@ class ProgressReporter(SweepReporter):
             )
             self.bar.start()
 
-    def run_started(self, server: str, engine: str, concurrency: int, port: int) -> None:
+    def run_started(
+        self,
+        server: str,
+        engine: str,
+        concurrency: int,
+        port: int,
+        *,
+        keep_alive: bool | None = None,
+        rate: float | None = None,
+    ) -> None:
         mode = SERVER_MODES[server]
+        keep_alive = self.options.keep_alive if keep_alive is None else keep_alive
         line = (
             f"{PROG}: {server} ({mode}) on 127.0.0.1:{port}, c={concurrency:,}, "
-            f"n={self.options.requests:,}, engine {engine}, "
-            f"keep-alive {'on' if self.options.keep_alive else 'off'}"
+            + (f"rate {format_rate(rate)}/s, " if rate is not None else "")
+            + f"n={self.options.requests:,}, engine {engine}, "
+            f"keep-alive {'on' if keep_alive else 'off'}"
         )
         if self.bar is not None:
             self.bar.console.print(line, highlight=False, markup=False)

@@ -1,9 +1,15 @@
 """A client process of the built-in load client: ``python -P -m patchaudit.harness._worker CONFIG``.
 
 It drives its share of the connections with gevent: one greenlet per connection, each sending
-its requests one after the other, all on gevent's hub. It writes its counters into its slot of
-the shared block (inherited as the descriptor ``counters_fd``) as it goes (the parent reads them
-live), and prints its encoded latency histogram as one JSON line when it is done.
+its requests one after the other, all on gevent's hub. In the closed model (the default) a
+connection sends its next request as soon as the last one is answered. In the open model
+(``rate`` in the config) request ``k`` of this process is due at ``origin + k / rate``: a free
+connection takes the next due request, waits for its time, and its latency is recorded from that
+intended time (a second histogram keeps the service time, from the actual send).
+
+It writes its counters into its slot of the shared block (inherited as the descriptor
+``counters_fd``) as it goes (the parent reads them live), and prints its encoded latency
+histogram(s) as one JSON line when it is done.
 
 It runs under :func:`patchaudit._supervise.supervise`, which ends it when the parent ends; it
 never watches the parent itself. Safe-path mode (``-P``, see ``_children.python_command``) keeps
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import sys
 import time
@@ -26,12 +33,15 @@ from pathlib import Path
 
 from .stats import (
     BYTES,
+    CPU_US,
     DONE,
     END_NS,
     ERROR_KINDS,
     ERRORS_AT,
     FAILED,
     GO,
+    LATE,
+    LATE_FLOOR_NS,
     OK,
     PEAK_RSS_KB,
     START_NS,
@@ -40,6 +50,7 @@ from .stats import (
     STATE_READY,
     STATE_RUNNING,
     STOP,
+    WALL_US,
     SharedCounters,
     new_histogram,
 )
@@ -55,6 +66,11 @@ class _Failure(Exception):
 
 class _TimedOut(Exception):
     """Thrown into a request's greenlet by the timeout monitor."""
+
+
+def _cpu_us() -> int:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return int((usage.ru_utime + usage.ru_stime) * 1e6)
 
 
 def _peak_rss_kb() -> int:
@@ -176,6 +192,8 @@ def worker_main(config: dict) -> int:
     base = counters.base(config["index"])
     histogram = new_histogram()
     record = histogram.record_value
+    service = new_histogram() if config.get("rate") else None
+    record_service = service.record_value if service is not None else None
     addr = (config["host"], config["port"])
     timeout_ns = int(config["timeout"] * 1e9)
     keep_alive = config["keep_alive"]
@@ -195,6 +213,11 @@ def worker_main(config: dict) -> int:
 
     finished = gevent.event.Event()
     running = [concurrency]
+    # Open model: the schedule. ``origin`` is set at release; this process's share of the rate
+    # is offset by ``offset_ns`` so that the processes' requests interleave evenly.
+    interval_ns = 1e9 / config["rate"] if config.get("rate") else 0.0
+    late_ns = max(interval_ns, LATE_FLOOR_NS)
+    schedule = {"origin": 0, "next": 0}
 
     def connection(slot: int) -> None:
         try:
@@ -226,7 +249,24 @@ def worker_main(config: dict) -> int:
 
         while remaining > 0:
             remaining -= 1
+            if interval_ns:
+                # Take the next due request (cooperative: no other greenlet runs in between).
+                ticket = schedule["next"]
+                schedule["next"] = ticket + 1
+                intended = schedule["origin"] + int(ticket * interval_ns)
+                ahead = intended - now()
+                if ahead > 0:
+                    gevent.sleep(ahead / 1e9)
+                    if sock is not None and _closed_while_idle(sock):
+                        # A keep-alive connection that waited for its next send may have been
+                        # closed by the server's idle timeout (gunicorn's is 2 s): reconnect,
+                        # as a browser would, rather than count a reset no user would see.
+                        reader.close()
+                        sock.close()
+                        sock = reader = None
             started[slot] = current[slot] = t0 = now()
+            if interval_ns and t0 - intended > late_ns:
+                words[base + LATE] += 1  # no connection was free, or the loop was too busy
             connecting = sock is None
             try:
                 pending = request
@@ -277,7 +317,13 @@ def worker_main(config: dict) -> int:
                 words[base + FAILED] += 1
             elif good:
                 words[base + OK] += 1
-                record(max(1, (end - t0) // 1000))
+                if interval_ns:
+                    # From the intended time: a stall delays the sends it blocks, and that
+                    # delay is part of what their users would wait (coordinated omission).
+                    record(max(1, (end - intended) // 1000))
+                    record_service(max(1, (end - t0) // 1000))
+                else:
+                    record(max(1, (end - t0) // 1000))
             else:
                 words[base + _ERR["bad_status"]] += 1
                 words[base + FAILED] += 1
@@ -297,7 +343,9 @@ def worker_main(config: dict) -> int:
             return 0
         time.sleep(0.001)
     words[base + STATE] = STATE_RUNNING
+    cpu_at_start = _cpu_us()
     words[base + START_NS] = now()
+    schedule["origin"] = words[GO] + config.get("offset_ns", 0)  # one timeline for all
     deadline = words[GO] + int(config["max_time"] * 1e9)
     greenlets = [gevent.spawn(connection, slot) for slot in range(concurrency)]
     tick = min(0.1, config["timeout"] / 4)
@@ -311,12 +359,30 @@ def worker_main(config: dict) -> int:
             if began and moment - began > timeout_ns:
                 started[slot] = 0
                 greenlets[slot].kill(_TimedOut(began), block=False)
+    words[base + CPU_US] = _cpu_us() - cpu_at_start
+    words[base + WALL_US] = (now() - words[base + START_NS]) // 1000
     words[base + PEAK_RSS_KB] = _peak_rss_kb()
-    sys.stdout.write(json.dumps({"histogram": histogram.encode().decode("ascii")}) + "\n")
+    report = {"histogram": histogram.encode().decode("ascii")}
+    if service is not None:
+        report["service"] = service.encode().decode("ascii")
+    sys.stdout.write(json.dumps(report) + "\n")
     sys.stdout.flush()
     words[base + STATE] = STATE_DONE
     counters.close()
     return 0
+
+
+def _closed_while_idle(sock) -> bool:
+    """Has the server closed (or reset, or written to) an idle connection?"""
+    from socket import MSG_PEEK
+
+    try:
+        sock.recv(1, MSG_PEEK)  # b"": closed; data before a request: not a response of ours
+        return True
+    except BlockingIOError:
+        return False  # nothing to read: still open
+    except OSError:
+        return True
 
 
 def _wait(sock, events: int, io, wait) -> None:

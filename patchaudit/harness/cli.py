@@ -29,6 +29,7 @@ from .._process import Interrupted, interruptible, kill_all
 from ._children import scratch_folder
 from ._options import (
     DEFAULT_CONCURRENCY,
+    DEFAULT_RATE_CAP,
     DEFAULT_REQUESTS,
     DEFAULT_SERVERS,
     QUICK,
@@ -80,8 +81,18 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-k",
         "--keep-alive",
-        action="store_true",
-        help="reuse connections (default: a new connection per request, like ab without -k)",
+        nargs="?",
+        const="on",
+        default="off",
+        metavar="on|off|both",
+        help="reuse connections; `both` runs every point without and with keep-alive "
+        "(default: off, a new connection per request, like ab without -k)",
+    )
+    parser.add_argument(
+        "--rate",
+        help="open model: send R requests per second on a fixed schedule, comma-separated to "
+        "sweep rates (-c is then the cap on connections in flight, default "
+        f"{DEFAULT_RATE_CAP}); latency is measured from each request's intended send time",
     )
     parser.add_argument(
         "--timeout", type=float, default=30.0, help="seconds one request may take (default 30)"

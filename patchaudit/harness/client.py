@@ -5,6 +5,11 @@ hub. By default each request opens a new connection, like ``ab`` without ``-k``;
 bounds each whole request (connect, send, full response). A response counts only if its status
 is 2xx/3xx and its whole body arrived (Content-Length, chunked, or until close).
 
+With ``rate`` the client is an open model (wrk2's): it sends ``rate`` requests per second on a
+fixed schedule whatever the server does, spread over its processes, with ``c`` the cap on
+connections in flight, and measures each latency from the request's intended send time; without
+it, a closed model (a connection waits for its answer before sending the next request).
+
 ``run_load`` starts the processes (``_worker.py``), releases them together, reads their shared
 counters live for the progress bar, and merges their histograms when they are done. Each process
 runs under a supervisor (:func:`patchaudit._process.spawn`) in its own process group, so it dies
@@ -25,19 +30,23 @@ from typing import IO
 from .._process import Child, Interrupted, spawn
 from ._children import python_command
 from .stats import (
+    CPU_US,
     DONE,
     END_NS,
     FAILED,
     GO,
+    LATE,
     OK,
     PEAK_RSS_KB,
     START_NS,
     STATE,
     STATE_READY,
     STOP,
+    WALL_US,
     LiveStats,
     RunResult,
     SharedCounters,
+    client_cpu,
     latency_summary,
     new_histogram,
 )
@@ -94,14 +103,19 @@ def run_load(
     cpus: set[int] | None = None,
     server: str = "",
     mode: str = "",
+    rate: float | None = None,
 ) -> RunResult:
     """Send ``n`` GET requests with ``c`` connections in flight; stop after ``max_time`` s.
 
-    Raises LoadInterrupted (carrying the partial result) on Ctrl-C or SIGTERM.
+    ``rate``: requests per second on a fixed schedule (open model), ``c`` then being the most
+    in flight; None for the closed model. Raises LoadInterrupted (carrying the partial result)
+    on Ctrl-C or SIGTERM.
     """
     from .servers import check_loopback
 
     check_loopback(host)
+    if rate is not None and not rate > 0:
+        raise ValueError(f"rate must be a positive number, not {rate!r}")
     processes = max(1, min(processes or default_processes(), c, n))
     counters = SharedCounters(processes)
     result = RunResult(server, mode, "builtin", c, n, keep_alive, port=port)
@@ -125,6 +139,10 @@ def run_load(
                     "timeout": timeout,
                     "max_time": max_time,
                     "cpus": sorted(cpus) if cpus else None,
+                    # Each process sends rate/processes per second, shifted by its index so
+                    # that together they send one request every 1/rate seconds.
+                    "rate": rate / processes if rate else None,
+                    "offset_ns": int(index * 1e9 / rate) if rate else 0,
                 }
                 workers.append(_spawn_worker(config, counters.fd, max_time))
             _wait_state(counters, workers, STATE_READY, timeout=START_TIMEOUT)
@@ -133,10 +151,10 @@ def run_load(
         except (KeyboardInterrupt, Interrupted) as exc:
             interrupted = exc
         try:
-            _stop_and_collect(counters, workers, result, hurry=interrupted is not None)
+            _stop_and_collect(counters, workers, result, interrupted is not None, rate, cpus)
         except (KeyboardInterrupt, Interrupted) as exc:  # while collecting: again, quickly
             interrupted = exc
-            _stop_and_collect(counters, workers, result, hurry=True)
+            _stop_and_collect(counters, workers, result, True, rate, cpus)
     except ClientError as exc:
         result.error = str(exc)
     finally:
@@ -154,13 +172,18 @@ def run_load(
 
 
 def _stop_and_collect(
-    counters: SharedCounters, workers: list[Worker], result: RunResult, hurry: bool
+    counters: SharedCounters,
+    workers: list[Worker],
+    result: RunResult,
+    hurry: bool,
+    rate: float | None,
+    cpus: set[int] | None,
 ) -> None:
     """Let the workers finish (told to stop at once if ``hurry``) and fill ``result``."""
     if hurry:
         counters.set_control(STOP, 1)  # workers abandon in-flight requests and report
     problems = _finish(workers, INTERRUPT_GRACE if hurry else 10.0)
-    _collect(counters, workers, result)
+    _collect(counters, workers, result, rate, cpus)
     if problems:
         result.error = problems
 
@@ -253,13 +276,22 @@ def _finish(workers: list[Worker], grace: float) -> str | None:
     return "; ".join(problems) or None
 
 
-def _collect(counters: SharedCounters, workers: list[Worker], result: RunResult) -> None:
-    histogram = new_histogram()
+def _collect(
+    counters: SharedCounters,
+    workers: list[Worker],
+    result: RunResult,
+    rate: float | None,
+    cpus: set[int] | None,
+) -> None:
+    histogram, service = new_histogram(), new_histogram()
     for _child, out, _err in workers:
         out.seek(0)
         for line in out.read().decode(errors="replace").splitlines():
             if line.startswith("{"):
-                histogram.decode_and_add(json.loads(line)["histogram"])
+                report = json.loads(line)
+                histogram.decode_and_add(report["histogram"])
+                if "service" in report:
+                    service.decode_and_add(report["service"])
     result.completed = counters.total(OK)
     result.failed = counters.total(FAILED)
     result.errors = counters.errors()
@@ -270,6 +302,14 @@ def _collect(counters: SharedCounters, workers: list[Worker], result: RunResult)
     result.rps = result.completed / result.duration_s if result.duration_s else 0.0
     result.latency_ms = latency_summary(histogram)
     result.client_peak_rss_kb = counters.total(PEAK_RSS_KB)
+    slots = range(len(workers))
+    walls = [counters.slot(i, WALL_US) / 1e6 for i in slots]
+    if any(walls):  # each process reports its own CPU and wall time as it ends
+        seconds = [counters.slot(i, CPU_US) / 1e6 for i in slots]
+        result.client_cpu = client_cpu(seconds, max(walls), cpus=cpus)
+    if rate is not None:
+        result.service_ms = latency_summary(service)
+        result.finish_open(rate, counters.total(LATE))
 
 
 def _tail(stream: IO[bytes], lines: int = 5) -> str:

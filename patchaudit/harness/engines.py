@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import IO
 
 from .._exec import exec_command
-from .._process import Interrupted, spawn
+from .._process import Child, Interrupted, group_parents, spawn
 from .client import INTERRUPT_GRACE, STOP_SLACK, LoadInterrupted, signal_of
-from .stats import ERROR_KINDS, RunResult
+from .stats import ERROR_KINDS, ClientCpu, RunResult, client_cpu, proc_cpu_seconds
 
 INSTALL_HINT = {
     "ab": "ApacheBench (`ab`) not found on PATH: install it (Debian/Ubuntu: "
@@ -50,6 +50,42 @@ def find_engine(name: str) -> str:
 
 def _empty_errors() -> dict[str, int]:
     return dict.fromkeys(ERROR_KINDS, 0)
+
+
+class ProgramCpu:
+    """The CPU of a load generator run under ``_exec.py`` (ab, wrk): sampled from /proc while it
+    runs, since its parent is its supervisor, not us. The last sample is at most one read tick
+    (0.1 s) before it exits; both the CPU and the wall time count from the exec wrapper's start.
+    """
+
+    def __init__(self, cores: int = 1, cpus: set[int] | None = None) -> None:
+        self.cores = cores
+        self.cpus = cpus
+        self.child: Child | None = None
+        self.pid: int | None = None
+        self.started = self.last_at = time.monotonic()
+        self.seconds = 0.0
+
+    def attach(self, child: Child) -> None:
+        self.child = child
+        self.started = self.last_at = time.monotonic()
+
+    def sample(self) -> None:
+        if self.child is None:
+            return
+        if self.pid is None:  # the program is the supervisor's child, in its group
+            parents = group_parents(self.child.pid)
+            self.pid = next((pid for pid, ppid in parents.items() if ppid == self.child.pid), None)
+            if self.pid is None:
+                return
+        seconds = proc_cpu_seconds(self.pid)
+        if seconds is not None:
+            self.seconds, self.last_at = seconds, time.monotonic()
+
+    def result(self) -> ClientCpu | None:
+        if self.pid is None:
+            return None
+        return client_cpu([self.seconds], self.last_at - self.started, [self.cores], self.cpus)
 
 
 # ----------------------------------------------------------------------------------- ab
@@ -125,8 +161,10 @@ def run_ab(
     command = ab_command(f"http://{host}:{port}{path}", n, c, keep_alive, timeout, max_time)
     result = RunResult(server, mode, "ab", c, n, keep_alive, port=port)
     started = time.monotonic()
-    stdout, stderr, interrupted = _run(command, cpus, max_time, lambda _line: False)
+    usage = ProgramCpu(cpus=cpus)  # ab is one single-threaded process
+    stdout, stderr, interrupted = _run(command, cpus, max_time, lambda _line: False, usage)
     parse_ab(stdout, result)
+    result.client_cpu = usage.result()
     if "Complete requests" not in stdout:
         # ab gives up at the first timeout, -r or not, and prints only "Total of N requests
         # completed": keep that count, with our own clock for the rate.
@@ -244,12 +282,14 @@ def run_wrk(
             finished[0] += line.startswith("PATCHAUDIT_THREAD_DONE")
             return finished[0] >= threads  # every thread has sent its share: stop wrk
 
-        stdout, stderr, interrupted = _run(command, cpus, max_time, thread_done)
+        usage = ProgramCpu(cores=threads, cpus=cpus)
+        stdout, stderr, interrupted = _run(command, cpus, max_time, thread_done, usage)
     result = parse_wrk(
         stdout,
         RunResult(server, mode, "wrk", c, n, keep_alive, port=port),
         silent_close=not keep_alive and not announced_close,
     )
+    result.client_cpu = usage.result()
     if result.error and stderr.strip():
         result.error = f"wrk: {_last_line(stderr)}"
     if interrupted is not None:
@@ -283,10 +323,12 @@ def _run(
     cpus: set[int] | None,
     max_time: float,
     stop_when: Callable[[str], bool],
+    usage: ProgramCpu | None = None,
 ) -> tuple[str, str, int | None]:
     """Run an engine, reading stdout as it comes; SIGINT it when ``stop_when(line)`` says so,
     when Ctrl-C or SIGTERM arrives, or after ``max_time``. Both tools print their report on
-    SIGINT. Returns (stdout, stderr, the signal that interrupted us or None)."""
+    SIGINT. Returns (stdout, stderr, the signal that interrupted us or None); ``usage``, if
+    given, samples the tool's CPU as it runs."""
     with tempfile.TemporaryFile() as err:
         child = spawn(
             exec_command(command, cpus),
@@ -296,6 +338,8 @@ def _run(
         )
         stdout = child.process.stdout
         assert stdout is not None
+        if usage is not None:
+            usage.attach(child)
         chunks: list[bytes] = []
         pending = b""
         interrupted: int | None = None
@@ -303,6 +347,8 @@ def _run(
         try:
             while True:
                 ready, _, _ = select.select([stdout], [], [], 0.1)
+                if usage is not None:
+                    usage.sample()
                 if ready:
                     chunk = os.read(stdout.fileno(), 65536)
                     if not chunk:

@@ -9,7 +9,14 @@ from importlib import metadata
 from pathlib import Path
 
 from .limits import raise_nofile, sysctls
-from .stats import RunResult
+from .stats import (
+    CLIENT_BOUND,
+    LATE_FLOOR_NS,
+    LATE_SHARE,
+    SATURATED_BELOW,
+    RunResult,
+    format_rate,
+)
 
 SCHEMA_VERSION = 1
 PLOT_SUFFIXES = (".png", ".svg")
@@ -59,10 +66,24 @@ def _ms(value: float | None) -> str:
 
 def error_kinds(run: RunResult) -> str:
     kinds = ", ".join(f"{kind} {count:,}" for kind, count in run.errors.items() if count)
-    if run.error:
-        note = run.error.splitlines()[0]
-        kinds = f"{kinds}; {note}" if kinds else note
-    return kinds
+    notes = [run.error.splitlines()[0]] if run.error else []
+    if run.saturated:
+        notes.append(
+            f"saturated: {run.achieved_rate or 0:,.0f} of {format_rate(run.target_rate or 0)} req/s"
+            + (f", {run.late_sends:,} sent late" if run.late_sends else "")
+        )
+    if run.client_cpu is not None and run.client_cpu.bound:
+        notes.append("the client was the bottleneck (CPU-bound)")
+    return "; ".join(([kinds] if kinds else []) + notes)
+
+
+def cpu_cell(run: RunResult) -> str:
+    """The client's CPU as a share of the cores its processes could use."""
+    if run.client_cpu is None:
+        return "-"
+    cpu = run.client_cpu
+    share = cpu.total / cpu.limit if cpu.limit else 0.0
+    return f"[red]{share:.0%}[/]" if cpu.bound else f"{share:.0%}"
 
 
 def describe_connections(keep_alive: bool) -> str:
@@ -77,33 +98,55 @@ def render_table(runs: list[RunResult], console) -> None:
     from rich.table import Table
 
     keep_alive = {run.keep_alive for run in runs}
+    both = len(keep_alive) > 1
+    is_open = any(run.model == "open" for run in runs)
     title = "; ".join(describe_connections(k) for k in sorted(keep_alive)) or "no runs"
-    table = Table(title=f"patchaudit bench: {title}; client sockets use TCP_NODELAY")
-    for name, justify in (
-        ("server", "left"),
-        ("engine", "left"),
-        ("concurrency", "right"),
-        ("req/s", "right"),
-        ("p50 ms", "right"),
-        ("p99 ms", "right"),
-        ("failed / total", "right"),
-        ("errors", "left"),
-    ):
+    if is_open:
+        title += "; open model: a fixed schedule, latency from each intended send time"
+    bound = [run for run in runs if run.client_cpu is not None and run.client_cpu.bound]
+    caption = (
+        f"client CPU: share of the cores the load processes could use. Above "
+        f"{CLIENT_BOUND:.0%} (red) the client, not the server, was the bottleneck: "
+        f"{len(bound)} run(s) here."
+        if bound
+        else None
+    )
+    if is_open:
+        caption = (caption + " " if caption else "") + (
+            "Open model: concurrency caps the connections in flight; svc p99 is from the "
+            f"actual send. Saturated: under {SATURATED_BELOW:.0%} of the target rate "
+            f"completed, or over {LATE_SHARE:.0%} of the requests were sent late (behind "
+            f"schedule by more than one interval and {LATE_FLOOR_NS // 1_000_000} ms)."
+        )
+    table = Table(
+        title=f"patchaudit bench: {title}; client sockets use TCP_NODELAY", caption=caption
+    )
+    columns = [("server", "left"), ("engine", "left")]
+    columns += [("keep-alive", "left")] if both else []
+    columns += [("concurrency", "right")]
+    columns += [("target/s", "right")] if is_open else []
+    columns += [("req/s", "right"), ("p50 ms", "right"), ("p99 ms", "right")]
+    columns += [("svc p99 ms", "right")] if is_open else []
+    columns += [("client CPU", "right"), ("failed / total", "right"), ("errors", "left")]
+    for name, justify in columns:
         table.add_column(name, justify=justify, overflow="fold")
     for run in runs:
         failed_style = "red" if run.failed or run.error else ""
-        table.add_row(
-            f"{run.server} ({run.mode})",
-            run.engine + (" -k" if run.keep_alive and len(keep_alive) > 1 else ""),
-            f"{run.concurrency:,}",
-            f"{run.rps:,.0f}",
-            _ms(run.latency_ms.get("p50")),
-            _ms(run.latency_ms.get("p99")),
+        service = run.service_ms or {}
+        cells = [f"{run.server} ({run.mode})", run.engine]
+        cells += [("on" if run.keep_alive else "off")] if both else []
+        cells += [f"{run.concurrency:,}"]
+        cells += [format_rate(run.target_rate) if run.target_rate else "-"] if is_open else []
+        cells += [f"{run.rps:,.0f}", _ms(run.latency_ms.get("p50")), _ms(run.latency_ms.get("p99"))]
+        cells += [_ms(service.get("p99"))] if is_open else []
+        cells += [
+            cpu_cell(run),
             f"[{failed_style}]{run.failed:,}[/] / {run.requests:,}"
             if failed_style
             else f"{run.failed:,} / {run.requests:,}",
             error_kinds(run),
-        )
+        ]
+        table.add_row(*cells)
     console.print(table)
 
 

@@ -1,4 +1,5 @@
-"""The sweep: every server x every concurrency x every engine, each run on a fresh server.
+"""The sweep: every server x every concurrency (or rate) x every engine (x both keep-alive modes
+with ``--keep-alive both``), each run on a fresh server.
 
 A fresh server per run, with its pool sized to the run's concurrency, is what the post did
 (``server.py gevent|threaded CONCURRENCY``). Ctrl-C or SIGTERM stops the current run, keeps what
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .._process import Interrupted
 from .client import INTERRUPT_GRACE, START_TIMEOUT, STOP_SLACK, LoadInterrupted, run_load, signal_of
@@ -39,6 +40,21 @@ class SweepOptions:
     grace: float = 5.0
     start_timeout: float = 60.0
     cwd: str | None = None
+    #: Open model (--rate): the sweep's points are these requests per second, and the one
+    #: concurrency is the cap on connections in flight. None: closed model.
+    rates: list[float] | None = None
+    #: --keep-alive both: every point runs without, then with keep-alive.
+    keep_alive_both: bool = False
+
+    @property
+    def keep_alive_modes(self) -> list[bool]:
+        return [False, True] if self.keep_alive_both else [self.keep_alive]
+
+    def points(self) -> list[tuple[int, float | None]]:
+        """(concurrency, rate) of each point: the concurrencies, or the rates at the one cap."""
+        if self.rates:
+            return [(self.concurrencies[0], rate) for rate in self.rates]
+        return [(concurrency, None) for concurrency in self.concurrencies]
 
 
 @dataclass
@@ -55,7 +71,16 @@ class Sweep:
 class SweepReporter:
     """Hooks for the user interface; the defaults do nothing."""
 
-    def run_started(self, server: str, engine: str, concurrency: int, port: int) -> None:
+    def run_started(
+        self,
+        server: str,
+        engine: str,
+        concurrency: int,
+        port: int,
+        *,
+        keep_alive: bool | None = None,
+        rate: float | None = None,
+    ) -> None:
         pass
 
     def progress(self, live: LiveStats) -> None:
@@ -80,13 +105,20 @@ def run_sweep(options: SweepOptions, reporter: SweepReporter | None = None) -> S
     sweep = Sweep(runs=[])
     try:
         for kind in options.servers:
-            for concurrency in options.concurrencies:
+            for concurrency, rate in options.points():
                 for engine in options.engines:
-                    result = _one_run(
-                        options, kind, concurrency, engine, server_cpus, client_cpus, reporter
-                    )
-                    sweep.runs.append(result)
-                    reporter.run_finished(result)
+                    for keep_alive in options.keep_alive_modes:
+                        point = replace(
+                            options,
+                            keep_alive=keep_alive,
+                            keep_alive_both=False,
+                            rates=None if rate is None else [rate],
+                        )
+                        result = _one_run(
+                            point, kind, concurrency, engine, server_cpus, client_cpus, reporter
+                        )
+                        sweep.runs.append(result)
+                        reporter.run_finished(result)
     except LoadInterrupted as exc:  # the current run, with what it measured
         sweep.runs.append(exc.result)
         reporter.run_finished(exc.result)
@@ -105,13 +137,22 @@ def _one_run(
     client_cpus: set[int] | None,
     reporter: SweepReporter,
 ) -> RunResult:
-    """One run on a fresh server; raises LoadInterrupted (with its partial result) if stopped."""
+    """One run on a fresh server; raises LoadInterrupted (with its partial result) if stopped.
+
+    ``options`` is the run's own: its ``keep_alive``, and its one rate in ``rates`` (open model).
+    """
     mode = SERVER_MODES[kind]
+    rate = options.rates[0] if options.rates else None
+
+    def unmeasured(error: str) -> RunResult:
+        result = RunResult(kind, mode, engine, concurrency, options.requests, options.keep_alive)
+        if rate is not None:
+            result.model, result.target_rate = "open", rate
+        result.error = error
+        return result
 
     def interrupted(exc: BaseException) -> LoadInterrupted:
-        result = RunResult(kind, mode, engine, concurrency, options.requests, options.keep_alive)
-        result.error = "interrupted"
-        return LoadInterrupted(result, signal_of(exc))
+        return LoadInterrupted(unmeasured("interrupted"), signal_of(exc))
 
     # A fresh server per run: it never needs to outlive starting, the client's own bounds and
     # stopping. Its supervisor ends it after that, even if this process is stuck.
@@ -131,15 +172,15 @@ def _one_run(
             deadline=lifetime + options.grace,
         )
     except ServerError as exc:
-        failed = RunResult(kind, mode, engine, concurrency, options.requests, options.keep_alive)
-        failed.error = f"{kind} server failed to start: {exc}"
-        return failed
+        return unmeasured(f"{kind} server failed to start: {exc}")
     except (KeyboardInterrupt, Interrupted) as exc:  # spawn_server stopped what it started
         raise interrupted(exc) from None
     grace = options.grace
     result: RunResult | None = None
     try:
-        reporter.run_started(kind, engine, concurrency, server.port)
+        reporter.run_started(
+            kind, engine, concurrency, server.port, keep_alive=options.keep_alive, rate=rate
+        )
         result = _drive(
             options,
             engine,
@@ -220,5 +261,6 @@ def _drive(
         options.timeout,
         options.processes,
         progress,
+        rate=options.rates[0] if options.rates else None,
         **common,
     )
