@@ -237,9 +237,10 @@ def test_keep_alive_both_gives_both_rows_with_cpu() -> None:
     assert "keep-alive off" in result.stderr and "keep-alive on" in result.stderr
 
 
-def test_a_rate_sweep_table_shows_each_rate_both_ways() -> None:
+def test_a_rate_sweep_table_shows_each_rate_both_ways(tmp_path: Path) -> None:
+    figure = tmp_path / "rates.svg"
     result = bench("--servers", "gevent", "--rate", "50,100", "-c", "5", "-n", "30",
-                   "--keep-alive", "both")  # fmt: skip
+                   "--keep-alive", "both", "--plot", str(figure))  # fmt: skip
     assert result.returncode == 0, result.stderr
     table = result.stdout
     words = " ".join(table.split())  # the title wraps to the width
@@ -252,6 +253,12 @@ def test_a_rate_sweep_table_shows_each_rate_both_ways() -> None:
         ["off", "5", "50"], ["on", "5", "50"], ["off", "5", "100"], ["on", "5", "100"],
     ]  # fmt: skip
     assert all(row[9].endswith("%") for row in cells)  # client CPU
+    # the figure: the rates on the x axis, one line per keep-alive mode
+    svg = figure.read_text()
+    for text in ("target requests per second (open model, at most 5 in flight)",
+                 "gevent, keep-alive", "gevent, new connections", "50", "100"):  # fmt: skip
+        assert f"<!-- {text} -->" in svg, text
+    assert "keep-alive on and off, builtin client -->" in svg  # the title
 
 
 # -------------------------------------------------------------------------- ab and wrk's CPU

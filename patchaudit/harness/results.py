@@ -162,7 +162,8 @@ def check_plot_path(path: Path) -> str | None:
 
 
 def plot(runs: list[RunResult], path: Path, title: str | None = None) -> None:
-    """Redraw the post's figure: req/s and failed requests against concurrency."""
+    """Redraw the post's figure: req/s and failed requests against concurrency, or against the
+    target rate for an open-model sweep (``--rate``), whose points are the rates."""
     try:
         import matplotlib
 
@@ -171,30 +172,44 @@ def plot(runs: list[RunResult], path: Path, title: str | None = None) -> None:
     except ImportError:
         raise PlotUnavailable(PLOT_MISSING) from None
     engines = {run.engine for run in runs}
+    keep_alive = {run.keep_alive for run in runs}
+    open_model = any(run.model == "open" for run in runs)
+
+    def x_of(run: RunResult) -> float:
+        return (run.target_rate or 0.0) if open_model else run.concurrency
+
     series: dict[str, list[RunResult]] = {}
     for run in runs:
         label = run.server + (f" ({run.engine})" if len(engines) > 1 else "")
+        if len(keep_alive) > 1:  # --keep-alive both: one line per mode
+            label += ", keep-alive" if run.keep_alive else ", new connections"
         series.setdefault(label, []).append(run)
     figure, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(8, 7))
     for label, points in series.items():
-        points = sorted(points, key=lambda r: r.concurrency)
-        xs = [p.concurrency for p in points]
+        points = sorted(points, key=x_of)
+        xs = [x_of(p) for p in points]
         top.plot(xs, [p.rps for p in points], marker="o", label=label)
         bottom.plot(xs, [p.failed for p in points], marker="o", label=label)
     top.set_ylabel("requests per second")
     bottom.set_ylabel("failed requests")
     requests = max((r.requests for r in runs), default=0)
-    bottom.set_xlabel(f"concurrent connections (of {requests:,} requests per run)")
-    ticks = sorted({run.concurrency for run in runs})
+    if open_model:
+        cap = max(r.concurrency for r in runs)
+        bottom.set_xlabel(f"target requests per second (open model, at most {cap:,} in flight)")
+    else:
+        bottom.set_xlabel(f"concurrent connections (of {requests:,} requests per run)")
+    ticks = sorted({x_of(run) for run in runs})
     for axes in (top, bottom):
         axes.set_xscale("log")
-        axes.set_xticks(ticks, [f"{tick:,}" for tick in ticks])
+        axes.set_xticks(ticks, [f"{tick:,.0f}" for tick in ticks])
         axes.minorticks_off()
         axes.grid(True, alpha=0.3)
         axes.set_ylim(bottom=0)
         axes.legend()
-    keep_alive = {run.keep_alive for run in runs}
-    connections = "keep-alive on" if keep_alive == {True} else "new connection per request"
+    connections = {
+        frozenset({True}): "keep-alive on",
+        frozenset({False}): "new connection per request",
+    }.get(frozenset(keep_alive), "keep-alive on and off")
     clients = ", ".join(sorted(engines))
     top.set_title(title or f"{len(os.sched_getaffinity(0))} cores, {connections}, {clients} client")
     figure.tight_layout()
