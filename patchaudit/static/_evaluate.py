@@ -179,17 +179,7 @@ def _replays(project: Project, importers: dict[str, list[str]]) -> list[Replay]:
             first = loads("gunicorn.app.wsgiapp")
             replays.append(Replay(program.root, False, preloaded=first, patched_after=label))
         elif program.patched_by is None:
-            # Run by path (`python pkg/app.py`), the root's package is never imported: its
-            # `__init__` does not run first, and a folder that is not there yet (a buffer
-            # checked from stdin) hides nothing.
-            replays.append(
-                Replay(
-                    program.root,
-                    program.as_main,
-                    program.function,
-                    without_packages=program.as_main,
-                )
-            )
+            replays.append(Replay(program.root, program.as_main, program.function))
         elif program.preload:
             label = f"{program.source or program.launcher} (the worker patches after --preload)"
             replays.append(Replay(program.root, False, program.function, patched_after=label))

@@ -127,7 +127,10 @@ def simulate(
         own = replay.without_packages and name == root
         if package and not name.startswith("__main__:") and not own:
             run(package, parent, via)
-            if package in missing:
+            # The root's own folder may not exist yet (a new buffer checked from stdin): it
+            # still runs, as if in a namespace package. Any other module of a missing package
+            # cannot be imported.
+            if package in missing and name != root:
                 return
         node = index.get(name)
         if node is None:
