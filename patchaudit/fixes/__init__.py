@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .._findings import Report
 from .._safeio import read_regular, reason, write_atomic
-from . import patch_call, stale_import  # noqa: F401  (register their fixers)
+from . import patch_call, patch_position, stale_import  # noqa: F401  (register their fixers)
 from ._apply import apply_fixes
 from ._model import Applicability, Edit, Fix, Source
 from ._registry import FIXERS
