@@ -32,6 +32,7 @@ APPLICABILITY: dict[str, str | None] = {
     "MPA102-plain": "unsafe",
     "MPA101-docstring": "unsafe",
     "MPA102-argument-bound-late": None,  # no fix offered: after.py is before.py
+    "MPA109-float-to-top": "safe",
 }
 
 
@@ -42,6 +43,8 @@ def test_every_fixture_is_a_case() -> None:
 def _project(tmp_path: Path, case: str) -> Path:
     project = write_project(tmp_path / "project", {})
     shutil.copy(CASES / case / "before.py", project / "app.py")
+    if (CASES / case / "pyproject.toml").exists():  # the case's settings (an isort section)
+        shutil.copy(CASES / case / "pyproject.toml", project / "pyproject.toml")
     return project
 
 

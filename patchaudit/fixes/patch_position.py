@@ -1,4 +1,5 @@
-"""MPA101/MPA102: move the patch call to the top of the entry module (unsafe).
+"""Where the patch call sits: MPA101/MPA102 move it to the top of the entry module (unsafe),
+MPA109 guards it against import sorters with a `# isort: split` line (safe).
 
 The patch statement and the import it needs move, as their exact lines (trailing comments and
 the comment lines right above them included), to just after the module docstring and the
@@ -14,6 +15,7 @@ from __future__ import annotations
 import ast
 
 from .._findings import Finding
+from ..rules._helpers import call_statement
 from ._model import Applicability, Edit, Fix, Source
 from ._registry import fixer
 from .stale_import import _bindings
@@ -85,16 +87,7 @@ def move_patch_to_top(source: Source, finding: Finding) -> Fix | None:
     if not at or at[0] != finding.path:
         return None  # the patch runs in another module: this file cannot move it
     body = source.tree.body
-    call = next(
-        (
-            s
-            for s in body
-            if isinstance(s, ast.Expr)
-            and isinstance(s.value, ast.Call)
-            and (s.value.lineno, s.value.col_offset + 1) == (at[1], at[2])
-        ),
-        None,
-    )
+    call = call_statement(source.tree, at[1], at[2])
     name = _root(call.value.func) if call is not None else None  # type: ignore[attr-defined]
     if call is None or name is None:
         return None  # in a function, an `if` or a `try`: not a statement this fix can move
@@ -167,3 +160,26 @@ def _deletion(source: Source, start: int, end: int) -> tuple[int, int]:
         return above, end
     after = source.line_end(end)
     return (start, after) if not source.data[end:after].strip() else (start, end)
+
+
+@fixer("MPA109")
+def split_after_patch(source: Source, finding: Finding) -> Fix | None:
+    """A `# isort: split` line right after the patch statement: isort (and ruff's isort) sort
+    what follows it on its own, so nothing moves above the call. A comment: the code is
+    unchanged."""
+    statement = call_statement(source.tree, finding.line, finding.column)
+    if statement is None:
+        return None
+    end = source.end(statement)
+    after = source.line_end(end)
+    rest = source.data[end:after].strip()
+    if rest and not rest.startswith(b"#"):
+        return None  # `monkey.patch_all(); import os`: no line of its own to follow
+    content = "# isort: split" + source.newline
+    if after == len(source.data) and not source.data.endswith(b"\n"):
+        content = source.newline + content
+    return Fix(
+        Applicability.SAFE,
+        "Add `# isort: split` after the patch call",
+        (source.edit(after, after, content),),
+    )
