@@ -97,14 +97,16 @@ def _isort(tree: Tree) -> tuple[str, str, tuple[str, ...]]:
             tool = _table(_toml(text, rel, tree), "tool")
             if "isort" not in tool:
                 continue
-            settings = _table(tool, "isort")
+            settings, section = _table(tool, "isort"), sections[0]
         else:
-            found = [item for item in ini_items(text) if item[0] in sections]
-            if not found and not any(f"[{s}]" in text for s in sections):
+            headers = re.findall(r"(?m)^\s*\[([^\]]+)\]", text)
+            section = next((h.strip() for h in headers if h.strip() in sections), "")
+            if not section:
                 continue
+            found = [item for item in ini_items(text) if item[0] == section]
             settings = {key: " ".join(v for _, v in values) for _, key, values in found}
         settings = {key.lstrip("-").replace("-", "_"): value for key, value in settings.items()}
-        shown = f"{rel} [{sections[0]}]" if rel != ".isort.cfg" else rel
+        shown = f"{rel} [{section}]" if rel != ".isort.cfg" else rel
         value = settings.get("float_to_top")
         floats = value is True or (isinstance(value, str) and value.strip().lower() in _TRUE)
         skip: list[str] = []
