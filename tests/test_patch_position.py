@@ -71,6 +71,17 @@ def test_the_one_line_form_moves_whole(tmp_path: Path) -> None:
     )
 
 
+def test_a_blank_line_between_two_moved_lines_is_deleted_once(tmp_path: Path) -> None:
+    """Both deletions would take the blank line between the import and the call: the second
+    starts where the first ends, so the edits never overlap."""
+    source = LATE + "\nfrom gevent import monkey\n\nmonkey.patch_all()\n"
+    project = write_project(tmp_path, {"app.py": source})
+    result = run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", ".", cwd=project)
+    assert result.returncode == 0, result.stdout + result.stderr
+    expected = "from gevent import monkey\nmonkey.patch_all()\n" + LATE + "\n"
+    assert (project / "app.py").read_text() == expected
+
+
 def test_eventlet_monkey_patch_moves_too(tmp_path: Path) -> None:
     project = write_project(
         tmp_path, {"app.py": LATE + "import eventlet\n\neventlet.monkey_patch()\n"}

@@ -124,7 +124,11 @@ def move_patch_to_top(source: Source, finding: Finding) -> Fix | None:
     if not text.endswith("\n"):
         text += source.newline
     edits: list[Edit] = [source.edit(where, where, text)]
-    edits += [source.edit(*_deletion(source, a, b), "") for a, b in spans]
+    done = 0  # where the previous deletion ends: a blank line taken twice would overlap
+    for a, b in spans:
+        start, end = _deletion(source, a, b)
+        edits.append(source.edit(max(start, done), end, ""))
+        done = end
     return Fix(Applicability.UNSAFE, "Move the patch call to the top of the module", tuple(edits))
 
 
