@@ -21,6 +21,7 @@ from patchaudit._process import spawn
 from patchaudit.static._sorters import ImportSorters, import_sorters
 
 from .conftest import FIXTURES, isolated_copy, require, run_cli, write_project
+from .test_stage_cache import _settle as settle
 
 BAD = FIXTURES / "rules" / "MPA109" / "bad"
 PATCH = "monkey.patch_all()  # MPA109"
@@ -214,3 +215,22 @@ def test_mpa109_is_reported_only_when_isort_would_move_the_imports(
     assert result.returncode in (0, 1), result.stderr
     found = [(f["rule"], f["line"]) for f in json.loads(result.stdout)["findings"]]
     assert found == expected
+
+
+def test_a_changed_sorter_setting_is_seen_by_a_warm_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sorters are an input of the project stage: editing setup.cfg alone (no source, no
+    [tool.patchaudit] change) must not replay the stored output."""
+    monkeypatch.setenv("PATCHAUDIT_CACHE_DIR", str(tmp_path / "cache"))
+    project = write_project(tmp_path / "project", {"app.py": SORTED, "setup.cfg": "[isort]\n"})
+    settle(project)  # old enough for the stage to be stored
+
+    def found() -> list[tuple[str, int]]:
+        result = run_cli("check", "--format", "json", "--select", "MPA109", ".", cwd=project)
+        return [(f["rule"], f["line"]) for f in json.loads(result.stdout)["findings"]]
+
+    assert found() == []
+    assert list((tmp_path / "cache").rglob("stage-*"))  # what a warm run would replay
+    (project / "setup.cfg").write_text("[isort]\nfloat_to_top = true\n")
+    assert found() == [("MPA109", 2)]
