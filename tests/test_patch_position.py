@@ -91,7 +91,7 @@ def test_eventlet_monkey_patch_moves_too(tmp_path: Path) -> None:
     assert (project / "app.py").read_text() == "import eventlet\neventlet.monkey_patch()\n" + LATE
 
 
-def _finding(patch_call: list[object]) -> Finding:
+def _finding(patch_call: str) -> Finding:
     return Finding(
         rule="MPA102",
         category=Category.PATCH_ORDER,
@@ -108,10 +108,10 @@ def _finding(patch_call: list[object]) -> Finding:
 def test_a_patch_in_another_module_is_not_moved() -> None:
     source = Source.parse((LATE + "from gevent import monkey\nmonkey.patch_all()\n").encode())
     assert source is not None
-    fix = move_patch_to_top(source, _finding(["app.py", 3, 1]))
+    fix = move_patch_to_top(source, _finding("app.py:3:1"))
     assert fix is not None and [e.content for e in fix.edits] == [
         "from gevent import monkey\nmonkey.patch_all()\n",
         "",
         "",
     ]
-    assert move_patch_to_top(source, _finding(["wsgi.py", 3, 1])) is None
+    assert move_patch_to_top(source, _finding("wsgi.py:3:1")) is None

@@ -83,11 +83,12 @@ def _span(source: Source, statement: ast.stmt, floor: int) -> tuple[int, int]:
 @fixer("MPA101")
 @fixer("MPA102")
 def move_patch_to_top(source: Source, finding: Finding) -> Fix | None:
-    at = finding.evidence.get("patch_call")
-    if not at or at[0] != finding.path:
+    path, _, place = str(finding.evidence.get("patch_call") or "").rpartition(":")
+    path, _, line = path.rpartition(":")
+    if path != finding.path or not line.isdigit() or not place.isdigit():
         return None  # the patch runs in another module: this file cannot move it
     body = source.tree.body
-    call = call_statement(source.tree, at[1], at[2])
+    call = call_statement(source.tree, int(line), int(place))
     name = _root(call.value.func) if call is not None else None  # type: ignore[attr-defined]
     if call is None or name is None:
         return None  # in a function, an `if` or a `try`: not a statement this fix can move

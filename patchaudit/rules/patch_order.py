@@ -82,7 +82,7 @@ def _import_hits(project, want_ssl: bool) -> Iterator[Hit]:
         record, sim = group["record"], group["sim"]
         patch = project.summary_of(sim.patch_module) if sim.patch.line else None
         # where the patch call is, for the fix that moves it (patchaudit/fixes/patch_position.py)
-        at = [patch.relpath, sim.patch.line, sim.patch.column] if patch is not None else None
+        at = {"patch_call": f"{patch.relpath}:{sim.patch.line}:{sim.patch.column}"} if patch else {}
         yield Hit(
             path=path,
             line=line,
@@ -94,7 +94,7 @@ def _import_hits(project, want_ssl: bool) -> Iterator[Hit]:
                 "modules": ", ".join(f"`{n}`" for n in names),
                 "patch": project.patch_location(sim),
             },
-            evidence={"import_chain": modules[shown], "modules": names, "patch_call": at},
+            evidence={"import_chain": modules[shown], "modules": names, **at},
         )
 
 
