@@ -75,6 +75,22 @@ def test_isort_floats_the_imports_above_the_patch_until_fixed(tmp_path: Path) ->
     assert _tool("isort", "--check-only", "service.py", cwd=fixed)[0] == 0
 
 
+def test_isort_skip_on_the_call_does_not_keep_the_imports_below(tmp_path: Path) -> None:
+    """Why MPA109 does not take `# isort: skip` on the call as protection."""
+    require("isort")
+    project = isolated_copy(BAD, tmp_path)
+    service = project / "service.py"
+    skipped = "monkey.patch_all()  # isort: skip"
+    service.write_text(service.read_text().replace(PATCH, skipped))
+    _tool("isort", "service.py", cwd=project)
+    assert _order(service) == [
+        "import logging.handlers",
+        "from gevent import monkey",
+        skipped,
+        "import os  # isort: skip",
+    ]
+
+
 def _ruff(project: Path, *args: str) -> tuple[int, str]:
     return _tool("ruff", "check", "--isolated", "--no-cache", *args, "service.py", cwd=project)
 
