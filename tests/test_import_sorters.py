@@ -201,6 +201,8 @@ FLOAT = {"pyproject.toml": "[tool.patchaudit]\n\n[tool.isort]\nfloat_to_top = tr
     ("files", "expected"),
     [
         (FLOAT | {"app.py": SORTED}, [("MPA109", 2)]),
+        # `# isort: skip` on the call keeps nothing below it in place (measured above)
+        (FLOAT | {"app.py": SORTED.replace("()\n", "()  # isort: skip\n")}, [("MPA109", 2)]),
         # nothing floats: isort 5+ without float_to_top, or ruff alone
         ({"pyproject.toml": "[tool.patchaudit]\n\n[tool.isort]\n", "app.py": SORTED}, []),
         ({"ruff.toml": 'select = ["I"]\n', "app.py": SORTED}, []),
