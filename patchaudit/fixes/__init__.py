@@ -12,7 +12,13 @@ from pathlib import Path
 
 from .._findings import Report
 from .._safeio import read_regular, reason, write_atomic
-from . import libraries, patch_call, signals, stale_import  # noqa: F401  (register their fixers)
+from . import (  # noqa: F401  (register their fixers)
+    libraries,
+    patch_call,
+    patch_position,
+    signals,
+    stale_import,
+)
 from ._apply import apply_fixes
 from ._model import Applicability, Edit, Fix, Source
 from ._registry import FIXERS

@@ -16,6 +16,7 @@ from . import (  # noqa: F401  (imported for their @rule registrations)
     eventlet,
     fork,
     hangs,
+    import_sorters,
     launchers,
     libraries,
     patch_calls,

@@ -63,3 +63,14 @@ def body_of(func: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> list[a
     if isinstance(func, ast.Lambda):
         return [ast.Expr(func.body)]
     return func.body
+
+
+def call_statement(tree: ast.Module, line: int, column: int) -> ast.Expr | None:
+    """The module-level statement that is just the call at ``line``/``column`` (1-based, as
+    findings give it): a patch call that a fix or an import sorter can move as a whole."""
+    for statement in tree.body:
+        if isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Call):
+            call = statement.value
+            if (call.lineno, call.col_offset + 1) == (line, column):
+                return statement
+    return None

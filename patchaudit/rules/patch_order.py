@@ -79,7 +79,10 @@ def _import_hits(project, want_ssl: bool) -> Iterator[Hit]:
         if not names:
             continue
         shown = "ssl" if want_ssl else names[0]
-        record = group["record"]
+        record, sim = group["record"], group["sim"]
+        patch = project.summary_of(sim.patch_module) if sim.patch.line else None
+        # where the patch call is, for the fix that moves it (patchaudit/fixes/patch_position.py)
+        at = {"patch_call": f"{patch.relpath}:{sim.patch.line}:{sim.patch.column}"} if patch else {}
         yield Hit(
             path=path,
             line=line,
@@ -89,9 +92,9 @@ def _import_hits(project, want_ssl: bool) -> Iterator[Hit]:
             args={
                 "imported": record.module,
                 "modules": ", ".join(f"`{n}`" for n in names),
-                "patch": project.patch_location(group["sim"]),
+                "patch": project.patch_location(sim),
             },
-            evidence={"import_chain": modules[shown], "modules": names},
+            evidence={"import_chain": modules[shown], "modules": names, **at},
         )
 
 

@@ -37,6 +37,7 @@ from ..rules._model import REGISTRY
 from . import _cache, _stage
 from ._discover import SourceFile, discover
 from ._launchers import Launcher, declared_frameworks, distributed_modules, find_launchers
+from ._sorters import ImportSorters, import_sorters
 from ._stdin import discover_stdin
 from ._summary import FileSummary
 from ._workers import WORKER_DIED, parse_all
@@ -182,8 +183,11 @@ def analyze(
     inputs = stored = None
     # what `pip install .` would ship: read here, like every input of the stage (see _stage)
     distributed = distributed_modules(config.root, config.max_file_size) if frameworks else None
+    sorters = import_sorters(config.root, config.max_file_size) if frameworks else None
     if frameworks and reuse_stage and folder is not None:
-        inputs = _stage_inputs(states, config, launchers, declared, distributed, mentions, cwd)
+        inputs = _stage_inputs(
+            states, config, launchers, declared, distributed, mentions, cwd, sorters
+        )
         stored = _stage.load(folder, files_name, inputs) if inputs is not None else None
         if stored is not None:
             _stage.replay(stored, report)
@@ -192,7 +196,9 @@ def analyze(
     if run_stage and _decode_summaries(states, jobs, config.max_file_size, report):
         changed = True
         if inputs is not None:
-            inputs = _stage_inputs(states, config, launchers, declared, distributed, mentions, cwd)
+            inputs = _stage_inputs(
+                states, config, launchers, declared, distributed, mentions, cwd, sorters
+            )
     if folder is not None and (changed or len(cached) != len(states)):
         _cache.store_files(
             folder,
@@ -216,6 +222,7 @@ def analyze(
             report,
             cwd=cwd,
             cache=folder,
+            sorters=sorters,
         )
         if inputs is not None and folder is not None and project is not None:
             _stage.store(folder, files_name, inputs, report, marks, project.index, started_ns)
@@ -299,6 +306,7 @@ def _stage_inputs(
     distributed: frozenset[str] | None,
     mentions: frozenset[str],
     cwd: Path,
+    sorters: ImportSorters | None,
 ) -> str | None:
     # the summary, not the bytes: an edit that changes no summary changes no finding (a path
     # is cwd plus relpath, and cwd is keyed)
@@ -308,7 +316,7 @@ def _stage_inputs(
         for s in states
     ]
     parts = [config.fingerprint(), launchers, declared, distributed or frozenset(), mentions, cwd]
-    return _stage.inputs_of(files, *parts)
+    return _stage.inputs_of(files, *parts, sorters=sorters)
 
 
 def states_to_summaries(states: list[_FileState]) -> list[tuple[SourceFile, FileSummary | None]]:

@@ -18,6 +18,7 @@ from ._modules import ModuleIndex, default_search_path
 from ._programs import PYTEST, build_programs
 from ._project import Project, module_key, project_nodes
 from ._replay import Replay, loaded_by, simulate
+from ._sorters import ImportSorters
 from ._summary import FileSummary
 
 INTERNAL_ERROR_PREFIX = "internal error"
@@ -34,6 +35,7 @@ def evaluate(
     *,
     cwd: Path,
     cache: _cache.Folder | None,
+    sorters: ImportSorters | None = None,
 ) -> Project | None:
     try:
         patch_lists = load_patch_lists(cache_dir=cache.path if cache is not None else None)
@@ -85,6 +87,7 @@ def evaluate(
     packages = frozenset(s.module for s, _ in files if s.is_package and s.module)
     project.root_prefix = _root_relative(config.root, cwd) if config.root != cwd else ""
     project.distributed = distributed
+    project.import_sorters = sorters or ImportSorters()
     project.programs = build_programs(
         project.modules, launchers, config.entry_points, by_path, packages
     )

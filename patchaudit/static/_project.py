@@ -26,6 +26,7 @@ from ._programs import (
     library_view,
 )
 from ._replay import Simulation, loaded_by
+from ._sorters import ImportSorters
 from ._summary import FileSummary
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ class Project:
     simulations: list[Simulation] = field(default_factory=list)
     root_prefix: str = ""  # the project root as seen from cwd ("" when they are the same)
     distributed: frozenset[str] = frozenset()  # top-level modules the packaging metadata ships
+    import_sorters: ImportSorters = field(default_factory=ImportSorters)  # at the root
     master_hooks: dict[str, frozenset[str]] = field(default_factory=dict)  # config relpath
     _loaded: dict[str, frozenset[str]] = field(default_factory=dict, repr=False)
     _views: dict[str, Program] = field(default_factory=dict, repr=False)

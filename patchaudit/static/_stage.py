@@ -7,7 +7,8 @@ on a large tree costs more than everything else in the run. Its output is stored
 of every input known before it runs:
 
 * each file of the model: path, module name, package flag, content hash, parsed or not;
-* the configuration, the launchers found, the declared and mentioned frameworks, the cwd;
+* the configuration, the launchers found, the declared and mentioned frameworks, the cwd,
+  the import sorters configured at the root;
 * the installed gevent's patch lists (their own cache key), this interpreter and patchaudit
   itself (the files cache's name covers version and source files).
 
@@ -58,6 +59,8 @@ def inputs_of(
     distributed: frozenset[str],
     mentions: frozenset[str],
     cwd: Path,
+    *,
+    sorters: object = None,
 ) -> str | None:
     """The digest the stage's output is keyed by: ``files`` says each file's path, module name,
     summary digest and state, ``config`` is the configuration's fingerprint; None when the
@@ -67,7 +70,7 @@ def inputs_of(
     except PatchListError:
         return None
     parts = [config, [repr(x) for x in launchers], sorted(declared), sorted(distributed)]
-    parts += [sorted(mentions), str(cwd), patches, sys.executable, sys.path, files]
+    parts += [sorted(mentions), str(cwd), patches, sys.executable, sys.path, files, repr(sorters)]
     blob = json.dumps(parts, default=repr, separators=(",", ":")).encode()
     return hashlib.blake2b(blob, digest_size=16).hexdigest()
 
