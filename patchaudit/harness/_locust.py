@@ -56,6 +56,9 @@ _TEMPLATE = Path(__file__).with_name("_locustfile.py")
 _SETTINGS_LINE = "SETTINGS: dict = {}"
 _READY = re.compile(r"reported as ready\. (\d+) workers connected")
 _KIND = re.compile(r"patchaudit:([a-z_]+)")
+# The least time workers get to connect, whatever --timeout says: a locust process takes seconds
+# to start on a loaded machine, and the master starts waiting when it has started itself.
+WORKER_WAIT_MIN = 5.0
 # Seconds the master gets after Ctrl-C: its workers' last statistics (1 s), then its report.
 _INTERRUPT_WAIT = INTERRUPT_GRACE + 3.0
 
@@ -151,7 +154,8 @@ def run_locust(
     user) and ``expect_workers`` started elsewhere, ``c`` users, exactly ``n`` requests.
 
     ``announce`` receives :func:`worker_command` once the master is starting. The master waits
-    ``timeout`` seconds for every worker; a run stops after ``max_time`` seconds of load."""
+    ``timeout`` seconds (at least :data:`WORKER_WAIT_MIN`) for every worker; a run stops after
+    ``max_time`` seconds of load."""
     find_locust()
     result = RunResult(server, mode, "locust", c, n, keep_alive, port=port)
     local = min(default_processes() if workers_local is None else workers_local, c)
@@ -170,12 +174,13 @@ def run_locust(
         master = [*locust, "-f", str(script), "--master", "--headless", "--only-summary"]
         master += ["--master-bind-host", bind_host, "--master-bind-port", str(bind_port)]
         master += ["--expect-workers", str(workers)]
-        master += ["--expect-workers-max-wait", str(max(1, math.ceil(timeout)))]
+        wait = math.ceil(max(timeout, WORKER_WAIT_MIN))
+        master += ["--expect-workers-max-wait", str(wait)]
         master += ["-u", str(c), "-r", str(c), "-t", f"{max(1, math.ceil(max_time))}s"]
         master += ["--exit-code-on-error", "0"]  # failures are in the summary
         worker = [*locust, "-f", str(script), "--worker"]
         worker += ["--master-host", connect_host(bind_host), "--master-port", str(bind_port)]
-        lifetime = START_TIMEOUT + timeout + max_time + STOP_SLACK
+        lifetime = START_TIMEOUT + max(timeout, WORKER_WAIT_MIN) + max_time + STOP_SLACK
         children: list[Child] = []
         interrupted: int | None = None
         try:
@@ -213,7 +218,7 @@ def run_locust(
             ready = _READY.findall(log)
             result.error = (
                 f"only {ready[-1] if ready else 0} of {workers} locust workers connected "
-                f"within --timeout ({timeout:g}s)"
+                f"within {wait}s (--timeout)"
             )
         elif interrupted is None:
             result.error = f"locust master: {_last_line(log) or 'no report'}"

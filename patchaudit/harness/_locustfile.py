@@ -20,6 +20,7 @@ import os
 import traceback
 
 import gevent
+import geventhttpclient.client
 from locust import FastHttpUser, constant, events, task
 from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
@@ -28,6 +29,10 @@ SETTINGS: dict = {}  # PATCHAUDIT_SETTINGS: this line is replaced by the generat
 
 DONE, FLUSH = "patchaudit_done", "patchaudit_flush"
 FLUSH_WAIT = 1.0  # seconds the master waits for the workers' last statistics on Ctrl-C
+# geventhttpclient sends a GET again, up to twice, when the connection closes before the
+# response: that would hide the very failures bench counts (ab and the built-in client never
+# retry). max_retries = 0 does not reach this retry; its one gate does.
+geventhttpclient.client._may_retry_after_send_error = lambda method: False
 _share = {"size": 0, "issued": 0, "finished": 0}
 _done_workers: set = set()
 _connected = {"workers": 0}  # at the start: the master forgets each worker as it quits
@@ -39,7 +44,13 @@ def _kind(response, error) -> str:
     if status and not 200 <= status < 400:
         return "bad_status"  # locust raises LocustBadStatusCode for it
     if error is None:
-        return "" if status else "other"
+        if not status:
+            return "other"
+        # geventhttpclient takes a close before Content-Length bytes as the end of the body
+        length = (response.headers or {}).get("content-length")
+        if length is not None and length.isdigit() and int(length) != len(response.content or b""):
+            return "short_body"
+        return ""
     if isinstance(error, ConnectionRefusedError):
         return "connect_refused"
     if isinstance(error, TimeoutError):
