@@ -9,6 +9,7 @@ import os
 import select
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -215,6 +216,20 @@ def test_locust_usage_errors_are_one_line(args: list[str], message: str) -> None
     result = bench(*args)
     assert result.returncode == 2
     assert message in result.stderr and result.stderr.count("\n") == 1, result.stderr
+
+
+def test_a_master_address_in_use_is_refused_before_anything_starts() -> None:
+    with socket.socket() as busy:
+        busy.bind((HOST, 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        bind = f"{HOST}:{port}"
+        result = bench("--engine", "locust", "-c", "2", "-n", "2", "--master-bind", bind)
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"patchaudit: error: --master-bind {HOST}:{port}: the master cannot listen there "
+        "(Address already in use)\n"
+    )
 
 
 def test_a_worker_that_never_connects_fails_the_run_and_leaves_nothing() -> None:

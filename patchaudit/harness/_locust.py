@@ -84,6 +84,20 @@ def parse_master_bind(text: str) -> tuple[str, int]:
     return host or "127.0.0.1", number
 
 
+def master_bind_problem(text: str) -> str | None:
+    """One line saying why the master cannot listen on ``--master-bind text``, or None."""
+    host, port = parse_master_bind(text)
+    try:
+        family, kind, proto, _name, address = socket.getaddrinfo(
+            "0.0.0.0" if host in ("", "*") else host, port, type=socket.SOCK_STREAM
+        )[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.bind(address)
+    except OSError as exc:
+        return f"--master-bind {text}: the master cannot listen there ({exc.strerror or exc})"
+    return None
+
+
 def connect_host(bind_host: str) -> str:
     """Where workers on this machine reach a master bound to ``bind_host``."""
     return "127.0.0.1" if bind_host in WILDCARDS else bind_host

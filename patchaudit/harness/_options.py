@@ -9,7 +9,7 @@ import importlib.util
 from pathlib import Path
 
 from .._console import UsageError
-from ._locust import find_locust, parse_master_bind
+from ._locust import find_locust, master_bind_problem, parse_master_bind
 from .engines import EngineMissing, find_engine
 from .limits import ephemeral_ports, fd_problem, raise_nofile
 from .servers import SERVER_MODES, SERVER_PACKAGES
@@ -153,6 +153,9 @@ def preflight(options: SweepOptions, plot_path: Path | None) -> list[str]:
                 find_locust()
             except EngineMissing as exc:
                 raise BenchUsageError(str(exc)) from None
+            problem = master_bind_problem(options.master_bind)
+            if problem:
+                raise BenchUsageError(problem)
         else:
             try:
                 find_engine(engine)
