@@ -25,6 +25,7 @@ require("locust", "hdrh")
 
 from patchaudit._exec import exec_command  # noqa: E402
 from patchaudit._process import spawn  # noqa: E402
+from patchaudit.harness import start_server  # noqa: E402
 from patchaudit.harness._locust import PERCENTILE_NOTE, parse_summary, run_locust  # noqa: E402
 from patchaudit.harness.stats import RunResult  # noqa: E402
 
@@ -132,6 +133,16 @@ def test_keep_alive_reuses_one_connection_per_user() -> None:
         result = run_locust(HOST, port, "/", 90, 3, True, 10, max_time=30, workers_local=2)
     assert (result.completed, result.failed, result.keep_alive) == (90, 0, True)
     assert len(accepted) == 3
+
+
+def test_max_time_stops_a_run_that_cannot_finish() -> None:
+    with start_server("gevent", concurrency=4) as (host, port):
+        started = time.monotonic()
+        result = run_locust(host, port, "/", 10_000_000, 4, False, 10, max_time=2, workers_local=2)
+    assert time.monotonic() - started < 20
+    assert result.error == "stopped by --max-time (2s)"
+    assert 0 < result.completed < 10_000_000 and result.failed == 0
+    assert 1.5 <= result.duration_s <= 3.0
 
 
 def test_the_printed_worker_command_starts_a_worker_that_joins(tmp_path: Path) -> None:

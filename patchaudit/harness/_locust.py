@@ -216,30 +216,40 @@ def run_locust(
         finally:
             for child in children:
                 child.kill()
-        log = (folder / "master.err").read_text(errors="replace")
-        if summary.exists():
-            data = json.loads(summary.read_text())
-            parse_summary(data, result)
-            if interrupted is None and result.completed + result.failed < n:
-                if result.duration_s >= max_time - 0.5:
-                    result.error = f"stopped by --max-time ({max_time:g}s)"
-                else:
-                    result.error = (
-                        f"locust stopped after {result.completed + result.failed:,} requests "
-                        f"({data['workers_done']} of {data['workers']} workers finished)"
-                    )
-        elif "Gave up waiting for workers" in log:
-            ready = _READY.findall(log)
-            result.error = (
-                f"only {ready[-1] if ready else 0} of {workers} locust workers connected "
-                f"within {wait}s (--timeout)"
-            )
-        elif interrupted is None:
-            result.error = f"locust master: {_last_line(log) or 'no report'}"
+        _read_outcome(result, folder, summary, interrupted is not None, max_time, workers, wait)
     if interrupted is not None:
         result.error = "interrupted"
         raise LoadInterrupted(result, interrupted)
     return result
+
+
+def _read_outcome(
+    result: RunResult, folder: Path, summary: Path, interrupted: bool, max_time: float,
+    workers: int, wait: int,
+) -> None:  # fmt: skip
+    """Fill ``result`` from the master's summary, or say why there is none."""
+    if summary.exists():
+        data = json.loads(summary.read_text())
+        parse_summary(data, result)
+        done = result.completed + result.failed
+        if not interrupted and done < result.requests:
+            if result.duration_s >= max_time - 0.5:
+                result.error = f"stopped by --max-time ({max_time:g}s)"
+            else:
+                result.error = (
+                    f"locust stopped after {done:,} requests "
+                    f"({data['workers_done']} of {data['workers']} workers finished)"
+                )
+        return
+    log = (folder / "master.err").read_text(errors="replace")
+    if "Gave up waiting for workers" in log:
+        ready = _READY.findall(log)
+        result.error = (
+            f"only {ready[-1] if ready else 0} of {workers} locust workers connected "
+            f"within {wait}s (--timeout)"
+        )
+    elif not interrupted:
+        result.error = f"locust master: {_last_line(log) or 'no report'}"
 
 
 def _start(command: list[str], name: str, folder: Path, cpus: set[int] | None, lifetime: float):
