@@ -108,7 +108,9 @@ def test_failures_are_classified_into_the_error_kinds_exactly() -> None:
         if number % 5 == 0:
             return  # closed without a response
         _read_request(conn)
-        if number % 7 == 0:
+        if number % 13 == 0:
+            conn.recv(1)  # no response: held until the client gives up and closes
+        elif number % 7 == 0:
             conn.sendall(b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
         elif number % 11 == 0:
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\nConnection: close\r\n\r\nhi")
@@ -116,13 +118,22 @@ def test_failures_are_classified_into_the_error_kinds_exactly() -> None:
             conn.sendall(OK_RESPONSE)
 
     with raw_server(handle) as port:
-        result = run_locust(HOST, port, "/", 70, 2, False, 10, max_time=30, workers_local=2)
-    # 14 multiples of 5; of 7, 10 less 35 and 70; of 11, 6 less 55.
+        result = run_locust(HOST, port, "/", 70, 2, False, 1, max_time=30, workers_local=2)
+    # 14 multiples of 5; of 13, 4 less 65; of 7, 10 less 35 and 70; of 11, 6 less 55.
     assert result.errors == {
-        "connect_refused": 0, "connect_timeout": 0, "reset": 14, "read_timeout": 0,
+        "connect_refused": 0, "connect_timeout": 0, "reset": 14, "read_timeout": 4,
         "bad_status": 8, "short_body": 5, "other": 0,
     }  # fmt: skip
-    assert (result.completed, result.failed, result.error) == (43, 27, None)
+    assert (result.completed, result.failed, result.error) == (39, 31, None)
+
+
+def test_a_closed_port_is_connect_refused_for_every_request() -> None:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        port = probe.getsockname()[1]  # bound, never listening: refused
+        result = run_locust(HOST, port, "/", 20, 2, False, 5, max_time=30, workers_local=2)
+    assert (result.completed, result.failed, result.errors["connect_refused"]) == (0, 20, 20)
+    assert result.latency_ms == dict.fromkeys(("p50", "p90", "p99", "max"))
 
 
 def test_keep_alive_reuses_one_connection_per_user() -> None:

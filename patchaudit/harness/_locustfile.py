@@ -18,6 +18,7 @@ it, so it needs nothing but locust and the standard library.
 import json
 import os
 import traceback
+from errno import ETIMEDOUT
 
 import gevent
 import geventhttpclient.client
@@ -51,9 +52,11 @@ def _kind(response, error) -> str:
         if length is not None and length.isdigit() and int(length) != len(response.content or b""):
             return "short_body"
         return ""
+    while getattr(error, "original", None) is not None:
+        error = error.original  # geventhttpclient's RetriesExceeded wraps timeouts (no retry)
     if isinstance(error, ConnectionRefusedError):
         return "connect_refused"
-    if isinstance(error, TimeoutError):
+    if isinstance(error, TimeoutError | gevent.Timeout) or getattr(error, "errno", 0) == ETIMEDOUT:
         # geventhttpclient raises the same "timed out" for the connect and for the response:
         # the frames tell them apart (its pool connects in _create_socket).
         frames = {frame.name for frame in traceback.extract_tb(error.__traceback__)}
