@@ -36,7 +36,6 @@ FLUSH_WAIT = 1.0  # seconds the master waits for the workers' last statistics on
 geventhttpclient.client._may_retry_after_send_error = lambda method: False
 _share = {"size": 0, "issued": 0, "finished": 0}
 _done_workers: set = set()
-_connected = {"workers": 0}  # at the start: the master forgets each worker as it quits
 
 
 def _kind(response, error) -> str:
@@ -97,20 +96,22 @@ class PatchauditBench(FastHttpUser):
             _report_done(self.environment)
 
 
-def _report_done(environment) -> None:
-    runner = environment.runner
+def _send_stats(environment) -> None:
+    """What the worker sends every 3 s, now (locust's own report, through its public event)."""
     data: dict = {}
-    environment.events.report_to_master.fire(client_id=runner.client_id, data=data)
-    runner.send_message("stats", data)  # the last statistics, before the master quits
-    runner.send_message(DONE, {"index": runner.worker_index})
+    environment.events.report_to_master.fire(client_id=environment.runner.client_id, data=data)
+    environment.runner.send_message("stats", data)
+
+
+def _report_done(environment) -> None:
+    _send_stats(environment)  # the last statistics, before the master quits
+    environment.runner.send_message(DONE, {"index": environment.runner.worker_index})
 
 
 @events.test_start.add_listener
 def _on_test_start(environment, **_kwargs) -> None:
     runner = environment.runner
-    if isinstance(runner, MasterRunner):
-        _connected["workers"] = len(runner.clients)
-    elif isinstance(runner, WorkerRunner):
+    if isinstance(runner, WorkerRunner):
         workers, index, requests = SETTINGS["workers"], runner.worker_index, SETTINGS["requests"]
         size = requests // workers + (1 if index < requests % workers else 0)
         _share.update(size=size if 0 <= index < workers else 0, issued=0, finished=0)
@@ -132,13 +133,7 @@ def _on_init(environment, **_kwargs) -> None:
 
         runner.register_message(DONE, done)
     elif isinstance(runner, WorkerRunner):
-
-        def flush(environment, msg, **_kwargs) -> None:
-            data: dict = {}
-            environment.events.report_to_master.fire(client_id=runner.client_id, data=data)
-            runner.send_message("stats", data)
-
-        runner.register_message(FLUSH, flush)
+        runner.register_message(FLUSH, lambda environment, msg, **_kwargs: _send_stats(environment))
 
 
 @events.quitting.add_listener
@@ -166,7 +161,6 @@ def _on_quitting(environment, **_kwargs) -> None:
         "last_request_time": total.last_request_timestamp,
         "workers": SETTINGS["workers"],
         "workers_done": len(_done_workers),
-        "workers_connected": _connected["workers"],
     }
     path = SETTINGS["summary"]
     with open(path + ".tmp", "w") as handle:
