@@ -1,4 +1,4 @@
-"""How good is `patchaudit bench`'s built-in client? Side by side with ab and wrk, in one run.
+"""How good is `patchaudit bench`'s built-in client? Next to ab, wrk and locust, in one run.
 
 1. The same gevent pywsgi server at c=100 and c=1000: the built-in client should reach at least
    0.9x ab's requests per second (new connection per request, as in the seed).
@@ -12,16 +12,20 @@
    what the closed model leaves out. `--open-model-only` runs just this part.
 
 Engines are interleaved round by round and the median of the rounds is compared, so a noisy
-neighbour hurts all of them alike. ab and wrk are optional (their rows are skipped when
-missing); nginx is needed for parts 2 and 3 (`apt-get install nginx`).
+neighbour hurts all of them alike. ab, wrk and locust are optional (their rows are skipped when
+missing); nginx is needed for parts 2 and 3 (`apt-get install nginx`). locust (`--engine locust`:
+a master and one worker per core, FastHttpUser) has no target: its row shows what the usual
+Python load tool reaches on the same server.
 
-    python benchmarks/client.py [--rounds 3] [--requests 30000] [--json results.json]
+    python benchmarks/client.py [--rounds 3] [--requests 30000] [--engines builtin,ab,wrk,locust]
+                                [--json results.json]
     python benchmarks/client.py --open-model-only [--requests 5000]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -37,6 +41,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from patchaudit.harness import RunResult, raise_nofile, run_load, start_server
+from patchaudit.harness._locust import run_locust
 from patchaudit.harness.engines import run_ab, run_wrk
 
 HOST = "127.0.0.1"
@@ -120,6 +125,9 @@ def nginx() -> Iterator[tuple[str, int]]:
                 process.wait()
 
 
+SELECTED: set[str] = {"builtin", "ab", "wrk", "locust"}  # --engines
+
+
 def engines(keep_alive: bool = False) -> dict[str, Callable[..., RunResult]]:
     found: dict[str, Callable[..., RunResult]] = {
         "builtin": lambda h, p, n, c: run_load(h, p, "/", n, c, keep_alive, 30.0, max_time=120)
@@ -128,7 +136,11 @@ def engines(keep_alive: bool = False) -> dict[str, Callable[..., RunResult]]:
         found["ab"] = lambda h, p, n, c: run_ab(h, p, "/", n, c, keep_alive, 30.0, max_time=120)
     if shutil.which("wrk"):
         found["wrk"] = lambda h, p, n, c: run_wrk(h, p, "/", n, c, keep_alive, 30.0, max_time=120)
-    return found
+    if importlib.util.find_spec("locust"):  # run as a subprocess, never imported
+        found["locust"] = lambda h, p, n, c: run_locust(
+            h, p, "/", n, c, keep_alive, 30.0, max_time=120
+        )
+    return {name: run for name, run in found.items() if name in SELECTED}
 
 
 def compare(label: str, target: tuple[str, int], c: int, n: int, rounds: int, keep_alive=False):
@@ -193,9 +205,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--requests", type=int, default=30_000)
+    parser.add_argument("--engines", default=",".join(sorted(SELECTED)), help="comma-separated")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--open-model-only", action="store_true", help="run only part 4")
     args = parser.parse_args()
+    SELECTED.intersection_update(name.strip() for name in args.engines.split(","))
+    if "builtin" not in SELECTED:
+        raise SystemExit("--engines must include builtin: the targets compare it")
     sys.stdout.reconfigure(line_buffering=True)  # progress shows up even when redirected
     raise_nofile()
     figures: dict[str, object] = {"cpus": len(os.sched_getaffinity(0)), "load": os.getloadavg()}

@@ -10,13 +10,14 @@ import math
 from pathlib import Path
 
 from .._console import UsageError
+from ._locust import find_locust, master_bind_problem, parse_master_bind
 from .engines import EngineMissing, find_engine
 from .limits import ephemeral_ports, fd_problem, raise_nofile
 from .servers import SERVER_MODES, SERVER_PACKAGES
 from .stats import format_rate
 from .sweep import SweepOptions
 
-ENGINES = ("builtin", "ab", "wrk")
+ENGINES = ("builtin", "ab", "wrk", "locust")
 DEFAULT_SERVERS = "gevent,threaded"
 DEFAULT_CONCURRENCY = "10,100,1000,5000,10000"  # the post's range
 DEFAULT_REQUESTS = 100_000
@@ -125,6 +126,7 @@ def options_from_args(args: argparse.Namespace) -> SweepOptions:
         raise BenchUsageError("--port must be between 0 and 65535")
     if not args.path.startswith("/"):
         raise BenchUsageError("--path must start with /")
+    locust = _locust_options(args, engines, min(concurrencies))
     return SweepOptions(
         servers=servers,
         concurrencies=concurrencies,
@@ -143,7 +145,43 @@ def options_from_args(args: argparse.Namespace) -> SweepOptions:
         backlog=args.backlog,
         path=args.path,
         grace=args.grace,
+        **locust,
     )
+
+
+def _locust_options(args: argparse.Namespace, engines: list[str], concurrency: int) -> dict:
+    """--workers-local, --expect-workers, --master-bind, --print-worker-command: locust only."""
+    given = [
+        option
+        for option, value in (
+            ("--workers-local", getattr(args, "workers_local", None)),
+            ("--expect-workers", getattr(args, "expect_workers", None)),
+            ("--master-bind", getattr(args, "master_bind", None)),
+            ("--print-worker-command", getattr(args, "print_worker_command", False) or None),
+        )
+        if value is not None
+    ]
+    if "locust" not in engines:
+        if given:
+            raise BenchUsageError(f"{given[0]} only applies to --engine locust")
+        return {}
+    local, expect = getattr(args, "workers_local", None), getattr(args, "expect_workers", None)
+    expect = expect or 0
+    if local is not None and local < 0 or expect < 0:
+        raise BenchUsageError("--workers-local and --expect-workers cannot be negative")
+    if local == 0 and expect == 0:
+        raise BenchUsageError("--workers-local 0 needs --expect-workers: locust needs a worker")
+    if (local or 0) + expect > concurrency:
+        raise BenchUsageError(
+            f"-c {concurrency} is less than the {(local or 0) + expect} locust workers: "
+            "each worker needs at least one user"
+        )
+    bind = getattr(args, "master_bind", None) or "127.0.0.1"
+    try:
+        parse_master_bind(bind)
+    except ValueError as exc:
+        raise BenchUsageError(str(exc)) from None
+    return {"workers_local": local, "expect_workers": expect, "master_bind": bind}
 
 
 def preflight(options: SweepOptions, plot_path: Path | None) -> list[str]:
@@ -161,6 +199,14 @@ def preflight(options: SweepOptions, plot_path: Path | None) -> list[str]:
                 raise BenchUsageError(
                     "the built-in client needs hdrhistogram: `pip install 'patchaudit[harness]'`"
                 )
+        elif engine == "locust":
+            try:
+                find_locust()
+            except EngineMissing as exc:
+                raise BenchUsageError(str(exc)) from None
+            problem = master_bind_problem(options.master_bind)
+            if problem:
+                raise BenchUsageError(problem)
         else:
             try:
                 find_engine(engine)

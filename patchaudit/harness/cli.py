@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -103,7 +104,30 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--engine",
         default="builtin",
-        help="load generator: builtin, ab or wrk; comma-separated to compare (default builtin)",
+        help="load generator: builtin, ab, wrk or locust; comma-separated to compare "
+        "(default builtin)",
+    )
+    parser.add_argument(
+        "--workers-local",
+        type=int,
+        help="--engine locust: worker processes on this machine (default: one per core)",
+    )
+    parser.add_argument(
+        "--expect-workers",
+        type=int,
+        help="--engine locust: workers started elsewhere to wait for (up to --timeout), "
+        "besides the local ones (default 0)",
+    )
+    parser.add_argument(
+        "--master-bind",
+        metavar="HOST:PORT",
+        help="--engine locust: the master's address (default 127.0.0.1 and a free port)",
+    )
+    parser.add_argument(
+        "--print-worker-command",
+        action="store_true",
+        help="--engine locust: print the command that starts one more worker against each "
+        "run's master, on any machine",
     )
     parser.add_argument("--processes", type=int, help="client processes (default: one per core)")
     parser.add_argument(
@@ -165,6 +189,8 @@ def _run_bench(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     options = options_from_args(args)
+    if getattr(args, "print_worker_command", False):
+        options.announce = _announce_worker_command
     for warning in preflight(options, args.plot):
         print(f"{PROG}: warning: {warning}", file=sys.stderr)
     # rich itself decides whether stderr is a terminal; the opt-outs are ours
@@ -198,6 +224,11 @@ def _run_bench(args: argparse.Namespace) -> int:
     if any(run.failed_entirely or run.completed == 0 for run in sweep.runs):
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _announce_worker_command(command: list[str]) -> None:
+    print(f"{PROG}: start another locust worker with: {shlex.join(command)}", file=sys.stderr)
+    sys.stderr.flush()
 
 
 def _write_results(args: argparse.Namespace, runs: list[RunResult], no_color: bool) -> None:

@@ -8,6 +8,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from ._locust import PERCENTILE_NOTE
 from .limits import raise_nofile, sysctls
 from .stats import (
     CLIENT_BOUND,
@@ -33,7 +34,7 @@ class PlotUnavailable(Exception):
 def machine_info() -> dict:
     soft, hard = raise_nofile()
     versions = {}
-    for name in ("gevent", "eventlet", "paste", "gunicorn", "greenlet"):
+    for name in ("gevent", "eventlet", "paste", "gunicorn", "greenlet", "locust"):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -51,11 +52,14 @@ def machine_info() -> dict:
 
 
 def to_document(runs: list[RunResult], machine: dict | None = None) -> dict:
-    return {
+    document = {
         "version": SCHEMA_VERSION,
         "machine": machine if machine is not None else machine_info(),
         "runs": [run.to_json() for run in runs],
     }
+    if any(run.engine == "locust" for run in runs):  # its latencies are not exact: say how
+        document["notes"] = {"locust": PERCENTILE_NOTE}
+    return document
 
 
 def _ms(value: float | None) -> str:

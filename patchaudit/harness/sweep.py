@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from .._process import Interrupted
+from ._locust import run_locust
 from .client import INTERRUPT_GRACE, START_TIMEOUT, STOP_SLACK, LoadInterrupted, run_load, signal_of
 from .engines import run_ab, run_wrk
 from .servers import SERVER_MODES, ServerError, ServerProcess, spawn_server
@@ -40,6 +41,12 @@ class SweepOptions:
     grace: float = 5.0
     start_timeout: float = 60.0
     cwd: str | None = None
+    # --engine locust: workers here, workers expected from elsewhere, the master's address,
+    # and who is told the command that starts one more worker (--print-worker-command).
+    workers_local: int | None = None
+    expect_workers: int = 0
+    master_bind: str = "127.0.0.1"
+    announce: Callable[[list[str]], None] | None = None
     #: Open model (--rate): the sweep's points are these requests per second, and the one
     #: concurrency is the cap on connections in flight. None: closed model.
     rates: list[float] | None = None
@@ -157,6 +164,8 @@ def _one_run(
     # A fresh server per run: it never needs to outlive starting, the client's own bounds and
     # stopping. Its supervisor ends it after that, even if this process is stuck.
     lifetime = options.start_timeout + START_TIMEOUT + options.max_time + STOP_SLACK + 10.0
+    if engine == "locust":  # its master waits up to --timeout for the workers first
+        lifetime += options.timeout
     try:
         server = spawn_server(
             kind,
@@ -238,6 +247,21 @@ def _drive(
             concurrency,
             options.keep_alive,
             options.timeout,
+            **common,
+        )
+    if engine == "locust":
+        return run_locust(
+            host,
+            port,
+            options.path,
+            options.requests,
+            concurrency,
+            options.keep_alive,
+            options.timeout,
+            workers_local=options.workers_local,
+            expect_workers=options.expect_workers,
+            master_bind=options.master_bind,
+            announce=options.announce,
             **common,
         )
     if engine == "wrk":
