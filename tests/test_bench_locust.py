@@ -99,6 +99,10 @@ def test_two_local_workers_send_exactly_n_requests_with_the_json_schema() -> Non
     latency = run["latency_ms"]
     assert latency["p50"] <= latency["p90"] <= latency["p99"] and latency["max"] > 0
     assert all(float(latency[p]).is_integer() for p in ("p50", "p90", "p99"))  # locust's buckets
+    # both workers' CPU over their share of the load, one core each at most
+    cpu = run["client_cpu"]
+    assert len(cpu["processes"]) == 2 and all(0 < share <= 1.05 for share in cpu["processes"])
+    assert 0 < cpu["total"] <= cpu["cores"] * 1.05 and isinstance(run["client_bound"], bool)
     assert_nothing_left(marker)
 
 

@@ -1,5 +1,6 @@
 """`patchaudit bench`: the same WSGI page served patched (gevent, eventlet) and unpatched
-(threads), loaded by a multi-process gevent client, ab or wrk, over a range of concurrency.
+(threads), loaded by a multi-process gevent client (closed model, or open with ``--rate``), ab,
+wrk or locust (a master and workers), over a range of concurrency or of request rates.
 
 For the CLI: :func:`add_bench_arguments` and :func:`run_bench`. For other commands (``demo``):
 :func:`start_server` (a context manager yielding ``(host, port)``), :func:`run_load` (returns a

@@ -38,7 +38,7 @@ from .client import (
     signal_of,
 )
 from .engines import EngineMissing, _last_line
-from .stats import ERROR_KINDS, RunResult
+from .stats import ERROR_KINDS, RunResult, client_cpu
 
 LOCUST_HINT = (
     "locust is not installed: `pip install 'patchaudit[harness]'` "
@@ -143,6 +143,12 @@ def parse_summary(summary: dict, result: RunResult) -> RunResult:
         }
         latency["max"] = round(float(summary["max_ms"]), 3)
         result.latency_ms = latency
+    # each worker's CPU over its own share of the load, remote ones included (one core each:
+    # a locust worker is one gevent loop); absent when they did not finish (Ctrl-C)
+    usage = [pair for pair in summary.get("workers_cpu") or () if len(pair) == 2 and pair[1] > 0]
+    if usage:
+        seconds = [float(cpu) for cpu, _ in usage]
+        result.client_cpu = client_cpu(seconds, max(w for _, w in usage), [1] * len(usage))
     return result
 
 

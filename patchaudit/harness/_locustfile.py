@@ -17,6 +17,8 @@ it, so it needs nothing but locust and the standard library.
 
 import json
 import os
+import resource
+import time
 import traceback
 from errno import ETIMEDOUT
 
@@ -34,8 +36,14 @@ FLUSH_WAIT = 1.0  # seconds the master waits for the workers' last statistics on
 # response: that would hide the very failures bench counts (ab and the built-in client never
 # retry). max_retries = 0 does not reach this retry; its one gate does.
 geventhttpclient.client._may_retry_after_send_error = lambda method: False
-_share = {"size": 0, "issued": 0, "finished": 0}
+_share = {"size": 0, "issued": 0, "finished": 0, "cpu": 0.0, "started": 0.0}
 _done_workers: set = set()
+_worker_cpu: dict = {}  # index -> [CPU seconds, wall seconds] of the worker's load
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _kind(response, error) -> str:
@@ -105,7 +113,9 @@ def _send_stats(environment) -> None:
 
 def _report_done(environment) -> None:
     _send_stats(environment)  # the last statistics, before the master quits
-    environment.runner.send_message(DONE, {"index": environment.runner.worker_index})
+    # its CPU over its share of the load (not locust's start-up), for bench's client-bound check
+    cpu = [_cpu_seconds() - _share["cpu"], time.monotonic() - _share["started"]]
+    environment.runner.send_message(DONE, {"index": environment.runner.worker_index, "cpu": cpu})
 
 
 @events.test_start.add_listener
@@ -115,6 +125,7 @@ def _on_test_start(environment, **_kwargs) -> None:
         workers, index, requests = SETTINGS["workers"], runner.worker_index, SETTINGS["requests"]
         size = requests // workers + (1 if index < requests % workers else 0)
         _share.update(size=size if 0 <= index < workers else 0, issued=0, finished=0)
+        _share.update(cpu=_cpu_seconds(), started=time.monotonic())
         if _share["size"] == 0:
             _report_done(environment)
 
@@ -128,6 +139,7 @@ def _on_init(environment, **_kwargs) -> None:
             index = msg.data["index"]
             if 0 <= index < SETTINGS["workers"]:
                 _done_workers.add(index)
+                _worker_cpu[index] = msg.data.get("cpu")
             if len(_done_workers) == SETTINGS["workers"]:
                 gevent.spawn(runner.quit)  # not from this greenlet, which quit() kills
 
@@ -161,6 +173,7 @@ def _on_quitting(environment, **_kwargs) -> None:
         "last_request_time": total.last_request_timestamp,
         "workers": SETTINGS["workers"],
         "workers_done": len(_done_workers),
+        "workers_cpu": [cpu for _, cpu in sorted(_worker_cpu.items()) if cpu and cpu[1] > 0],
     }
     path = SETTINGS["summary"]
     with open(path + ".tmp", "w") as handle:
