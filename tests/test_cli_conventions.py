@@ -205,18 +205,7 @@ def test_stdin_is_checked_as_the_file_it_names(project: Path) -> None:
     }
     assert expected and ignored
     before = _files(project)
-    result = subprocess.run(
-        [sys.executable, "-m", "patchaudit", "check", "-", "--stdin-filename", "scripts/tool.py"]
-        + ["--format", "json"],
-        cwd=project,
-        input=(project / "b.py").read_text(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 1, result.stderr
-    found = {(f["rule"], f["path"], f["line"]) for f in _json(result)["findings"]}
-    assert found == expected
+    assert _stdin_findings(project, "scripts/tool.py") == expected
     assert _files(project) == before  # no cache, nothing written; the file on disk is unchanged
     assert not (project / ".patchaudit_cache").exists()
     # without a name the source is `-`
@@ -230,8 +219,16 @@ def test_stdin_is_checked_as_the_file_it_names(project: Path) -> None:
     )
     assert plain.returncode == 1 and plain.stdout.startswith("-:1:1: MPA201 "), plain.stderr
     # a name in a folder that does not exist yet (a new buffer): checked the same way
-    new = subprocess.run(
-        [sys.executable, "-m", "patchaudit", "check", "-", "--stdin-filename", "new/tool.py"]
+    assert _stdin_findings(project, "new/tool.py") == {
+        (e.code, "new/tool.py", e.line) for e in expectations_in(project) if e.path == "b.py"
+    }
+    assert not (project / "new").exists()
+
+
+def _stdin_findings(project: Path, name: str) -> set[tuple[str, str, int]]:
+    """(rule, path, line) of b.py's source checked from stdin as ``name``."""
+    result = subprocess.run(
+        [sys.executable, "-m", "patchaudit", "check", "-", "--stdin-filename", name]
         + ["--format", "json"],
         cwd=project,
         input=(project / "b.py").read_text(),
@@ -239,11 +236,8 @@ def test_stdin_is_checked_as_the_file_it_names(project: Path) -> None:
         text=True,
         timeout=120,
     )
-    assert not (project / "new").exists()
-    found = {(f["rule"], f["path"], f["line"]) for f in _json(new)["findings"]}
-    assert found == {
-        (e.code, "new/tool.py", e.line) for e in expectations_in(project) if e.path == "b.py"
-    }
+    assert result.returncode == 1, result.stderr
+    return {(f["rule"], f["path"], f["line"]) for f in _json(result)["findings"]}
 
 
 @pytest.mark.parametrize(

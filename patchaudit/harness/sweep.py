@@ -238,25 +238,15 @@ def _drive(
     progress: Callable[[LiveStats], None],
 ) -> RunResult:
     common = dict(max_time=options.max_time, cpus=cpus, server=kind, mode=mode)
+    # every engine takes the run's target and bounds in this order
+    run = (host, port, options.path, options.requests, concurrency, options.keep_alive)
     if engine == "ab":
-        return run_ab(
-            host,
-            port,
-            options.path,
-            options.requests,
-            concurrency,
-            options.keep_alive,
-            options.timeout,
-            **common,
-        )
+        return run_ab(*run, options.timeout, **common)
+    if engine == "wrk":
+        return run_wrk(*run, options.timeout, **common)
     if engine == "locust":
         return run_locust(
-            host,
-            port,
-            options.path,
-            options.requests,
-            concurrency,
-            options.keep_alive,
+            *run,
             options.timeout,
             workers_local=options.workers_local,
             expect_workers=options.expect_workers,
@@ -264,27 +254,5 @@ def _drive(
             announce=options.announce,
             **common,
         )
-    if engine == "wrk":
-        return run_wrk(
-            host,
-            port,
-            options.path,
-            options.requests,
-            concurrency,
-            options.keep_alive,
-            options.timeout,
-            **common,
-        )
-    return run_load(
-        host,
-        port,
-        options.path,
-        options.requests,
-        concurrency,
-        options.keep_alive,
-        options.timeout,
-        options.processes,
-        progress,
-        rate=options.rates[0] if options.rates else None,
-        **common,
-    )
+    rate = options.rates[0] if options.rates else None
+    return run_load(*run, options.timeout, options.processes, progress, rate=rate, **common)
