@@ -22,13 +22,6 @@ REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "fixtures"
 
 
-def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """`-n auto`: one worker more than the CPUs. Why: most tests wait on real child processes
-    (servers, probes, locust) for much of their time, and the extra worker runs while they
-    wait; with one per CPU, the CPUs sat a third idle (4:53 instead of 5:28 on 2 cores)."""
-    return len(os.sched_getaffinity(0)) + 1
-
-
 @pytest.fixture(scope="session", autouse=True)
 def _shared_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     # One cache for the session: installed-module summaries are parsed once, not per test.
