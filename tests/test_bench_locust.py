@@ -8,7 +8,6 @@ import json
 import os
 import select
 import shlex
-import signal
 import socket
 import subprocess
 import sys
@@ -29,7 +28,15 @@ from patchaudit.harness import start_server  # noqa: E402
 from patchaudit.harness._locust import PERCENTILE_NOTE, parse_summary, run_locust  # noqa: E402
 from patchaudit.harness.stats import RunResult  # noqa: E402
 
-from .test_harness import OK_RESPONSE, RUN_KEYS, _read_request, bench, raw_server  # noqa: E402
+from .test_harness import (  # noqa: E402
+    OK_RESPONSE,
+    RUN_KEYS,
+    _read_request,
+    bench,
+    ctrl_c,
+    raw_server,
+    running_bench,
+)
 
 HOST = "127.0.0.1"
 WORKER_PROMPT = "start another locust worker with: "
@@ -286,13 +293,9 @@ def test_a_worker_that_never_connects_fails_the_run_and_leaves_nothing() -> None
 
 def test_ctrl_c_keeps_what_was_measured_and_leaves_no_process() -> None:
     marker, env = _marked()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "patchaudit.harness", "--servers", "gevent", "--engine", "locust",
-         "-c", "4", "-n", "10000000", "--max-time", "60", "--workers-local", "2",
-         "--format", "json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **env},
-    )  # fmt: skip
-    try:
+    args = ("--servers", "gevent", "--engine", "locust", "-c", "4", "-n", "10000000",
+            "--max-time", "60", "--workers-local", "2")  # fmt: skip
+    with running_bench(*args, env=env) as process:
         line = _stderr_line(process, "engine locust", 30)
         port = int(line.split(f"{HOST}:")[1].split(",")[0])
         # bench, the server and three locust processes, each under its supervisor
@@ -303,16 +306,8 @@ def test_ctrl_c_keeps_what_was_measured_and_leaves_no_process() -> None:
         assert len(started) >= 9, started
         while _closed_connections(port) < 100 and time.monotonic() < deadline:
             time.sleep(0.1)  # until the load is running, whatever the machine's speed
-        process.send_signal(signal.SIGINT)
-        stdout, stderr = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-    assert process.returncode == 130, stderr
-    assert b"Traceback" not in stderr and b"partial results" in stderr
-    (run,) = json.loads(stdout)["runs"]
-    assert run["error"] == "interrupted" and run["engine"] == "locust"
+        run = ctrl_c(process)
+    assert run["engine"] == "locust"
     assert run["completed"] > 0 and run["latency_ms"]["max"] is not None
     assert [pid for pid in started if _alive(pid)] == []
     assert_nothing_left(marker)
