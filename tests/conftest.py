@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,45 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "fixtures"
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: one worker more than the CPUs. Why: many tests spend much of their time
+    waiting on real child processes (servers, probes, locust, timeouts), and the extra worker
+    runs while they wait: on 2 cores, 4:00 instead of 5:00 (docs/performance.md)."""
+    return len(os.sched_getaffinity(0)) + 1
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Why: with ``PYTHONDONTWRITEBYTECODE`` set (common in containers and on CI machines),
+    each of the suite's patchaudit subprocesses, over a thousand, compiles every module it
+    imports again: about 0.1 s of CPU each, a quarter of the suite's CPU. The session writes
+    bytecode to a temporary ``PYTHONPYCACHEPREFIX`` instead, still nothing in the source tree,
+    and compiles the package there once. The xdist workers inherit the environment; the probes
+    patchaudit starts keep their own ``PYTHONDONTWRITEBYTECODE`` and only read it.
+    """
+    if hasattr(config, "workerinput") or not os.environ.get("PYTHONDONTWRITEBYTECODE"):
+        return
+    prefix = tempfile.mkdtemp(prefix="patchaudit-tests-bytecode-")
+    config.stash[_BYTECODE] = prefix
+    os.environ["PYTHONPYCACHEPREFIX"] = prefix
+    del os.environ["PYTHONDONTWRITEBYTECODE"]
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", "-j", "0", str(REPO / "patchaudit")],
+        check=False,
+        stdout=subprocess.DEVNULL,
+        timeout=120,
+    )
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Why: the bytecode folder of :func:`pytest_configure` is the session's alone."""
+    prefix = config.stash.get(_BYTECODE, None)
+    if prefix is not None:
+        shutil.rmtree(prefix, ignore_errors=True)
+
+
+_BYTECODE = pytest.StashKey[str]()
 
 
 @pytest.fixture(scope="session", autouse=True)

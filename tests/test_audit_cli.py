@@ -49,7 +49,7 @@ def test_missing_module_exits_2_with_the_chain(tmp_path: Path) -> None:
             "app/helpers.py": "import does_not_exist_anywhere\n",
         },
     )
-    result, marker = _audit(project, "app.wsgi", "--format", "json", "--no-cache")
+    result, marker = _audit(project, "app.wsgi", "--format", "json")
     assert result.returncode == 2
     report = json.loads(result.stdout)
     assert len(report["errors"]) == 1
@@ -76,7 +76,7 @@ def test_syntax_error_in_app_shows_static_findings_and_exits_2(tmp_path: Path) -
             "broken.py": "import os\ndef oops(:\n",
         },
     )
-    result, _ = _audit(project, "wsgi", "--format", "json", "--no-cache")
+    result, _ = _audit(project, "wsgi", "--format", "json")
     assert result.returncode == 2
     report = json.loads(result.stdout)
     assert {(f["rule"], f["path"], f["line"]) for f in report["findings"]} >= {
@@ -88,7 +88,7 @@ def test_syntax_error_in_app_shows_static_findings_and_exits_2(tmp_path: Path) -
 
 def test_sys_exit_at_import(tmp_path: Path) -> None:
     project = _app(tmp_path, {"app.py": "import sys\nsys.exit(3)\n"})
-    result, marker = _audit(project, "app", "--format", "json", "--no-cache", "--no-static")
+    result, marker = _audit(project, "app", "--format", "json", "--no-static")
     assert result.returncode == 2
     assert json.loads(result.stdout)["errors"] == ["the target called sys.exit(3) while importing"]
     assert_nothing_left(marker)
@@ -96,7 +96,7 @@ def test_sys_exit_at_import(tmp_path: Path) -> None:
 
 def test_os_exit_at_import(tmp_path: Path) -> None:
     project = _app(tmp_path, {"app.py": "import os\nos._exit(7)\n"})
-    result, marker = _audit(project, "app", "--format", "json", "--no-cache", "--no-static")
+    result, marker = _audit(project, "app", "--format", "json", "--no-static")
     assert result.returncode == 2
     errors = json.loads(result.stdout)["errors"]
     assert errors == ["the target called os._exit(7) at app.py:2 during import"], errors
@@ -106,9 +106,7 @@ def test_os_exit_at_import(tmp_path: Path) -> None:
 def test_hang_is_killed_with_its_group(tmp_path: Path) -> None:
     project = _app(tmp_path, {"app.py": "import time\nwhile True:\n    time.sleep(1)\n"})
     started = time.monotonic()
-    result, marker = _audit(
-        project, "app", "--format", "json", "--no-cache", "--no-static", "--timeout", "3"
-    )
+    result, marker = _audit(project, "app", "--format", "json", "--no-static", "--timeout", "3")
     assert time.monotonic() - started < 30
     assert result.returncode == 2
     errors = json.loads(result.stdout)["errors"]
@@ -130,7 +128,7 @@ def test_forking_and_detaching_child_is_not_left_behind(tmp_path: Path) -> None:
             )
         },
     )
-    result, marker = _audit(project, "app", "--format", "json", "--no-cache", "--no-static")
+    result, marker = _audit(project, "app", "--format", "json", "--no-static")
     assert result.returncode in (0, 1), result.stderr
     assert_nothing_left(marker)
 
@@ -140,7 +138,7 @@ def test_closing_all_descriptors_is_reported(tmp_path: Path) -> None:
     app = PATCHED + "import os\n\nimport gevent\n\ngevent.spawn(gevent.sleep, 0)\n"
     app += "os.closerange(0, 4096)\n" + WSGI  # line 10
     project = _app(tmp_path, {"app.py": app})
-    result, marker = _audit(project, "app", "--format", "json", "--no-cache", "--no-static")
+    result, marker = _audit(project, "app", "--format", "json", "--no-static")
     report = json.loads(result.stdout)
     rules = {(f["rule"], f["line"]) for f in report["findings"]}
     assert ("MPA651", 10) in rules, report
@@ -155,7 +153,7 @@ def test_megabytes_of_output_are_summarised(tmp_path: Path) -> None:
             "print('the end')\n" + WSGI
         },
     )
-    result, _ = _audit(project, "app", "--format", "json", "--no-cache", "--no-static")
+    result, _ = _audit(project, "app", "--format", "json", "--no-static")
     report = json.loads(result.stdout)
     stdout = report["timeline"]["app_output"]["stdout"]
     assert stdout["bytes"] > 5_000_000
@@ -165,7 +163,7 @@ def test_megabytes_of_output_are_summarised(tmp_path: Path) -> None:
 
 def test_interpreter_crash_is_reported_with_the_signal(tmp_path: Path) -> None:
     project = _app(tmp_path, {"app.py": "import os\nos.abort()\n"})
-    result, marker = _audit(project, "app", "--format", "json", "--no-cache", "--no-static")
+    result, marker = _audit(project, "app", "--format", "json", "--no-static")
     assert result.returncode == 2
     errors = json.loads(result.stdout)["errors"]
     assert errors == ["the target ended the interpreter during the audit (signal 6)"], errors
@@ -201,7 +199,7 @@ PARKED = PATCHED + (
 
 def test_a_hang_names_every_parked_greenlet(tmp_path: Path) -> None:
     project = _app(tmp_path, {"app.py": PARKED})
-    args = ("app", "--format", "json", "--no-cache", "--no-static", "--timeout", "3")
+    args = ("app", "--format", "json", "--no-static", "--timeout", "3")
     result, marker = _audit(project, *args)
     assert result.returncode == 2
     report = json.loads(result.stdout)
@@ -222,7 +220,7 @@ def test_a_deadlock_gevent_sees_is_one_line_with_the_app_line(tmp_path: Path) ->
     app = PATCHED + "import gevent\nfrom gevent.event import Event\n\n"
     app += "gevent.spawn(Event().wait).join()\n"  # line 8: LoopExit, nothing can set it
     project = _app(tmp_path, {"app.py": app})
-    result, _ = _audit(project, "app", "--format", "json", "--no-cache", "--no-static")
+    result, _ = _audit(project, "app", "--format", "json", "--no-static")
     assert result.returncode == 2
     (error,) = json.loads(result.stdout)["errors"]
     assert "\n" not in error and "\t" not in error, error
@@ -236,11 +234,11 @@ def test_no_wsgi_callable_audits_without_requests_and_says_why(tmp_path: Path) -
     project = _app(
         tmp_path, {"worker.py": "from gevent import monkey\nmonkey.patch_all()\nJOBS = []\n"}
     )
-    result, _ = _audit(project, "worker", "--no-cache")
+    result, _ = _audit(project, "worker")
     assert result.returncode == 0, result.stdout + result.stderr
-    report_json = json.loads(_audit(project, "worker", "--no-cache", "--format", "json")[0].stdout)
+    report_json = json.loads(_audit(project, "worker", "--format", "json")[0].stdout)
     assert report_json["timeline"]["requests"] == []
-    full = run_cli("worker", "--no-cache", "--format", "full", "--no-color", cwd=project)
+    full = run_cli("worker", "--format", "full", "--no-color", cwd=project)
     assert "requests were not probed: no `application` or `app` attribute" in full.stdout
 
 
@@ -258,7 +256,7 @@ def test_a_named_wsgi_callable_that_is_not_there_exits_2(
     project = _app(
         tmp_path, {"wsgi.py": "from gevent import monkey\nmonkey.patch_all()\n" + module}
     )
-    result, marker = _audit(project, spec, "--format", "json", "--no-cache", "--no-static")
+    result, marker = _audit(project, spec, "--format", "json", "--no-static")
     assert result.returncode == 2, result.stdout + result.stderr
     assert json.loads(result.stdout)["errors"] == [f"cannot serve `{spec}`: {reason}"]
     assert_nothing_left(marker)
@@ -272,7 +270,7 @@ def test_an_import_failure_names_the_line_that_raised(tmp_path: Path) -> None:
             "settings.py": "import os\n\nraise RuntimeError('DATABASE_URL is not set')\n",
         },
     )
-    result, marker = _audit(project, "wsgi", "--format", "json", "--no-cache", "--no-static")
+    result, marker = _audit(project, "wsgi", "--format", "json", "--no-static")
     assert result.returncode == 2
     assert json.loads(result.stdout)["errors"] == [
         "cannot import the target: RuntimeError: DATABASE_URL is not set at settings.py:3 "
@@ -289,7 +287,7 @@ def test_an_import_failure_in_a_library_names_the_app_line_too(tmp_path: Path) -
             "settings.py": "import json\n\n\nCONFIG = json.loads('{bad')\n",
         },
     )
-    result, _ = _audit(project, "wsgi", "--format", "json", "--no-cache", "--no-static")
+    result, _ = _audit(project, "wsgi", "--format", "json", "--no-static")
     assert result.returncode == 2
     (error,) = json.loads(result.stdout)["errors"]
     assert error.startswith("cannot import the target: json.decoder.JSONDecodeError: ")
@@ -335,7 +333,7 @@ def test_failing_requests_are_errors_with_the_app_line(
     tmp_path: Path, app: str, error: str
 ) -> None:
     project = _app(tmp_path, {"wsgi.py": app})
-    args = ("wsgi", "--requests", "4", "--concurrency", "2", "--no-cache", "--no-static")
+    args = ("wsgi", "--requests", "4", "--concurrency", "2", "--no-static")
     result, marker = _audit(project, *args, "--format", "json")
     assert result.returncode == 2, result.stdout + result.stderr
     assert json.loads(result.stdout)["errors"] == [error]
@@ -347,7 +345,7 @@ def test_failing_requests_are_errors_with_the_app_line(
 
 def test_an_app_that_serves_its_requests_has_no_request_errors(tmp_path: Path) -> None:
     project = _app(tmp_path, {"wsgi.py": PATCHED + WSGI.lstrip("\n")})
-    args = ("wsgi", "--requests", "4", "--no-cache", "--no-static", "--format", "json")
+    args = ("wsgi", "--requests", "4", "--no-static", "--format", "json")
     result, _ = _audit(project, *args)
     assert result.returncode == 0, result.stdout + result.stderr
     assert json.loads(result.stdout)["errors"] == []

@@ -169,7 +169,7 @@ def test_a_terminal_sees_a_progress_line_that_is_erased_before_the_report(tmp_pa
 
     project = _many_files(tmp_path / "p")
     code, output = run_on_a_terminal(
-        [sys.executable, "-m", "patchaudit", "check", "--no-cache", "-j", "1", "."],
+        [sys.executable, "-m", "patchaudit", "check", "-j", "1", "."],
         cwd=project,
         env={"PATCHAUDIT_PROGRESS_DELAY": "0"},
     )
@@ -180,7 +180,5 @@ def test_a_terminal_sees_a_progress_line_that_is_erased_before_the_report(tmp_pa
 
 def test_a_pipe_gets_no_progress_line(tmp_path: Path) -> None:
     project = _many_files(tmp_path / "p")
-    result = run_cli(
-        "check", "--no-cache", "-j", "1", ".", cwd=project, env={"PATCHAUDIT_PROGRESS_DELAY": "0"}
-    )
+    result = run_cli("check", "-j", "1", ".", cwd=project, env={"PATCHAUDIT_PROGRESS_DELAY": "0"})
     assert "parsed" not in result.stderr and "\x1b" not in result.stderr

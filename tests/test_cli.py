@@ -39,7 +39,7 @@ def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
 
 def test_findings_exit_1_and_concise_lines(tmp_path: Path) -> None:
     project = _project(tmp_path, {"app.py": LATE_PATCH})
-    result = run_cli("check", "--no-cache", cwd=project)
+    result = run_cli("check", cwd=project)
     assert result.returncode == 1
     assert result.stdout.splitlines()[0] == (
         "app.py:1:1: MPA201 `from time import sleep` binds the original `time.sleep` before "
@@ -49,17 +49,17 @@ def test_findings_exit_1_and_concise_lines(tmp_path: Path) -> None:
 
 def test_clean_project_exits_0(tmp_path: Path) -> None:
     project = _project(tmp_path, {"app.py": "from gevent import monkey\nmonkey.patch_all()\n"})
-    result = run_cli("check", "--no-cache", cwd=project)
+    result = run_cli("check", cwd=project)
     assert result.returncode == 0, result.stdout
     assert "All checks passed" in result.stdout
 
 
 def test_fail_on_threshold(tmp_path: Path) -> None:
     project = _project(tmp_path, {"app.py": GEVENT_APP + "signal.signal(signal.SIGTERM, print)\n"})
-    assert run_cli("check", "--no-cache", cwd=project).returncode == 0  # only an info finding
-    assert run_cli("check", "--no-cache", "--fail-on", "info", cwd=project).returncode == 1
+    assert run_cli("check", cwd=project).returncode == 0  # only an info finding
+    assert run_cli("check", "--fail-on", "info", cwd=project).returncode == 1
     late = _project(tmp_path, {"app.py": LATE_PATCH})
-    assert run_cli("check", "--no-cache", "--fail-on", "never", cwd=late).returncode == 0
+    assert run_cli("check", "--fail-on", "never", cwd=late).returncode == 0
 
 
 def test_missing_path_is_a_one_line_usage_error(tmp_path: Path) -> None:
@@ -70,7 +70,7 @@ def test_missing_path_is_a_one_line_usage_error(tmp_path: Path) -> None:
 
 def test_folder_without_python_files_exits_0_and_says_so(tmp_path: Path) -> None:
     project = _project(tmp_path, {"README.md": "hi"})
-    result = run_cli("check", "--no-cache", cwd=project)
+    result = run_cli("check", cwd=project)
     assert result.returncode == 0
     assert "no Python files found" in result.stderr
 
@@ -124,7 +124,7 @@ def test_bad_files_are_reported_not_crashed_on_and_json_stays_valid(tmp_path: Pa
     files: dict[str, str | bytes] = {"app.py": LATE_PATCH, **BAD_INPUTS}
     project = _project(tmp_path, files)
     assert (project / "big.py").stat().st_size > 10_000_000
-    result = run_cli("check", "--no-cache", "--format", "json", cwd=project, timeout=300)
+    result = run_cli("check", "--format", "json", cwd=project, timeout=300)
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     data = json.loads(result.stdout)
@@ -139,7 +139,7 @@ def test_bad_files_are_reported_not_crashed_on_and_json_stays_valid(tmp_path: Pa
 def test_symlink_loop_is_skipped_with_a_message(tmp_path: Path) -> None:
     project = _project(tmp_path, {"pkg/app.py": LATE_PATCH})
     os.symlink(project / "pkg", project / "pkg" / "loop")
-    result = run_cli("check", "--no-cache", "--format", "json", cwd=project)
+    result = run_cli("check", "--format", "json", cwd=project)
     data = json.loads(result.stdout)
     assert result.returncode == 1
     assert any("loop" in e for e in data["errors"]), data["errors"]
@@ -163,7 +163,7 @@ def test_unreadable_file_is_reported_and_others_still_checked(tmp_path: Path) ->
             pytest.skip("running as root without setpriv")
         prefix = DROP_READ_OVERRIDE
     result = subprocess.run(
-        [*prefix, sys.executable, "-m", "patchaudit", "check", "--no-cache", "--format", "json"],
+        [*prefix, sys.executable, "-m", "patchaudit", "check", "--format", "json"],
         cwd=project,
         capture_output=True,
         text=True,
@@ -203,25 +203,25 @@ def _run_on_tty(args: list[str], cwd: Path, env: dict[str, str]) -> str:
 def test_tty_gets_the_full_report_in_colour_and_no_color_turns_it_off(tmp_path: Path) -> None:
     project = _project(tmp_path, {"app.py": LATE_PATCH})
     env = {"TERM": "xterm-256color", "COLUMNS": "120"}
-    coloured = _run_on_tty(["check", "--no-cache"], project, {**env, "NO_COLOR": ""})
+    coloured = _run_on_tty(["check"], project, {**env, "NO_COLOR": ""})
     assert "\x1b[" in coloured
     assert "MPA201" in coloured and "stale-module-binding" in coloured
-    plain = _run_on_tty(["check", "--no-cache"], project, {**env, "NO_COLOR": "1"})
+    plain = _run_on_tty(["check"], project, {**env, "NO_COLOR": "1"})
     assert "\x1b[" not in plain
     assert "fix:" in plain and "from time import sleep" in plain
-    flag = _run_on_tty(["check", "--no-cache", "--no-color"], project, env)
+    flag = _run_on_tty(["check", "--no-color"], project, env)
     assert "\x1b[" not in flag
 
 
 def test_output_file_and_formats(tmp_path: Path) -> None:
     project = _project(tmp_path, {"app.py": LATE_PATCH})
     out = project / "report.sarif"
-    result = run_cli("check", "--no-cache", "--format", "sarif", "--output", str(out), cwd=project)
+    result = run_cli("check", "--format", "sarif", "--output", str(out), cwd=project)
     assert result.returncode == 1
     sarif = json.loads(out.read_text())
     assert sarif["version"] == "2.1.0"
     assert sarif["runs"][0]["results"][0]["ruleId"] == "MPA201"
-    github = run_cli("check", "--no-cache", "--format", "github", cwd=project).stdout
+    github = run_cli("check", "--format", "github", cwd=project).stdout
     assert github.startswith("::error title=patchaudit (MPA201),file=app.py,line=1,col=1")
 
 
@@ -247,7 +247,7 @@ def test_noqa_and_file_level_suppression(tmp_path: Path) -> None:
             "c.py": "from time import sleep  # noqa\n" + PATCH,
         },
     )
-    result = run_cli("check", "--no-cache", "--fail-on", "info", cwd=project)
+    result = run_cli("check", "--fail-on", "info", cwd=project)
     assert result.returncode == 0, result.stdout
 
 

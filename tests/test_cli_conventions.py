@@ -40,7 +40,7 @@ def _json(result: subprocess.CompletedProcess[str]) -> dict:
 
 
 def test_json_findings_carry_name_url_and_end_position(project: Path) -> None:
-    result = run_cli("check", "--no-cache", "--format", "json", ".", cwd=project)
+    result = run_cli("check", "--format", "json", ".", cwd=project)
     assert result.returncode == 1, result.stderr
     document = _json(result)
     assert document["version"] == 1
@@ -62,31 +62,31 @@ def test_json_findings_carry_name_url_and_end_position(project: Path) -> None:
 
 
 def test_exit_zero_keeps_the_findings_and_exits_0(project: Path) -> None:
-    failing = run_cli("check", "--no-cache", "--format", "concise", ".", cwd=project)
-    passing = run_cli("check", "--no-cache", "--format", "concise", "--exit-zero", ".", cwd=project)
+    failing = run_cli("check", "--format", "concise", ".", cwd=project)
+    passing = run_cli("check", "--format", "concise", "--exit-zero", ".", cwd=project)
     assert (failing.returncode, passing.returncode) == (1, 0), passing.stderr
     assert passing.stdout == failing.stdout
     # + "Found ..." and ruff's "[*] 1 fixable with the `--fix` option ..."
     assert len(passing.stdout.splitlines()) == len(expectations_in(project)) + 2
     # stronger than --fail-on, as in ruff; a usage error still exits 2
-    both = run_cli("check", "--no-cache", "--fail-on", "info", "--exit-zero", ".", cwd=project)
+    both = run_cli("check", "--fail-on", "info", "--exit-zero", ".", cwd=project)
     assert both.returncode == 0
-    bad = run_cli("check", "--no-cache", "--exit-zero", "--select", "NOPE", ".", cwd=project)
+    bad = run_cli("check", "--exit-zero", "--select", "NOPE", ".", cwd=project)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
 
 
 def test_statistics_count_code_name_by_count(project: Path) -> None:
     counts = Counter(e.code for e in expectations_in(project))
     expected = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-    result = run_cli("check", "--no-cache", "--statistics", ".", cwd=project)
+    result = run_cli("check", "--statistics", ".", cwd=project)
     assert result.returncode == 1, result.stderr
     rows = [line.split() for line in result.stdout.splitlines()]
     assert rows == [[str(n), code, REGISTRY[code].name] for code, n in expected]
-    as_json = run_cli("check", "--no-cache", "--statistics", "--format", "json", ".", cwd=project)
+    as_json = run_cli("check", "--statistics", "--format", "json", ".", cwd=project)
     assert _json(as_json) == [
         {"code": code, "name": REGISTRY[code].name, "count": n} for code, n in expected
     ]
-    sarif = run_cli("check", "--no-cache", "--statistics", "--format", "sarif", ".", cwd=project)
+    sarif = run_cli("check", "--statistics", "--format", "sarif", ".", cwd=project)
     assert sarif.returncode == 2 and sarif.stdout == ""
     assert sarif.stderr.strip() == (
         "patchaudit: error: --statistics prints a table or JSON, not --format sarif"
@@ -171,10 +171,10 @@ def test_add_noqa_keeps_line_endings_and_skips_lines_a_comment_cannot_end(tmp_pa
     )
     (project / "app.py").write_bytes(source)
     (project / "app.py").chmod(0o640)
-    report = _json(run_cli("check", "--no-cache", "--format", "json", ".", cwd=project))
+    report = _json(run_cli("check", "--format", "json", ".", cwd=project))
     reported = sorted((f["line"], f["rule"]) for f in report["findings"])
     assert {line for line, _ in reported} == {1, 3, 5}
-    result = run_cli("check", "--no-cache", "--add-noqa", ".", cwd=project)
+    result = run_cli("check", "--add-noqa", ".", cwd=project)
     assert result.returncode == 0, result.stderr
     on_line_1 = [rule for line, rule in reported if line == 1]
     assert result.stderr.splitlines() == [
@@ -187,7 +187,7 @@ def test_add_noqa_keeps_line_endings_and_skips_lines_a_comment_cannot_end(tmp_pa
         b"# keep\r\n", f"# keep  # noqa: {codes_3}\r\n".encode()
     ).replace(b"select\r\n", f"select  # noqa: {codes_5}\r\n".encode())
     assert (project / "app.py").stat().st_mode & 0o777 == 0o640
-    left = _json(run_cli("check", "--no-cache", "--format", "json", ".", cwd=project))
+    left = _json(run_cli("check", "--format", "json", ".", cwd=project))
     assert sorted((f["line"], f["rule"]) for f in left["findings"]) == [
         (1, rule) for rule in on_line_1
     ]
@@ -276,7 +276,7 @@ def test_the_audit_takes_statistics_and_exit_zero(tmp_path: Path) -> None:
     counts = Counter(e.code for e in expectations_in(project))
     expected = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     assert len(expected) >= 2  # MPA201 (confirmed by MPA251), MPA851, MPA852
-    args = ["audit", options["target"], "--no-cache", "--statistics", "--exit-zero"]
+    args = ["audit", options["target"], "--statistics", "--exit-zero"]
     args += ["--requests", str(options["requests"]), "--concurrency", str(options["concurrency"])]
     result = run_cli(*args, cwd=project, timeout=180)
     assert result.returncode == 0, result.stderr

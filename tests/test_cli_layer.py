@@ -96,7 +96,7 @@ def test_a_target_that_looks_like_a_command_is_still_audited(tmp_path: Path) -> 
 def test_an_existing_folder_named_like_a_command_is_not_a_typo(tmp_path: Path) -> None:
     project = _project(tmp_path)
     (project / "chek").mkdir()
-    result = run_cli("chek", "--timeout", "20", "--no-cache", cwd=project)
+    result = run_cli("chek", "--timeout", "20", cwd=project)
     assert "did you mean" not in result.stderr
     assert "MPA201" in result.stdout  # audited: the project's findings are reported
 
@@ -105,7 +105,7 @@ def test_a_module_named_like_a_command_in_chdir_is_not_a_typo(tmp_path: Path) ->
     app = tmp_path / "app"
     app.mkdir()
     (app / "rulez.py").write_text(APP)
-    result = run_cli("rulez:application", "--chdir", "app", "--no-cache", cwd=_project(tmp_path))
+    result = run_cli("rulez:application", "--chdir", "app", cwd=_project(tmp_path))
     assert "did you mean" not in result.stderr
     bare = run_cli("rulez", "--chdir", "app", "--no-static", "--timeout", "20", cwd=tmp_path)
     assert "did you mean" not in bare.stderr, bare.stderr
@@ -241,8 +241,8 @@ def _colours(text: str) -> set[str]:
 # rich progress bar and table keep bold and cursor movement, which are not colour, and demo's
 # status line erases itself)
 COLOURING = [
-    pytest.param(["check", "--no-cache"], "MPA201", True, id="check"),
-    pytest.param(["app:application", "--no-cache"], "MPA201", True, id="audit"),
+    pytest.param(["check"], "MPA201", True, id="check"),
+    pytest.param(["app:application"], "MPA201", True, id="audit"),
     pytest.param(["matrix"], "socket", True, id="matrix"),
     pytest.param(["doctor"], "net.core.somaxconn", True, id="doctor"),
     pytest.param(
@@ -276,7 +276,7 @@ def test_no_color_is_honoured_on_a_terminal(
             assert "\x1b[" not in plain, (env, flag, plain)
 
 
-@pytest.mark.parametrize("args", [["matrix"], ["doctor"], ["check", "--no-cache"]])
+@pytest.mark.parametrize("args", [["matrix"], ["doctor"], ["check"]])
 def test_an_empty_no_color_does_not_count(tmp_path: Path, args: list[str]) -> None:
     _, coloured = _on_a_terminal(args, _project(tmp_path), {"NO_COLOR": ""})
     assert _colours(coloured)

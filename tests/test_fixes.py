@@ -236,7 +236,7 @@ def test_reports_mark_what_fix_would_fix_as_ruff_does(tmp_path: Path) -> None:
             "sleep(1)\n",
         },
     )
-    concise = run_cli("check", "--no-cache", "--format", "concise", ".", cwd=project)
+    concise = run_cli("check", "--format", "concise", ".", cwd=project)
     lines = concise.stdout.splitlines()
     assert lines[0].startswith("app.py:3:1: MPA105 [*] `patch_all()` with 2 positional")
     assert lines[1].startswith("b.py:1:1: MPA201 `from time import sleep`")  # unsafe: no [*]
@@ -244,11 +244,11 @@ def test_reports_mark_what_fix_would_fix_as_ruff_does(tmp_path: Path) -> None:
         "[*] 1 fixable with the `--fix` option "
         "(1 hidden fix can be enabled with the `--unsafe-fixes` option)."
     )
-    full = run_cli("check", "--no-cache", "--format", "full", ".", cwd=project)
+    full = run_cli("check", "--format", "full", ".", cwd=project)
     assert "warning[MPA105] [*] patch-all-positional-arguments:" in full.stdout
     assert "error[MPA201] stale-module-binding:" in full.stdout
     assert full.stdout.splitlines()[-1] == lines[-1]
     (project / "app.py").write_text("from gevent import monkey\n\nmonkey.patch_all()\n")
     (project / "b.py").unlink()
-    clean = run_cli("check", "--no-cache", "--format", "concise", ".", cwd=project)
+    clean = run_cli("check", "--format", "concise", ".", cwd=project)
     assert "fix" not in clean.stdout

@@ -93,7 +93,7 @@ def test_the_fixed_handlers_get_the_signal_number_and_no_frame(tmp_path: Path) -
 
 def _check(project: Path, *python: str, env: dict[str, str] | None = None) -> str:
     code, out, err = _python(
-        [*python, "-m", "patchaudit", "check", "--no-cache", "--format", "json", "."],
+        [*python, "-m", "patchaudit", "check", "--format", "json", "."],
         project,
         env,
     )

@@ -32,7 +32,7 @@ FORKS = PATCHED + (
 
 def _findings(project: Path, target: str) -> tuple[dict, str]:
     # 15 s: the app ends in about 2; a run that hits gevent's fork race waits out all of it
-    args = (target, "--format", "json", "--no-cache", "--no-static", "--timeout", "15")
+    args = (target, "--format", "json", "--no-static", "--timeout", "15")
 
     def run() -> tuple[dict, str]:
         result, marker = _audit(project, *args)

@@ -77,5 +77,5 @@ def test_whole_project_analysis_on_generated_module(tmp_path_factory, source: st
         "import generated\nfrom gevent import monkey\nmonkey.patch_all()\n"
     )
     config = load_config([project], REGISTRY.keys())
-    report = check([project], config, cwd=project, use_cache=False, jobs=1)
+    report = check([project], config, cwd=project, jobs=1)
     assert not [e for e in report.errors if "internal error" in e], report.errors

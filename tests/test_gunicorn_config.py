@@ -136,7 +136,7 @@ def test_a_config_that_raises_is_one_line_and_names_its_line(
 def test_the_audit_stops_with_exit_2_on_a_config_that_raises(tmp_path: Path) -> None:
     (tmp_path / "app.py").write_text("def application(environ, start_response):\n    pass\n")
     (tmp_path / "gunicorn.conf.py").write_text("workers = int('many')\n")
-    result = run_cli("audit", "app:application", "--no-cache", "--no-static", cwd=tmp_path)
+    result = run_cli("audit", "app:application", "--no-static", cwd=tmp_path)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
@@ -216,7 +216,7 @@ def test_hooks_run_where_and_when_gunicorn_runs_them(tmp_path: Path, preload: bo
     (tmp_path / "gunicorn.conf.py").write_text(HOOKS_CONFIG)
     log = tmp_path / "steps.jsonl"
     env = {"PA_TEST_LOG": str(log), "PA_TEST_PRELOAD": "1" if preload else "0"}
-    args = ("audit", "web:application", "--no-cache", "--no-static", "--format", "json")
+    args = ("audit", "web:application", "--no-static", "--format", "json")
     result = run_cli(*args, "--requests", "2", "--concurrency", "1", cwd=tmp_path, env=env)
     report = json.loads(result.stdout)
     assert (result.returncode, report["findings"]) == (0, []), result.stderr
@@ -239,7 +239,7 @@ def test_a_hook_that_raises_stops_the_audit_with_its_line(tmp_path: Path) -> Non
     (tmp_path / "gunicorn.conf.py").write_text(
         "worker_class = 'gevent'\n\n\ndef post_fork(server, worker):\n    raise OSError('no db')\n"
     )
-    result = run_cli("audit", "web:application", "--no-cache", "--no-static", cwd=tmp_path)
+    result = run_cli("audit", "web:application", "--no-static", cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [
         "patchaudit: error: gunicorn's `post_fork` hook raised OSError: no db at gunicorn.conf.py:5"
@@ -257,7 +257,7 @@ def test_what_gunicorn_loads_itself_is_not_blamed_on_the_config(tmp_path: Path) 
     (tmp_path / "gunicorn.conf.py").write_text(
         "import urllib.request\n\nworker_class = 'gevent'\nbind = '127.0.0.1:8000'\n"
     )
-    args = ("audit", "web:application", "--no-cache", "--no-static", "--format", "json")
+    args = ("audit", "web:application", "--no-static", "--format", "json")
     result = run_cli(*args, "--requests", "2", "--concurrency", "1", cwd=tmp_path)
     report = json.loads(result.stdout)
     assert (result.returncode, report["findings"]) == (0, []), report["findings"]
@@ -274,7 +274,7 @@ def test_a_hook_that_needs_more_than_the_stand_ins_is_a_note(tmp_path: Path) -> 
     (tmp_path / "gunicorn.conf.py").write_text(
         "worker_class = 'gevent'\n\n\ndef post_fork(server, worker):\n    worker.tmp.notify()\n"
     )
-    args = ("audit", "web:application", "--no-cache", "--no-static", "--format", "json")
+    args = ("audit", "web:application", "--no-static", "--format", "json")
     result = run_cli(*args, "--requests", "2", "--concurrency", "1", cwd=tmp_path)
     report = json.loads(result.stdout)
     assert (result.returncode, report["errors"], report["findings"]) == (0, [], [])

@@ -67,7 +67,7 @@ def test_a_thread_waiting_on_a_stdlib_event_is_named_on_a_timeout(tmp_path: Path
         "thread.join()\n"  # line 12
     )
     project = write_project(tmp_path, {"app.py": app})
-    args = ("app", "--mode", "as-is", "--format", "json", "--no-cache", "--no-static")
+    args = ("app", "--mode", "as-is", "--format", "json", "--no-static")
     result, marker = _audit(project, *args, "--timeout", "3")
     assert result.returncode == 2
     assert json.loads(result.stdout)["timeline"]["hang"] == [

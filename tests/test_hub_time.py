@@ -124,7 +124,7 @@ def test_a_monitor_report_that_lands_after_its_run_ended_is_not_a_serving_block(
 
 def test_import_time_work_is_start_up_in_the_timeline_not_mpa851(tmp_path: Path) -> None:
     project = isolated_copy(FIXTURES / "apps" / "MPA851" / "fixed-import", tmp_path)
-    args = ("audit", "catalogue:application", "--no-cache", "--requests", "2")
+    args = ("audit", "catalogue:application", "--requests", "2")
     result = run_cli(*args, "--format", "json", cwd=project, timeout=180)
     report = json.loads(result.stdout)
     assert result.returncode == 0 and report["findings"] == []

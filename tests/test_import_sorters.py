@@ -61,7 +61,7 @@ def test_isort_floats_the_imports_above_the_patch_until_fixed(tmp_path: Path) ->
     ]
 
     fixed = isolated_copy(BAD, tmp_path / "b")
-    result = run_cli("check", "--no-cache", "--fix", ".", cwd=fixed)
+    result = run_cli("check", "--fix", ".", cwd=fixed)
     assert result.returncode == 0, result.stdout + result.stderr
     after_fix = (fixed / "service.py").read_text()
     assert f"{PATCH}\n# isort: split\n" in after_fix
@@ -92,7 +92,7 @@ def test_isort_skip_on_the_call_does_not_keep_the_imports_below(tmp_path: Path) 
 
 
 def _ruff(project: Path, *args: str) -> tuple[int, str]:
-    return _tool("ruff", "check", "--isolated", "--no-cache", *args, "service.py", cwd=project)
+    return _tool("ruff", "check", "--isolated", *args, "service.py", cwd=project)
 
 
 def test_ruff_never_moves_an_import_across_the_patch(tmp_path: Path) -> None:
@@ -110,7 +110,7 @@ def test_the_fix_leaves_ruff_e402_as_it_was(tmp_path: Path) -> None:
         return [d["location"]["row"] for d in json.loads(out)]
 
     assert e402() == [7, 8]
-    run_cli("check", "--no-cache", "--fix", ".", cwd=project)
+    run_cli("check", "--fix", ".", cwd=project)
     assert e402() == [8, 9]  # the same two imports, one line lower
 
 
@@ -227,9 +227,7 @@ def test_mpa109_is_reported_only_when_isort_would_move_the_imports(
     project = write_project(tmp_path, {})
     for name, text in files.items():
         (project / name).write_text(text)
-    result = run_cli(
-        "check", "--no-cache", "--format", "json", "--select", "MPA109", ".", cwd=project
-    )
+    result = run_cli("check", "--format", "json", "--select", "MPA109", ".", cwd=project)
     assert result.returncode in (0, 1), result.stderr
     found = [(f["rule"], f["line"]) for f in json.loads(result.stdout)["findings"]]
     assert found == expected

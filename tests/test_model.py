@@ -91,7 +91,7 @@ def test_test_code_is_decided_inside_the_project_not_by_where_it_sits(tmp_path: 
     (project / "app.py").write_text(server)
     (project / "tests" / "test_app.py").write_text(server)
     result = subprocess.run(
-        [sys.executable, "-m", "patchaudit", "check", "--format", "concise", "--no-cache", "tests"],
+        [sys.executable, "-m", "patchaudit", "check", "--format", "concise", "tests"],
         cwd=tmp_path,
         capture_output=True,
         text=True,

@@ -25,7 +25,7 @@ from .conftest import FIXTURES, REPO, run_cli
 from .test_doctor import fake_proc
 
 SNAPSHOTS = REPO / "tests" / "snapshots"
-CHECK = ["check", "examples/shop", "--no-cache", "--fail-on", "never", "--format", "full"]
+CHECK = ["check", "examples/shop", "--fail-on", "never", "--format", "full"]
 # Where `patchaudit check` may break an identifier in a table: after these, never inside.
 JOINTS = "./(=,_"
 

@@ -21,7 +21,7 @@ LATE = "import logging.handlers\n"  # loads socket, select, queue: MPA102 on lin
 
 
 def _findings(project: Path) -> list[tuple[str, int, str | None]]:
-    result = run_cli("check", "--no-cache", "--format", "json", ".", cwd=project)
+    result = run_cli("check", "--format", "json", ".", cwd=project)
     assert result.returncode in (0, 1), result.stderr
     return [
         (f["rule"], f["line"], (f.get("autofix") or {}).get("applicability"))
@@ -64,21 +64,22 @@ def test_the_one_line_form_moves_whole(tmp_path: Path) -> None:
     project = write_project(
         tmp_path, {"app.py": LATE + "from gevent import monkey; monkey.patch_all()  # first\n"}
     )
-    result = run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", ".", cwd=project)
+    result = run_cli("check", "--fix", "--unsafe-fixes", ".", cwd=project)
     assert result.returncode == 0, result.stdout + result.stderr
     assert (project / "app.py").read_text() == (
-        "from gevent import monkey; monkey.patch_all()  # first\n" + LATE
+        "from gevent import monkey; monkey.patch_all()  # first\n\n" + LATE
     )
 
 
-def test_a_blank_line_between_two_moved_lines_is_deleted_once(tmp_path: Path) -> None:
-    """Both deletions would take the blank line between the import and the call: the second
-    starts where the first ends, so the edits never overlap."""
+def test_moved_lines_a_blank_line_apart_leave_no_blank_line_behind(tmp_path: Path) -> None:
+    """The import and the call, with only a blank line between them, go as one block: no two
+    deletions take the same blank line, and none is left at the end of the file. One blank
+    line follows the moved call."""
     source = LATE + "\nfrom gevent import monkey\n\nmonkey.patch_all()\n"
     project = write_project(tmp_path, {"app.py": source})
-    result = run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", ".", cwd=project)
+    result = run_cli("check", "--fix", "--unsafe-fixes", ".", cwd=project)
     assert result.returncode == 0, result.stdout + result.stderr
-    expected = "from gevent import monkey\nmonkey.patch_all()\n" + LATE + "\n"
+    expected = "from gevent import monkey\nmonkey.patch_all()\n\n" + LATE
     assert (project / "app.py").read_text() == expected
 
 
@@ -87,8 +88,8 @@ def test_eventlet_monkey_patch_moves_too(tmp_path: Path) -> None:
         tmp_path, {"app.py": LATE + "import eventlet\n\neventlet.monkey_patch()\n"}
     )
     assert ("MPA102", 1, "unsafe") in _findings(project)
-    run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", ".", cwd=project)
-    assert (project / "app.py").read_text() == "import eventlet\neventlet.monkey_patch()\n" + LATE
+    run_cli("check", "--fix", "--unsafe-fixes", ".", cwd=project)
+    assert (project / "app.py").read_text() == "import eventlet\neventlet.monkey_patch()\n\n" + LATE
 
 
 def _finding(patch_call: str) -> Finding:
@@ -110,8 +111,7 @@ def test_a_patch_in_another_module_is_not_moved() -> None:
     assert source is not None
     fix = move_patch_to_top(source, _finding("app.py:3:1"))
     assert fix is not None and [e.content for e in fix.edits] == [
-        "from gevent import monkey\nmonkey.patch_all()\n",
-        "",
+        "from gevent import monkey\nmonkey.patch_all()\n\n",
         "",
     ]
     assert move_patch_to_top(source, _finding("wsgi.py:3:1")) is None

@@ -26,7 +26,7 @@ CLASSES = sorted(p.name for p in PRECISION.iterdir() if p.is_dir())
 
 def _report(project: Path):
     config = load_config([project], REGISTRY.keys(), config_file=None)
-    return check([project], config, cwd=project, use_cache=False, jobs=1)
+    return check([project], config, cwd=project, jobs=1)
 
 
 @pytest.mark.parametrize("name", CLASSES)
@@ -44,7 +44,7 @@ def test_the_framework_own_package_is_not_audited_and_says_so(tmp_path: Path) ->
 
 def test_show_programs_names_each_launcher_and_framework(tmp_path: Path) -> None:
     project = isolated_copy(PRECISION / "locust", tmp_path)
-    result = run_cli("check", ".", "--no-cache", "--format", "json", cwd=project)
+    result = run_cli("check", ".", "--format", "json", cwd=project)
     programs = {p["entry"]: p for p in json.loads(result.stdout)["programs"]}
     assert programs["load/shop_journey.py"]["kind"] == "locust"
     assert programs["load/shop_journey.py"]["frameworks"] == ["gevent"]
@@ -109,7 +109,7 @@ def test_a_launcher_that_patches_first_makes_its_app_a_patched_gevent_program(
     found = [(f.rule, f.path, f.line) for f in _report(project).findings]
     # patched before the app loads: no patch-order finding, but it runs on gevent (MPA551)
     assert found == [("MPA551", "tasks.py", 4)]
-    result = run_cli("check", "--no-cache", "--show-programs", ".", cwd=project)
+    result = run_cli("check", "--show-programs", ".", cwd=project)
     assert result.stdout.startswith("tasks.py: ") and ", gevent: " in result.stdout
 
 

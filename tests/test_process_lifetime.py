@@ -332,7 +332,7 @@ class Cli:
             folder.mkdir(parents=True, exist_ok=True)
         (self.project / "pyproject.toml").write_text("[tool.patchaudit]\n")
         (self.project / "app.py").write_text(app.format(marks=str(self.marks), detach=DETACH))
-        self.args = [sys.executable, "-m", "patchaudit", *command, "--no-cache", *args]
+        self.args = [sys.executable, "-m", "patchaudit", *command, *args]
         self.env = {
             **os.environ,
             MARKER_VAR: self.marker,

@@ -24,7 +24,7 @@ def application(environ, start_response):
     start_response("200 OK", [("Content-Length", "2")])
     return [b"ok"]
 """
-AUDIT = ("app:application", "--requests", "2", "--concurrency", "1", "--no-cache")
+AUDIT = ("app:application", "--requests", "2", "--concurrency", "1")
 NOW = {"PATCHAUDIT_PROGRESS_DELAY": "0"}
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from patchaudit._config import load_config
 from patchaudit.rules import REGISTRY
-from patchaudit.static import _replay, check
+from patchaudit.static import _replay, analyze
 
 from .conftest import FIXTURES, isolated_copy
 
@@ -33,7 +33,11 @@ STDLIB = Path(sysconfig.get_paths()["stdlib"])
 def _findings(project: Path, framework: str | None = None) -> list[tuple]:
     overrides = {"framework": framework} if framework else None
     config = load_config([project], REGISTRY.keys(), overrides=overrides, config_file=None)
-    report = check([project], config, cwd=project, use_cache=False, jobs=1)
+    # The session's cache spares parsing the installed modules again; the project stage (the
+    # replay) runs every time, never reused from the stage cache.
+    report, _ = analyze(
+        [project], config, cwd=project, jobs=1, model_from_root=True, reuse_stage=False
+    )
     assert not [e for e in report.errors if "internal error" in e], report.errors
     return [(f.rule, f.path, f.line, f.column, f.message) for f in report.findings]
 

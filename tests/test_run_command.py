@@ -85,7 +85,7 @@ def _run(project: Path, options: dict, *extra: str) -> tuple[int, dict]:
 
         command = [fill(part) for part in options["command"]]
         env = {**_env(), **{k: fill(v) for k, v in options.get("env", {}).items()}}
-        args = ["run", "--format", "json", "--no-cache", *options.get("options", []), *extra]
+        args = ["run", "--format", "json", *options.get("options", []), *extra]
         for key in ("requests", "concurrency", "duration"):
             if key in options:
                 args += [f"--{key}", str(options[key])]

@@ -61,7 +61,7 @@ def _options(project: Path) -> dict:
 
 def _audit(project: Path) -> tuple[int, dict]:
     options = _options(project)
-    args = ["audit", options["target"], "--format", "json", "--no-cache", "--timeout", "60"]
+    args = ["audit", options["target"], "--format", "json", "--timeout", "60"]
     for key in ("mode", "requests", "concurrency", "timeout"):
         if key in options:
             args += [f"--{key}", str(options[key])]

@@ -21,7 +21,6 @@ def _matches_snapshot(folder: Path, snapshot: Path, what: str) -> str:
     result = run_cli(
         "check",
         ".",
-        "--no-cache",
         "--format",
         "concise",
         "--fail-on",
