@@ -124,12 +124,17 @@ def move_patch_to_top(source: Source, finding: Finding) -> Fix | None:
     text = "".join(source.text(a, b) for a, b in spans)
     if not text.endswith("\n"):
         text += source.newline
+    if source.data[where : source.line_end(where)].strip():
+        text += source.newline  # a blank line sets the patch apart from what must follow it
     edits: list[Edit] = [source.edit(where, where, text)]
-    done = 0  # where the previous deletion ends: a blank line taken twice would overlap
+    deleted: list[tuple[int, int]] = []
     for a, b in spans:
-        start, end = _deletion(source, a, b)
-        edits.append(source.edit(max(start, done), end, ""))
-        done = end
+        if deleted and not source.data[deleted[-1][1] : a].strip():
+            deleted[-1] = (deleted[-1][0], b)  # only blank lines between: one block goes
+        else:
+            deleted.append((a, b))
+    for a, b in deleted:
+        edits.append(source.edit(*_deletion(source, a, b), ""))
     return Fix(Applicability.UNSAFE, "Move the patch call to the top of the module", tuple(edits))
 
 
