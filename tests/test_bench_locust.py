@@ -22,6 +22,8 @@ from .conftest import REPO, assert_nothing_left, port_is_closed, processes_with,
 
 require("locust", "hdrh")
 
+pytestmark = pytest.mark.slow  # real locust masters and workers
+
 from patchaudit._exec import exec_command  # noqa: E402
 from patchaudit._process import spawn  # noqa: E402
 from patchaudit.harness import start_server  # noqa: E402

@@ -237,6 +237,7 @@ def test_keep_alive_both_gives_both_rows_with_cpu() -> None:
     assert "keep-alive off" in result.stderr and "keep-alive on" in result.stderr
 
 
+@pytest.mark.slow  # a sweep of rates, both models
 def test_a_rate_sweep_table_shows_each_rate_both_ways(tmp_path: Path) -> None:
     figure = tmp_path / "rates.svg"
     result = bench("--servers", "gevent", "--rate", "50,100", "-c", "5", "-n", "30",

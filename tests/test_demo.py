@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from .conftest import REPO, run_cli
+
+pytestmark = pytest.mark.slow  # every broken app and its fix under load
 
 #: shape -> the finding that explains its broken variant, and how the broken variant ends
 EXPECTED = {

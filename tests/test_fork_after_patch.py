@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from .conftest import assert_nothing_left, once_more_after_fork_race, write_project
 from .test_audit_cli import PATCHED, _audit
 
@@ -28,6 +30,8 @@ FORKS = PATCHED + (
     "job.start()\n"
     "job.join(timeout=10)\n"
 )
+
+pytestmark = pytest.mark.slow  # apps that fork, each audited twice on gevent's fork race
 
 
 def _findings(project: Path, target: str) -> tuple[dict, str]:

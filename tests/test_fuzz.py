@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 from .conftest import FIXTURES, require
 
 require("hypothesis", "hypothesmith")
@@ -14,6 +16,8 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from patchaudit.static._summary import summarize  # noqa: E402
+
+pytestmark = pytest.mark.slow  # hundreds of generated programs
 
 FIXTURE_SOURCES = sorted(p.read_bytes() for p in (FIXTURES / "rules").rglob("*.py"))
 STDLIB_SAMPLES = [

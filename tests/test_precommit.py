@@ -53,7 +53,10 @@ def pause():
     sleep(1)
 """
 
-pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is required")
+pytestmark = [
+    pytest.mark.slow,  # the real pre-commit builds its hook environment
+    pytest.mark.skipif(shutil.which("git") is None, reason="git is required"),
+]
 
 
 def _git(repo: Path, *args: str) -> str:

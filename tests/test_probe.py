@@ -522,6 +522,7 @@ def test_timeout_inside_the_probes_import_hook_names_the_app_line(tmp_path: Path
     assert innermost["file"] == str(project / "hooky.py") and 3 <= innermost["line"] <= 8
 
 
+@pytest.mark.slow  # waits out a timeout
 def test_hang_at_import_times_out_and_group_is_gone(tmp_path: Path) -> None:
     project = write_app(
         tmp_path / "proj", {"hangs.py": "import time\nwhile True:\n    time.sleep(60)\n"}

@@ -137,6 +137,7 @@ def test_a_suite_without_gevent_gets_one_info_line_and_gevent_is_never_imported(
     )
 
 
+@pytest.mark.slow  # several pytest runs
 def test_strict_mode_fails_a_passing_session_only_for_warnings_and_errors(
     pytester: pytest.Pytester,
 ) -> None:

@@ -33,6 +33,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+pytestmark = pytest.mark.slow  # real gunicorn, celery and locust launchers
+
 CASES_DIR = FIXTURES / "apps" / "run"
 CASES = sorted(p.name for p in CASES_DIR.iterdir() if (p / "run.toml").exists())
 BIN = Path(sys.executable).parent

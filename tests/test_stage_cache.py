@@ -404,6 +404,7 @@ MPA101_HELPER = ("MPA101", "app.py", 1)
 MPA201_WORKER = ("MPA201", "worker.py", 1)
 
 
+@pytest.mark.slow  # waits for timestamps to age past the racy window
 def test_a_changed_installed_module_runs_the_stage_again(tmp_path: Path) -> None:
     site, project, env = _installed(tmp_path, "import os\n")
     cache = tmp_path / "cache"
