@@ -33,7 +33,7 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
 def pytest_configure(config: pytest.Config) -> None:
     """Why: with ``PYTHONDONTWRITEBYTECODE`` set (common in containers and on CI machines),
     each of the suite's patchaudit subprocesses, over a thousand, compiles every module it
-    imports again: about 0.1 s of CPU each, a quarter of the suite's CPU. The session writes
+    imports again: about 0.1 s of CPU each, over a tenth of the suite's CPU. The session writes
     bytecode to a temporary ``PYTHONPYCACHEPREFIX`` instead, still nothing in the source tree,
     and compiles the package there once. The xdist workers inherit the environment; the probes
     patchaudit starts keep their own ``PYTHONDONTWRITEBYTECODE`` and only read it.

@@ -7,7 +7,10 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from patchaudit._docs import README_BEGIN, README_END, readme_codes
+from patchaudit._version import __version__
 from patchaudit.rules import REGISTRY, all_rules
 
 from .conftest import REPO
@@ -21,7 +24,8 @@ INTERNAL = re.compile(r"\b(?:the|our|this) (?:seed|lead|brief)\b|\b(?:seed|lead|
 
 def _product_text() -> dict[str, str]:
     """README, docs, messages and comments of the package, the packaging metadata."""
-    files = [REPO / "README.md", REPO / "pyproject.toml", REPO / ".pre-commit-hooks.yaml"]
+    files = [REPO / n for n in ("README.md", "CHANGELOG.md", "pyproject.toml")]
+    files.append(REPO / ".pre-commit-hooks.yaml")
     files += sorted((REPO / "docs").rglob("*.md")) + sorted((REPO / "patchaudit").rglob("*.py"))
     files += sorted((REPO / "patchaudit").rglob("*.toml"))
     return {p.relative_to(REPO).as_posix(): p.read_text(encoding="utf-8") for p in files}
@@ -56,20 +60,23 @@ def test_the_post_is_named_by_its_title() -> None:
     assert f"## Load testing, as in {POST}" in README
 
 
-def test_the_pre_commit_example_names_a_revision_that_can_exist() -> None:
-    """No tag is named unless this repository has it; otherwise the user fills in a commit."""
-    for rev in re.findall(r"^\s*rev: (\S+)", README, re.M):
-        if rev.startswith("<"):  # a placeholder the text explains
-            continue
-        known = subprocess.run(
-            ["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
-            cwd=REPO,
-            capture_output=True,
-            timeout=30,
-        )
-        assert known.returncode == 0, (
-            f"README's pre-commit example names {rev!r}, which is not here"
-        )
+def _git(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=30)
+
+
+def test_the_pre_commit_example_names_this_release_and_the_tag_has_it() -> None:
+    """The README's `rev:` is this version's tag, with a CHANGELOG entry; the tag, where this
+    clone has tags, is a commit whose package is that version."""
+    (rev,) = re.findall(r"^\s*rev: (\S+)", README, re.M)
+    assert rev == f"v{__version__}"
+    changelog = (REPO / "CHANGELOG.md").read_text(encoding="utf-8")
+    assert re.search(rf"^## {re.escape(__version__)} \(\d{{4}}-\d\d-\d\d\)$", changelog, re.M)
+    if not _git("tag", "--list").stdout.strip():
+        pytest.skip("this clone came without tags")
+    known = _git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
+    assert known.returncode == 0, f"README's pre-commit example names {rev!r}, not a tag here"
+    tagged = _git("show", f"{rev}:patchaudit/_version.py").stdout
+    assert f'__version__ = "{__version__}"' in tagged
 
 
 def test_the_readme_installs_from_the_clone_until_there_is_a_release() -> None:
