@@ -102,7 +102,7 @@ def test_run_reports_exactly_the_expected_findings(case: str, tmp_path: Path) ->
     options = tomllib.loads((project / "run.toml").read_text())
     launcher = options["command"][0]
     if shutil.which(launcher, path=_env()["PATH"]) is None:
-        pytest.skip(f"needs {launcher}")  # uWSGI is compiled at install: not in the extras
+        pytest.skip(f"needs {launcher}")  # uWSGI compiles at install: .ci/run builds it
     require("gevent")
     if case.endswith("celery"):
         require("psycopg2", "psycogreen")
