@@ -42,13 +42,15 @@ def _run(workers: str, extra: list[str]) -> dict:
         argv, cwd=REPO, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False
     )
     wall = time.monotonic() - started
-    summary = [ln for ln in done.stdout.splitlines() if re.search(r"\d+ (passed|failed)", ln)]
+    lines = done.stdout.splitlines()
+    summary = [ln for ln in lines if re.search(r"\d+ (passed|failed)", ln)]
     return {
         "workers": workers,
         "wall_s": round(wall, 1),
         "cpu_s": round(_children_cpu() - cpu, 1),
         "exit": done.returncode,
         "summary": summary[-1].strip("= ") if summary else done.stdout[-200:],
+        "failed": [ln for ln in lines if ln.startswith(("FAILED ", "ERROR "))],
     }
 
 
@@ -78,6 +80,8 @@ def main() -> int:
                 f"exit {run['exit']}: {run['summary']}",
                 flush=True,
             )
+            for line in run["failed"]:
+                print(f"    {line}", flush=True)
     walls = {w: statistics.median(r["wall_s"] for r in runs if r["workers"] == w) for w in
              (str(cpus), "auto")}  # fmt: skip
     ratio = walls["auto"] / walls[str(cpus)]
