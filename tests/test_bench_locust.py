@@ -154,13 +154,7 @@ def test_keep_alive_reuses_one_connection_per_user() -> None:
 
     def handle(conn, number: int) -> None:
         accepted.append(number)
-        while True:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = conn.recv(4096)
-                if not chunk:
-                    return
-                data += chunk
+        while _read_request(conn):
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
 
     with raw_server(handle) as port:

@@ -153,7 +153,8 @@ def test_keep_alive_connections_closed_while_idle_are_reopened_not_failed() -> N
         conn.settimeout(0.2)  # an idle timeout, as gunicorn's keepalive (2 s) has
         while True:
             try:
-                _read_request(conn)
+                if not _read_request(conn):
+                    return  # the client closed it
             except TimeoutError:
                 return  # closed while the client waits for its next send
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")

@@ -108,13 +108,15 @@ def _guarded(handle, conn: socket.socket, number: int) -> None:
         conn.close()
 
 
-def _read_request(conn: socket.socket) -> None:
+def _read_request(conn: socket.socket) -> bytes:
+    """The request's head; empty when the client closed the connection first."""
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = conn.recv(4096)
         if not chunk:
-            return
+            return b""
         data += chunk
+    return data
 
 
 OK_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
