@@ -192,35 +192,6 @@ def test_stale_class_attribute_and_subclass(tmp_path: Path) -> None:
     assert ("pool.Worker", "subclass", "__bases__", "threading.Thread") in mine
 
 
-def test_one_request_alone_is_the_faster_of_one_before_and_one_after_the_batch(
-    tmp_path: Path,
-) -> None:
-    """A first request that warms the app up (a lazy import, a cache) is not the time of one
-    request: compared with it, a blocking handler's batch would look cooperative."""
-    project = write_app(
-        tmp_path / "proj",
-        {
-            "warm.py": """
-                import time
-                WARM = []
-
-                def app(environ, start_response):
-                    if not WARM:
-                        time.sleep(0.5)  # the first request only
-                        WARM.append(True)
-                    start_response("200 OK", [])
-                    return [b"ok"]
-            """
-        },
-    )
-    serve = {"paths": ["/"], "requests": 4, "concurrency": 2}
-    run = probe(tmp_path, make_spec(project, "warm", mode="gunicorn", serve=serve))
-    (event,) = run.all("serve")
-    assert event["statuses"] == {"200": 4}
-    assert event["single_status"] == 200
-    assert event["single"] < 0.25, event  # the one after the batch, not the warm-up
-
-
 def test_blocking_handler_collapses_and_reports_block(tmp_path: Path) -> None:
     project = write_app(
         tmp_path / "proj",

@@ -231,10 +231,9 @@ lists are outermost first, innermost last.
     ``complete`` (false when the walk stopped at one of its bounds). Absent when gevent never
     patched.
 ``serve``
-    Per path: ``port``, ``path``, ``single`` (latency of one request alone, the faster of one
-    before the batch and one after it; null if it failed), ``single_status``,
-    ``single_error``, ``requests``, ``concurrency``, ``wall`` (seconds for the concurrent
-    batch), ``latencies`` (per request, null if failed), ``statuses``
+    Per path: ``port``, ``path``, ``single`` (latency of one request alone, null if it failed),
+    ``single_status``, ``single_error``, ``requests``, ``concurrency``, ``wall`` (seconds for the
+    concurrent batch), ``latencies`` (per request, null if failed), ``statuses``
     (``{"200": 19, "none": 1}``), ``errors`` (error strings of the failed requests),
     ``server_errors`` (lines pywsgi wrote to its error log, at most 20).
     Or, when serving was not attempted: ``{"skipped": reason}``.

@@ -129,18 +129,6 @@ _TIMED_OUT = "no response within the request timeout: "
 _NOT_SENT = "not sent: an earlier request got no response within the request timeout"
 
 
-def _faster_alone(port, path, timeout, first, statuses):
-    """One request alone again, after the batch: the faster of the two is the measure, so a
-    first request that warmed the app up, or met a busy moment of the machine, does not pass
-    for its speed. Not after a batch that got no response: it would wait out the timeout."""
-    if first[0] is None or {"none", "not-sent"} & set(statuses):
-        return first
-    _, (again,) = _run_batch(port, path, 1, 1, timeout)
-    if again[0] is not None and again[1] == first[1] and again[0] < first[0]:
-        return again
-    return first
-
-
 def _run_batch(port, path, count, concurrency, timeout):
     """Send ``count`` requests from ``concurrency`` native threads; keep the hub running.
     The first request that gets no response in time has the hang dumped while it lasts."""
@@ -242,7 +230,7 @@ def serve(app) -> None:
         port = server.server_port
         for path in paths:
             S.serve_path = path
-            _, (alone,) = _run_batch(port, path, 1, 1, timeout)
+            _, single = _run_batch(port, path, 1, 1, timeout)
             wall, results = _run_batch(port, path, count, concurrency, timeout)
             statuses = {}
             for _latency, status, error in results:
@@ -250,14 +238,13 @@ def serve(app) -> None:
                 if error == _NOT_SENT:
                     key = "not-sent"
                 statuses[key] = statuses.get(key, 0) + 1
-            alone = _faster_alone(port, path, timeout, alone, statuses)
             emit(
                 "serve",
                 port=port,
                 path=path,
-                single=alone[0],
-                single_status=alone[1],
-                single_error=alone[2],
+                single=single[0][0],
+                single_status=single[0][1],
+                single_error=single[0][2],
                 requests=count,
                 concurrency=concurrency,
                 wall=round(wall, 6),

@@ -429,10 +429,9 @@ def check_hub_blocked(ctx) -> Iterator[Hit]:
     "({single:.3f}s): requests are served one at a time",
     why="""
 The probe timed one request alone, then the same request many times in parallel from real
-threads, then one alone again (the faster of the two alone counts). Cooperative code serves
-them together, in about the time of one; when the total grows with the number of requests,
-something in the handler blocks the hub (a C driver, a stale reference, CPU work) (FM-09,
-FM-29).
+threads. Cooperative code serves them together, in about the time of one; when the total grows
+with the number of requests, something in the handler blocks the hub (a C driver, a stale
+reference, CPU work) (FM-09, FM-29).
 """,
     fix="Find the blocking call (see MPA851 findings and their stacks) and make it cooperative.",
     bad="""
